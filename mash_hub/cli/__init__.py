@@ -1,0 +1,70 @@
+"""The ``mash-hub`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from pydantic import ValidationError
+
+from mash_hub import __version__
+from mash_hub.cli import db as db_commands
+from mash_hub.cli._common import ExitCode, console, settings
+from mash_hub.cli.serve import serve
+from mash_hub.cli.synth import synth
+from mash_hub.db.embedded import EmbeddedPostgresError
+from mash_hub.db.engine import DatabaseConfigError, DatabaseUnavailableError
+
+app = typer.Typer(
+    name="mash-hub",
+    help=(
+        "MASH Hub: a shared, encrypted and audited person index for a Multi-Agency "
+        "Safeguarding Hub.\n\nWith no configuration the hub runs its own PostgreSQL server in "
+        "./.mash-hub; set MASH_DATABASE_URL to use an external one."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(db_commands.app, name="db")
+app.command()(serve)
+app.command()(synth)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"mash-hub {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    level = logging.DEBUG if verbose else getattr(logging, settings().log_level)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main() -> None:
+    """Console-script entry point: known failures become a one-line message and an exit code."""
+    try:
+        app()
+    except (DatabaseUnavailableError, EmbeddedPostgresError) as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(int(ExitCode.DATABASE))
+    except DatabaseConfigError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(int(ExitCode.BAD_INPUT))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"MASH_{'_'.join(str(part) for part in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        console.print(f"[bold red]error:[/] invalid configuration: {problems}", highlight=False)
+        sys.exit(int(ExitCode.BAD_INPUT))

@@ -1,0 +1,50 @@
+"""What every command shares: consoles, exit codes, JSON output and opening the database."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from mash_hub.db.engine import Database, database
+from mash_hub.settings import Settings, get_settings
+
+# Human-facing output (progress, tables, warnings) goes to stderr so stdout stays for data.
+console = Console(stderr=True, soft_wrap=True)
+stdout = Console(soft_wrap=True)
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes scripts can rely on; listed in the README."""
+
+    OK = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    DATABASE = 3
+
+
+def fail(message: str, code: ExitCode = ExitCode.FAILED) -> NoReturn:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=int(code))
+
+
+def emit_json(payload: Any) -> None:
+    """Machine-readable output: one JSON document on stdout, nothing else."""
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+@contextlib.contextmanager
+def open_db() -> Iterator[Database]:
+    """The configured database for the length of one command."""
+    with database(settings()) as db:
+        yield db

@@ -1,0 +1,130 @@
+"""Connections, pooling and the one place transactions are owned.
+
+Services receive a :class:`~sqlalchemy.orm.Session` and never commit. The caller that owns the
+unit of work (an HTTP request, a CLI command, a job) opens it with :meth:`Database.transaction`,
+which commits when the block succeeds and rolls back when it raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mash_hub.db.embedded import EmbeddedPostgres
+from mash_hub.settings import Settings
+
+
+class DatabaseConfigError(ValueError):
+    """The configured database URL cannot be used."""
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database server does not answer."""
+
+
+def normalise_url(raw: str) -> str:
+    """Accept the URL forms operators paste (``postgres://``, ``postgresql://``) for psycopg 3."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise DatabaseConfigError("MASH_DATABASE_URL is not a valid database URL") from exc
+    backend = url.get_backend_name()
+    if backend not in {"postgres", "postgresql"}:
+        raise DatabaseConfigError(
+            f"MASH_DATABASE_URL must point at PostgreSQL, not {backend!r}; "
+            "the hub has no other database mode"
+        )
+    if url.get_driver_name() not in {"psycopg", "psycopg2", ""} or url.drivername in {
+        "postgres",
+        "postgresql",
+        "postgresql+psycopg2",
+    }:
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@dataclass
+class Database:
+    """An engine, its session factory, and the embedded server behind it if any."""
+
+    engine: Engine
+    embedded: EmbeddedPostgres | None = None
+    sessions: sessionmaker[Session] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=False)
+
+    @property
+    def display_url(self) -> str:
+        """Where the data lives, fit to print: libpq form for the embedded server, no password."""
+        if self.embedded is not None:
+            return self.embedded.psql_url()
+        return redact(self.url)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """The unit of work: commit on success, roll back on any exception."""
+        with self.sessions.begin() as session:
+            yield session
+
+    def ping(self) -> None:
+        """Raise :class:`DatabaseUnavailableError` unless the server answers a query."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except OperationalError as exc:
+            raise DatabaseUnavailableError(
+                f"cannot reach PostgreSQL at {self.display_url}: {exc.orig.__class__.__name__}"
+            ) from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self.embedded is not None:
+            self.embedded.release()
+
+
+def make_engine(url: str, settings: Settings) -> Engine:
+    """A pooled psycopg 3 engine. ``pool_pre_ping`` drops connections a restart broke."""
+    return create_engine(
+        url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_max_overflow,
+        pool_timeout=settings.pool_timeout_seconds,
+        pool_pre_ping=True,
+        connect_args={"application_name": "mash-hub"},
+    )
+
+
+def open_database(settings: Settings) -> Database:
+    """Connect to the configured server, starting the embedded one when none is configured."""
+    if settings.database_url is not None:
+        url = normalise_url(settings.database_url.get_secret_value())
+        return Database(make_engine(url, settings))
+    embedded = EmbeddedPostgres(settings.data_dir)
+    url = embedded.acquire()
+    return Database(make_engine(url, settings), embedded=embedded)
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[Database]:
+    """Open the database for the length of a block, and release it (and the server) after."""
+    db = open_database(settings)
+    try:
+        yield db
+    finally:
+        db.close()

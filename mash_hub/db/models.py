@@ -1,0 +1,9 @@
+"""Imports every model module, so ``Base.metadata`` is complete for Alembic and the drift test."""
+
+from __future__ import annotations
+
+from mash_hub.crypto import models as crypto_models
+from mash_hub.db.base import Base
+from mash_hub.persons import models as person_models
+
+__all__ = ["Base", "crypto_models", "person_models"]

@@ -1,0 +1,70 @@
+"""FastAPI application factory.
+
+The app is handed an open :class:`~mash_hub.db.engine.Database` by whoever runs it (``serve`` or
+a test), so the process that starts the embedded server is also the one that stops it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from mash_hub import __version__
+from mash_hub.db import migrate
+from mash_hub.db.engine import Database
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def create_app(database: Database) -> FastAPI:
+    app = FastAPI(
+        title="MASH Hub",
+        version=__version__,
+        summary="Shared, encrypted, audited person index for a Multi-Agency Safeguarding Hub.",
+    )
+    app.state.database = database
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    def healthz() -> dict[str, str]:
+        """Liveness: answers while the process runs, whatever the database does."""
+        return {"status": "alive"}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="The database is reachable and fully migrated",
+        responses={503: {"description": "Not ready", "content": {PROBLEM_JSON: {}}}},
+    )
+    def readyz(request: Request) -> Any:
+        """Readiness: a load balancer should send traffic only when this answers 200."""
+        db: Database = request.app.state.database
+        head = migrate.head_revision()
+        try:
+            with db.engine.connect() as connection:
+                current = migrate.current_revision(connection)
+        except SQLAlchemyError:
+            return _not_ready("the database does not answer", database="unreachable")
+        if current != head:
+            return _not_ready(
+                "the database schema is not at the latest migration; run `mash-hub db upgrade`",
+                database="reachable",
+                migration=current,
+                expected=head,
+            )
+        return {"status": "ready", "database": "reachable", "migration": current}
+
+    return app
+
+
+def _not_ready(detail: str, **extra: str | None) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": "Service not ready",
+        "status": 503,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)

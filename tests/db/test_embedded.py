@@ -1,0 +1,102 @@
+"""The embedded server: private, socket-only, started on demand, stopped by its last user."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mash_hub.db.embedded import EmbeddedPostgres
+
+
+def _query(server: EmbeddedPostgres, statement: str) -> object:
+    with psycopg.connect(server.psql_url()) as conn:
+        row = conn.execute(statement).fetchone()
+        assert row is not None
+        return row[0]
+
+
+def test_server_listens_on_a_private_socket_only(tmp_path: Path) -> None:
+    server = EmbeddedPostgres(tmp_path / "data")
+    with server.running():
+        assert _query(server, "SHOW listen_addresses") == ""
+        assert _query(server, "SELECT current_database()") == "mash_hub"
+        assert stat.S_IMODE(server.socket_dir.stat().st_mode) == 0o700
+        assert stat.S_IMODE(server.pgdata.stat().st_mode) == 0o700
+        # Statement text, which may carry personal data, never reaches the server log.
+        assert _query(server, "SHOW log_min_error_statement") == "panic"
+    assert not server.is_running()
+
+
+def test_server_stops_only_after_its_last_user(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = EmbeddedPostgres(data_dir)
+    first.acquire()
+    # A second process uses the same server and exits while the first still holds it.
+    child = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from mash_hub.db.embedded import EmbeddedPostgres
+        s = EmbeddedPostgres(Path({str(data_dir)!r}))
+        s.acquire()
+        s.release()
+        """
+    )
+    subprocess.run([sys.executable, "-c", child], check=True, timeout=60)
+    assert first.is_running(), "a second user's exit must not stop a server still in use"
+    first.release()
+    assert not first.is_running()
+
+
+def test_a_killed_user_does_not_keep_the_server_alive(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    child = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from mash_hub.db.embedded import EmbeddedPostgres
+        EmbeddedPostgres(Path({str(data_dir)!r})).acquire()
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", child], timeout=60, check=False)
+    assert result.returncode == -9
+    server = EmbeddedPostgres(data_dir)
+    assert server.is_running()
+    server.acquire()
+    server.release()
+    assert not server.is_running()
+
+
+def test_pinned_server_outlives_hub_commands(tmp_path: Path) -> None:
+    server = EmbeddedPostgres(tmp_path / "data")
+    server.start_pinned()
+    try:
+        with server.running():
+            pass
+        assert server.is_running()
+    finally:
+        assert server.stop() is True
+    assert not server.is_running()
+    assert server.stop() is False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the service-user path only applies to root")
+def test_as_root_runs_as_service_user_and_only_adds_traverse_bits(tmp_path: Path) -> None:
+    private_parent = tmp_path / "private"
+    private_parent.mkdir(mode=0o700)
+    private_parent.chmod(0o700)
+    server = EmbeddedPostgres(private_parent / "hub")
+    with server.running():
+        owner = _query(server, "SELECT pg_catalog.pg_get_userbyid(10)")
+        assert owner == "postgres"
+        assert server.pgdata.stat().st_uid != 0
+    assert private_parent in server.permission_changes()
+    # Traverse only: other users still cannot list the folder.
+    assert stat.S_IMODE(private_parent.stat().st_mode) == 0o701
