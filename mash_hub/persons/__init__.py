@@ -1,0 +1,1 @@
+"""The encrypted person store: source records, their encrypted field groups and blind indexes."""
