@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,17 @@ class Settings(BaseSettings):
     pool_max_overflow: int = Field(default=10, ge=0, le=200)
     pool_timeout_seconds: float = Field(default=30.0, gt=0)
     log_level: str = Field(default="INFO")
+    key_provider: Literal["auto", "keyring", "env"] = Field(
+        default="auto",
+        description=(
+            "Where key-encryption keys come from: a local keyring file, or MASH_KEKS / "
+            "MASH_KEK_PRIMARY / MASH_INDEX_ROOT_KEY (or their _FILE forms). 'auto' uses the "
+            "environment when MASH_KEKS is set, else the keyring."
+        ),
+    )
+    keyring_path: Path | None = Field(
+        default=None, description="The keyring file; default <data_dir>/keyring.json."
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -46,6 +58,11 @@ class Settings(BaseSettings):
         if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return upper
+
+    @property
+    def resolved_keyring_path(self) -> Path:
+        path = self.keyring_path or self.data_dir / "keyring.json"
+        return path.expanduser().absolute()
 
     @property
     def uses_embedded_database(self) -> bool:

@@ -10,9 +10,12 @@ from pydantic import ValidationError
 
 from mash_hub import __version__
 from mash_hub.cli import db as db_commands
+from mash_hub.cli import keys as key_commands
 from mash_hub.cli._common import ExitCode, console, settings
+from mash_hub.cli.erase import erase
 from mash_hub.cli.serve import serve
 from mash_hub.cli.synth import synth
+from mash_hub.crypto.errors import KeyConfigError
 from mash_hub.db.embedded import EmbeddedPostgresError
 from mash_hub.db.engine import DatabaseConfigError, DatabaseUnavailableError
 
@@ -28,6 +31,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(db_commands.app, name="db")
+app.add_typer(key_commands.app, name="keys")
+app.command()(erase)
 app.command()(serve)
 app.command()(synth)
 
@@ -58,7 +63,7 @@ def main() -> None:
     except (DatabaseUnavailableError, EmbeddedPostgresError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(int(ExitCode.DATABASE))
-    except DatabaseConfigError as exc:
+    except (DatabaseConfigError, KeyConfigError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(int(ExitCode.BAD_INPUT))
     except ValidationError as exc:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import getpass
 import json
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -12,6 +14,9 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
+from mash_hub.crypto.keys import KeyProvider
+from mash_hub.crypto.keystore import KeyStore, load_key_provider
+from mash_hub.db import migrate
 from mash_hub.db.engine import Database, database
 from mash_hub.settings import Settings, get_settings
 
@@ -48,3 +53,25 @@ def open_db() -> Iterator[Database]:
     """The configured database for the length of one command."""
     with database(settings()) as db:
         yield db
+
+
+def actor() -> str:
+    """Who runs this command, for the audit log (an operator at a shell)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
+@contextlib.contextmanager
+def open_hub() -> Iterator[tuple[Database, KeyProvider]]:
+    """The database (migrated when embedded) and the key provider that unlocks it."""
+    cfg = settings()
+    with open_db() as db:
+        db.ping()
+        if cfg.uses_embedded_database:
+            migrate.upgrade(db.engine)
+        provider = load_key_provider(cfg)
+        with db.transaction() as session:
+            KeyStore(provider).check_provider_covers_database(session)
+        yield db, provider

@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from mash_hub.cli._common import console, open_db, settings
-from mash_hub.db import migrate
+from mash_hub.cli._common import console, open_hub, settings
 from mash_hub.web.app import create_app
 
 
@@ -16,14 +15,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
 ) -> None:
-    """Serve the hub's HTTP API (migrating the embedded database first)."""
+    """Serve the hub's HTTP API (migrating the embedded database first).
+
+    Refuses to start when the keys are missing or the keyring file is readable by others.
+    """
     cfg = settings()
-    with open_db() as db:
-        db.ping()
-        if cfg.uses_embedded_database:
-            before, after = migrate.upgrade(db.engine)
-            if before != after:
-                console.print(f"Migrated the embedded database to revision {after}.")
+    with open_hub() as (db, _provider):
         app = create_app(db)
         console.print(f"MASH Hub listening on http://{host}:{port} (Ctrl+C to stop)")
         uvicorn.run(app, host=host, port=port, log_level=cfg.log_level.lower(), access_log=False)

@@ -1,0 +1,53 @@
+"""``mash-hub erase``: erasure of a person by crypto-shredding."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from mash_hub.cli._common import ExitCode, actor, console, emit_json, fail, open_hub
+from mash_hub.persons.store import PersonStore, UnknownPersonError
+
+
+def erase(
+    person: Annotated[str, typer.Option("--person", help="Id of the person to erase.")],
+    reason: Annotated[
+        str,
+        typer.Option(
+            help="Reference of the erasure decision (e.g. a request number); no personal data.",
+            min=3,
+            max=200,
+        ),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Erase a person: destroy the data keys and index entries of all their records.
+
+    Their data can then be neither decrypted nor found, in this database or any backup once
+    the KEK that wrapped those keys is retired. The audit entry of the erasure remains.
+    """
+    try:
+        person_id = uuid.UUID(person)
+    except ValueError:
+        fail(f"--person must be a person id (a UUID), got {len(person)} characters", ExitCode.BAD_INPUT)
+    if not yes and not typer.confirm(f"Erase person {person_id} irreversibly?", err=True):
+        fail("not confirmed; nothing erased", ExitCode.BAD_INPUT)
+    with open_hub() as (db, provider), db.transaction() as session:
+        try:
+            report = PersonStore.from_provider(provider).erase_person(
+                session, person_id, actor=actor(), reason=reason
+            )
+        except UnknownPersonError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+    if as_json:
+        emit_json({k: str(v) if isinstance(v, uuid.UUID) else v for k, v in asdict(report).items()})
+    else:
+        console.print(
+            f"Erased person {person_id}: {report.records} record(s), "
+            f"{report.data_keys_destroyed} data key(s) destroyed, "
+            f"{report.index_entries_removed} index entries removed."
+        )

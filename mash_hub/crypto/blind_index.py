@@ -1,0 +1,415 @@
+"""Blind indexes: keyed, truncated HMACs for equality search over encrypted person data.
+
+Each index has its own HMAC-SHA256 key, derived with HKDF-SHA256 from the provider's
+blind-index root secret (``info = b"mash-hub|blind-index|v1|" + name``). The root secret is
+separate from the KEKs, so KEK rotation never touches indexes; rotating the root secret
+means recomputing every index row.
+
+Why truncate. An untruncated HMAC of a name is a perfect pseudonym: anyone holding a copy of
+the database (without keys) sees exactly which records share a value and how often each
+value occurs, and frequency analysis against public name statistics then re-identifies the
+common values. Truncating to ``bits`` folds many values into each bucket, so a search
+returns a superset of candidates that must be decrypted and re-checked; fewer bits leak
+less and cost more decryptions. The budget follows the value's entropy and its use:
+
+* unique identifiers (NHS number, UPN, PNC id) are near-uniform, so frequency analysis learns
+  nothing and 32 bits keeps false positives negligible; what leaks is which records share an
+  identifier, which is the linkage the hub exists to make anyway;
+* single name tokens and phonetic codes are heavily skewed (Smith, Mohammed), so they get 16
+  bits: a coarse filter, since the common values stay recognisable by their frequency
+  whatever the width;
+* date of birth 16 bits (about 36,500 plausible dates, so still close to exact equality),
+  year of birth 8 bits (only about 120 values: equality is all it can leak), postcode 20
+  bits, postcode district 12 bits (a hub covers few districts, so equality is near exact);
+* compounds (family phonetic + DOB, given token + family token, DOB + district, family
+  phonetic + birth year) are what searches mostly use; they are near-unique per person, so 32
+  bits (24 for the coarser birth-year compound) keeps candidate lists short while their
+  values, being close to uniform, resist frequency analysis.
+
+Values are returned as non-negative ``int`` below 2**63 so PostgreSQL can store them in a
+``BIGINT`` column; ``index_id`` lets one table ``(index_id, value, record_id)`` hold all of
+them. Never renumber an ``index_id`` or change a spec's bits or normaliser without a reindex.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from mash_hub.crypto.keys import KEY_BYTES, KeyProvider
+from mash_hub.crypto.normalise import (
+    birth_year,
+    name_phonetic,
+    name_tokens,
+    normalise_dob,
+    normalise_nhs_number,
+    normalise_pnc_id,
+    normalise_postcode,
+    normalise_upn,
+    postcode_district,
+)
+
+__all__ = [
+    "INDEX_SPECS",
+    "BlindIndexer",
+    "IndexSpec",
+    "IndexTerm",
+    "index_terms",
+]
+
+_HKDF_SALT = b"mash-hub|blind-index-salt|v1"
+_HKDF_INFO = b"mash-hub|blind-index|v1|"
+_JOIN = "\x1f"
+
+
+def _one(normaliser: Callable[[Any], str | None]) -> Callable[[Any], list[str]]:
+    def apply(raw: Any) -> list[str]:
+        value = normaliser(raw)
+        return [value] if value else []
+
+    return apply
+
+
+def _tokens(raw: Any) -> list[str]:
+    return name_tokens(str(raw)) if raw else []
+
+
+def _phonetics(raw: Any) -> list[str]:
+    return _dedupe(code for token in _tokens(raw) if (code := name_phonetic(token)))
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """One blind index: stable id, truncation width, and what equality on it reveals.
+
+    ``normaliser`` maps one raw input value to its index keys; compound indexes have none
+    because :func:`index_terms` builds them from several fields.
+    """
+
+    name: str
+    index_id: int
+    bits: int
+    description: str
+    leaks: str
+    normaliser: Callable[[Any], list[str]] | None = None
+
+
+_SPECS: tuple[IndexSpec, ...] = (
+    IndexSpec(
+        "nhs_number",
+        1,
+        32,
+        "NHS number, 10 digits",
+        "which records share an NHS number",
+        _one(normalise_nhs_number),
+    ),
+    IndexSpec(
+        "upn",
+        2,
+        32,
+        "Unique Pupil Number, 13 characters",
+        "which records share a UPN",
+        _one(normalise_upn),
+    ),
+    IndexSpec(
+        "pnc_id",
+        3,
+        32,
+        "PNC id as YY/NNNNNNNC",
+        "which records share a PNC id",
+        _one(normalise_pnc_id),
+    ),
+    IndexSpec(
+        "given_token",
+        4,
+        16,
+        "each given-name token and joined multi-part form",
+        "coarse given-name equality; the most common names stand out by frequency",
+        _tokens,
+    ),
+    IndexSpec(
+        "family_token",
+        5,
+        16,
+        "each family-name token and joined multi-part form",
+        "coarse family-name equality; the most common names stand out by frequency",
+        _tokens,
+    ),
+    IndexSpec(
+        "given_phonetic",
+        6,
+        16,
+        "Metaphone of each given-name token",
+        "coarse sounds-alike equality of given names",
+        _phonetics,
+    ),
+    IndexSpec(
+        "family_phonetic",
+        7,
+        16,
+        "Metaphone of each family-name token",
+        "coarse sounds-alike equality of family names (e.g. a sibling group)",
+        _phonetics,
+    ),
+    IndexSpec(
+        "dob",
+        8,
+        16,
+        "date of birth, ISO YYYY-MM-DD",
+        "near-exact date-of-birth equality and the shape of the age profile",
+        _one(normalise_dob),
+    ),
+    IndexSpec(
+        "birth_year",
+        9,
+        8,
+        "four-digit year of birth",
+        "year-of-birth equality (about 120 values) and the age profile",
+        _one(birth_year),
+    ),
+    IndexSpec(
+        "postcode",
+        10,
+        20,
+        "full UK postcode, upper case, no spaces",
+        "which records share an address postcode (households)",
+        _one(normalise_postcode),
+    ),
+    IndexSpec(
+        "postcode_district",
+        11,
+        12,
+        "postcode outward code",
+        "district equality: how records spread over the hub's few districts",
+        _one(postcode_district),
+    ),
+    IndexSpec(
+        "family_phonetic_dob",
+        12,
+        32,
+        "family-name Metaphone + date of birth",
+        "records that are probably the same person (or twins)",
+    ),
+    IndexSpec(
+        "given_family_token",
+        13,
+        32,
+        "given-name token + family-name token",
+        "records sharing a full name",
+    ),
+    IndexSpec(
+        "dob_postcode_district",
+        14,
+        32,
+        "date of birth + postcode district",
+        "records sharing a birth date within one district",
+    ),
+    IndexSpec(
+        "family_phonetic_birth_year",
+        15,
+        24,
+        "family-name Metaphone + year of birth",
+        "sounds-alike family name within one birth year (survives day/month typos)",
+    ),
+)
+
+INDEX_SPECS: Mapping[str, IndexSpec] = {spec.name: spec for spec in _SPECS}
+
+
+class IndexTerm(NamedTuple):
+    """A row for the blind-index table: which index, and the truncated HMAC value."""
+
+    index_id: int
+    value: int
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(item) for item in value if item]
+
+
+def _split_full_name(full: str) -> tuple[list[str], list[str]]:
+    """Given and family tokens of a free-text alias; a one-word alias counts as both."""
+    words = full.split()
+    if len(words) <= 1:
+        tokens = _tokens(full)
+        return tokens, tokens
+    return _tokens(" ".join(words[:-1])), _tokens(words[-1])
+
+
+def index_terms(person_fields: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(index name, normalised key) pairs for a person or a search query.
+
+    Understood keys: ``given_names`` (list or str), ``family_name``, ``other_names`` (list of
+    full alias names), ``date_of_birth`` (date or ISO str), ``birth_year`` (used when there is
+    no date of birth), ``postcodes`` (list) or ``postcode``, ``nhs_number``, ``upn``,
+    ``pnc_id``. Missing or unusable values are skipped.
+    """
+    given: list[str] = []
+    for name in _as_list(person_fields.get("given_names")):
+        given += _tokens(name)
+    family = _tokens(person_fields.get("family_name"))
+    for alias in _as_list(person_fields.get("other_names")):
+        alias_given, alias_family = _split_full_name(alias)
+        given += alias_given
+        family += alias_family
+    given, family = _dedupe(given), _dedupe(family)
+    given_ph = _dedupe(code for t in given if (code := name_phonetic(t)))
+    family_ph = _dedupe(code for t in family if (code := name_phonetic(t)))
+
+    dob = normalise_dob(person_fields.get("date_of_birth"))
+    raw_year = person_fields.get("birth_year")
+    year = birth_year(dob) if dob else (f"{int(raw_year):04d}" if raw_year else None)
+    postcodes = _as_list(person_fields.get("postcodes")) + _as_list(person_fields.get("postcode"))
+    full_postcodes = _dedupe(p for raw in postcodes if (p := normalise_postcode(raw)))
+    districts = _dedupe(d for raw in postcodes if (d := postcode_district(raw)))
+
+    terms: list[tuple[str, str]] = []
+    for index_name, normaliser in (
+        ("nhs_number", normalise_nhs_number),
+        ("upn", normalise_upn),
+        ("pnc_id", normalise_pnc_id),
+    ):
+        for raw in _as_list(person_fields.get(index_name)):
+            if key := normaliser(raw):
+                terms.append((index_name, key))
+    terms += [("given_token", t) for t in given]
+    terms += [("family_token", t) for t in family]
+    terms += [("given_phonetic", c) for c in given_ph]
+    terms += [("family_phonetic", c) for c in family_ph]
+    if dob:
+        terms.append(("dob", dob))
+    if year:
+        terms.append(("birth_year", year))
+    terms += [("postcode", p) for p in full_postcodes]
+    terms += [("postcode_district", d) for d in districts]
+    if dob:
+        terms += [("family_phonetic_dob", _JOIN.join((c, dob))) for c in family_ph]
+        terms += [("dob_postcode_district", _JOIN.join((dob, d))) for d in districts]
+    if year:
+        terms += [("family_phonetic_birth_year", _JOIN.join((c, year))) for c in family_ph]
+    terms += [("given_family_token", _JOIN.join((g, f))) for g in given for f in family]
+    return list(dict.fromkeys(terms))
+
+
+class BlindIndexer:
+    """Computes blind-index values with one HKDF-derived HMAC key per index."""
+
+    __slots__ = ("_keys", "_root", "_source_key", "_specs")
+
+    def __init__(self, root_key: bytes, specs: Mapping[str, IndexSpec] = INDEX_SPECS) -> None:
+        if len(root_key) != KEY_BYTES:
+            raise ValueError(f"the blind-index root key must be {KEY_BYTES} bytes")
+        ids = [spec.index_id for spec in specs.values()]
+        if len(set(ids)) != len(ids):
+            raise ValueError("index ids must be unique")
+        for name, spec in specs.items():
+            if name != spec.name or not 1 <= spec.bits <= 63:
+                raise ValueError(f"bad index spec {name!r}: name mismatch or bits not in 1..63")
+        self._root = bytes(root_key)
+        self._specs = dict(specs)
+        self._source_key: bytes | None = None
+        self._keys: dict[str, tuple[bytes, int, int]] = {}
+
+    @classmethod
+    def from_provider(cls, provider: KeyProvider) -> BlindIndexer:
+        """Indexer keyed by the provider's blind-index root secret."""
+        return cls(provider.index_root_key())
+
+    def __repr__(self) -> str:
+        return f"<BlindIndexer indexes={len(self._specs)} (key hidden)>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("BlindIndexer holds keys and cannot be pickled")
+
+    def spec(self, index_name: str) -> IndexSpec:
+        try:
+            return self._specs[index_name]
+        except KeyError:
+            raise KeyError(f"unknown blind index {index_name!r}") from None
+
+    def index_id(self, index_name: str) -> int:
+        return self.spec(index_name).index_id
+
+    def _key(self, index_name: str) -> bytes:
+        return self._derived(index_name)[0]
+
+    def _derived(self, index_name: str) -> tuple[bytes, int, int]:
+        """(HMAC key, bits, index id), derived once per index and cached."""
+        entry = self._keys.get(index_name)
+        if entry is None:
+            spec = self.spec(index_name)
+            key = HKDF(
+                algorithm=hashes.SHA256(),
+                length=KEY_BYTES,
+                salt=_HKDF_SALT,
+                info=_HKDF_INFO + index_name.encode("utf-8"),
+            ).derive(self._root)
+            entry = (key, spec.bits, spec.index_id)
+            self._keys[index_name] = entry
+        return entry
+
+    def compute(self, index_name: str, normalised_value: str) -> int:
+        """HMAC-SHA256 of an already-normalised value, truncated to the index's bits."""
+        key, bits, _ = self._derived(index_name)
+        digest = hmac.digest(key, normalised_value.encode("utf-8"), "sha256")
+        return int.from_bytes(digest[:8], "big") >> (64 - bits)
+
+    def term(self, index_name: str, normalised_value: str) -> IndexTerm:
+        """The (index_id, value) row for one normalised value."""
+        key, bits, index_id = self._derived(index_name)
+        digest = hmac.digest(key, normalised_value.encode("utf-8"), "sha256")
+        return IndexTerm(index_id, int.from_bytes(digest[:8], "big") >> (64 - bits))
+
+    def lookup(self, index_name: str, raw_value: Any) -> list[IndexTerm]:
+        """Terms for one raw value of a single-field index (e.g. a typed-in NHS number)."""
+        normaliser = self.spec(index_name).normaliser
+        if normaliser is None:
+            raise ValueError(f"{index_name!r} is a compound index; use query_terms()")
+        return [self.term(index_name, key) for key in normaliser(raw_value)]
+
+    def source_key(self, feed: str, source_record_id: str) -> bytes:
+        """Full-length keyed hash of an agency's own record id, unique per feed.
+
+        Lets a re-sent record find the version it replaces without storing the agency's id
+        in clear; untruncated because it must not collide.
+        """
+        if self._source_key is None:
+            self._source_key = HKDF(
+                algorithm=hashes.SHA256(),
+                length=KEY_BYTES,
+                salt=_HKDF_SALT,
+                info=b"mash-hub|source-record-id|v1",
+            ).derive(self._root)
+        message = _JOIN.join((feed, source_record_id.strip())).encode("utf-8")
+        return hmac.digest(self._source_key, message, "sha256")
+
+    def terms_for(self, person_fields: Mapping[str, Any]) -> list[IndexTerm]:
+        """(index_id, value) rows to store for a person."""
+        return list(dict.fromkeys(self.term(n, v) for n, v in index_terms(person_fields)))
+
+    def query_terms(
+        self, query_fields: Mapping[str, Any], *, indexes: Collection[str] | None = None
+    ) -> list[IndexTerm]:
+        """The same terms for a search, optionally limited to some indexes (e.g. compounds)."""
+        return list(
+            dict.fromkeys(
+                self.term(n, v)
+                for n, v in index_terms(query_fields)
+                if indexes is None or n in indexes
+            )
+        )

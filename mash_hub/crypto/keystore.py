@@ -1,0 +1,255 @@
+"""Data keys in the database: issue, open, re-wrap (KEK rotation), retire KEKs and shred.
+
+This is the only place that turns a wrapped DEK from ``data_keys`` into a
+:class:`~mash_hub.crypto.envelope.FieldCipher`. Services never see key material; they ask for
+ciphers by owner id (the id of the row whose fields the DEK protects).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from mash_hub.crypto.envelope import (
+    FieldCipher,
+    WrappedKey,
+    new_data_key,
+    rewrap_data_key,
+    unwrap_data_key,
+    wrap_data_key,
+)
+from mash_hub.crypto.errors import KeyConfigError
+from mash_hub.crypto.keys import (
+    EnvKeyProvider,
+    KeyProvider,
+    LocalKeyringProvider,
+    generate_dev_keyring,
+)
+from mash_hub.crypto.models import DataKeyRow, KekRecord
+from mash_hub.db.engine import Database
+from mash_hub.settings import Settings
+
+
+def load_key_provider(settings: Settings, *, create_dev_keys: bool | None = None) -> KeyProvider:
+    """The configured key provider.
+
+    On the embedded default a missing keyring is generated (development keys, with a loud
+    warning); against an external database it must exist (``mash-hub keys init``).
+    """
+    use_env = settings.key_provider == "env" or (
+        settings.key_provider == "auto" and EnvKeyProvider.configured()
+    )
+    if use_env:
+        return EnvKeyProvider()
+    path = settings.resolved_keyring_path
+    if create_dev_keys is None:
+        create_dev_keys = settings.uses_embedded_database
+    if create_dev_keys:
+        return generate_dev_keyring(path)
+    if not path.exists():
+        raise KeyConfigError(
+            f"no keyring at {path}: create one with `mash-hub keys init`, or provide keys "
+            "through MASH_KEKS and MASH_INDEX_ROOT_KEY"
+        )
+    return LocalKeyringProvider(path)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new DEK: the cipher to encrypt with now and the wrapped row to store beside the data."""
+
+    cipher: FieldCipher
+    row: dict[str, object]
+
+
+@dataclass(frozen=True)
+class KekStatus:
+    kek_id: str
+    primary: bool
+    in_provider: bool
+    data_keys: int
+    retired: bool
+
+
+class KeyStore:
+    """Wrapped DEKs in ``data_keys`` under the provider's KEKs."""
+
+    def __init__(self, provider: KeyProvider) -> None:
+        self.provider = provider
+
+    def issue(self, owner_id: uuid.UUID) -> IssuedKey:
+        """A fresh DEK for one owner row; the caller inserts ``row`` in its transaction."""
+        dek = new_data_key()
+        wrapped = wrap_data_key(self.provider, dek, owner_id)
+        row: dict[str, object] = {
+            "owner_id": owner_id,
+            "kek_id": wrapped.kek_id,
+            "wrapped": wrapped.blob,
+        }
+        return IssuedKey(FieldCipher(dek), row)
+
+    def register_primary(self, session: Session) -> None:
+        """Record that the database now depends on the primary KEK."""
+        session.execute(
+            insert(KekRecord)
+            .values(kek_id=self.provider.primary_kek_id())
+            .on_conflict_do_nothing(index_elements=["kek_id"])
+        )
+
+    def store(self, session: Session, issued: Iterable[IssuedKey]) -> None:
+        rows = [key.row for key in issued]
+        if rows:
+            self.register_primary(session)
+            session.execute(insert(DataKeyRow), rows)
+
+    def ciphers(self, session: Session, owner_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, FieldCipher]:
+        """Ciphers for the owners whose DEK still exists (a shredded owner is simply absent)."""
+        if not owner_ids:
+            return {}
+        rows = session.execute(
+            select(DataKeyRow.owner_id, DataKeyRow.kek_id, DataKeyRow.wrapped).where(
+                DataKeyRow.owner_id.in_(list(owner_ids))
+            )
+        ).all()
+        return {
+            owner: FieldCipher(unwrap_data_key(self.provider, WrappedKey(kek, bytes(blob)), owner))
+            for owner, kek, blob in rows
+        }
+
+    def shred(self, session: Session, owner_ids: Collection[uuid.UUID]) -> int:
+        """Destroy the DEKs of these owners: their ciphertexts, and every copy, become noise."""
+        if not owner_ids:
+            return 0
+        result = session.execute(
+            delete(DataKeyRow).where(DataKeyRow.owner_id.in_(list(owner_ids)))
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def check_provider_covers_database(self, session: Session) -> None:
+        """Refuse to work with a provider that lacks a KEK the stored DEKs need."""
+        needed = set(session.scalars(select(DataKeyRow.kek_id).distinct()))
+        missing = sorted(needed - set(self.provider.kek_ids()))
+        if missing:
+            raise KeyConfigError(
+                "the database holds data keys wrapped by KEK(s) "
+                f"{', '.join(missing)} that the {self.provider.name} key provider does not "
+                "have; restore the keyring or key configuration that holds them"
+            )
+
+    def status(self, session: Session) -> list[KekStatus]:
+        counts = dict(
+            session.execute(
+                select(DataKeyRow.kek_id, func.count()).group_by(DataKeyRow.kek_id)
+            ).tuples()
+        )
+        known = {row.kek_id: row for row in session.scalars(select(KekRecord))}
+        provider_ids = set(self.provider.kek_ids())
+        primary = self.provider.primary_kek_id()
+        ids = sorted(set(counts) | set(known) | provider_ids | {primary})
+        return [
+            KekStatus(
+                kek_id=kek,
+                primary=kek == primary,
+                in_provider=kek in provider_ids,
+                data_keys=int(counts.get(kek, 0)),
+                retired=bool(known.get(kek) and known[kek].retired_at is not None)
+                or kek not in provider_ids,
+            )
+            for kek in ids
+        ]
+
+    def outstanding(self, session: Session) -> int:
+        """How many DEKs are not yet wrapped by the primary KEK (an unfinished rotation)."""
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(DataKeyRow)
+                .where(DataKeyRow.kek_id != self.provider.primary_kek_id())
+            )
+            or 0
+        )
+
+    def rewrap_batch(self, session: Session, batch_size: int) -> int:
+        """Re-wrap up to ``batch_size`` DEKs under the primary KEK; returns how many.
+
+        Rows are locked with SKIP LOCKED, so several rotators (or a resumed one) never
+        fight over a row, and readers keep reading: the old KEK still unwraps until retired.
+        """
+        primary = self.provider.primary_kek_id()
+        rows = session.execute(
+            select(DataKeyRow.owner_id, DataKeyRow.kek_id, DataKeyRow.wrapped)
+            .where(DataKeyRow.kek_id != primary)
+            .order_by(DataKeyRow.owner_id)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not rows:
+            return 0
+        self.register_primary(session)
+        now = dt.datetime.now(dt.UTC)
+        updates = []
+        for owner, kek, blob in rows:
+            rewrapped = rewrap_data_key(self.provider, WrappedKey(kek, bytes(blob)), owner)
+            updates.append(
+                {
+                    "owner_id": owner,
+                    "kek_id": rewrapped.kek_id,
+                    "wrapped": rewrapped.blob,
+                    "rewrapped_at": now,
+                }
+            )
+        session.execute(update(DataKeyRow), updates)
+        return len(rows)
+
+    def retire(self, session: Session, kek_id: str) -> None:
+        """Retire a KEK once no DEK depends on it; refuses the primary and KEKs still in use."""
+        if kek_id == self.provider.primary_kek_id():
+            raise KeyConfigError(f"KEK {kek_id} is the primary KEK; rotate to a new one first")
+        in_use = session.scalar(
+            select(func.count()).select_from(DataKeyRow).where(DataKeyRow.kek_id == kek_id)
+        )
+        if in_use:
+            raise KeyConfigError(
+                f"KEK {kek_id} still wraps {in_use} data key(s); finish `mash-hub keys rotate` "
+                "before retiring it"
+            )
+        session.execute(
+            insert(KekRecord)
+            .values(kek_id=kek_id, retired_at=func.now())
+            .on_conflict_do_update(index_elements=["kek_id"], set_={"retired_at": func.now()})
+        )
+        if isinstance(self.provider, LocalKeyringProvider):
+            self.provider.retire_kek(kek_id)
+
+
+def rotate(
+    db: Database,
+    keys: KeyStore,
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Re-wrap every DEK under the primary KEK, one committed batch at a time.
+
+    A job that owns its transactions: each batch commits on its own, so an interruption
+    loses at most one batch of work and a re-run resumes where it stopped.
+    """
+    with db.transaction() as session:
+        total = keys.outstanding(session)
+    done = 0
+    if progress is not None:
+        progress(done, total)
+    while True:
+        with db.transaction() as session:
+            count = keys.rewrap_batch(session, batch_size)
+        if count == 0:
+            return done
+        done += count
+        if progress is not None:
+            progress(done, max(total, done))

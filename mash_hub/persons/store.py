@@ -1,0 +1,287 @@
+"""The encrypted person store: write, read (only the groups asked for), find, and erase.
+
+Every source record gets its own data key. Its fields are stored as one AES-256-GCM ciphertext
+per *field group* (the unit the access policy grants), bound to table, group, record id and
+format version, so a caller that may see a group decrypts that group and nothing else. Blind
+indexes make records findable without decrypting anything.
+
+Services here never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from mash_hub.audit import AuditEvent
+from mash_hub.audit import record as audit
+from mash_hub.crypto.blind_index import BlindIndexer, IndexTerm
+from mash_hub.crypto.keys import KeyProvider
+from mash_hub.crypto.keystore import IssuedKey, KeyStore
+from mash_hub.persons.models import BlindIndexEntry, Person, RecordFieldGroup, SourceRecord
+
+FIELD_TABLE = "record_field_groups"
+
+# The policy's unit of access. Agency-specific detail groups are named "details.<name>".
+IDENTITY = "identity"
+IDENTIFIERS = "identifiers"
+CONTACT = "contact"
+CORE_GROUPS = (IDENTITY, IDENTIFIERS, CONTACT)
+DETAILS_PREFIX = "details."
+
+
+class UnknownPersonError(LookupError):
+    """No person with that id."""
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """One agency record to store.
+
+    ``groups`` maps a field-group name to its fields (JSON-compatible values). ``index_fields``
+    carries the values to blind-index (see :func:`mash_hub.crypto.blind_index.index_terms`).
+    """
+
+    feed: str
+    source_agency: str
+    source_record_id: str
+    groups: Mapping[str, Mapping[str, Any]]
+    index_fields: Mapping[str, Any]
+    person_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class ErasureReport:
+    person_id: uuid.UUID
+    records: int
+    data_keys_destroyed: int
+    index_entries_removed: int
+
+
+@dataclass
+class StoredRecord:
+    """A record as a caller may see it: metadata plus only the decrypted groups requested."""
+
+    id: uuid.UUID
+    feed: str
+    source_agency: str
+    person_id: uuid.UUID | None
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _check_group_name(name: str) -> None:
+    if name in CORE_GROUPS:
+        return
+    if name.startswith(DETAILS_PREFIX) and len(name) > len(DETAILS_PREFIX) and len(name) <= 64:
+        return
+    raise ValueError(
+        f"unknown field group {name!r}: use one of {', '.join(CORE_GROUPS)} or 'details.<name>'"
+    )
+
+
+class PersonStore:
+    """Reads and writes encrypted source records through one key store and one indexer."""
+
+    def __init__(self, keys: KeyStore, indexer: BlindIndexer) -> None:
+        self.keys = keys
+        self.indexer = indexer
+
+    @classmethod
+    def from_provider(cls, provider: KeyProvider) -> PersonStore:
+        return cls(KeyStore(provider), BlindIndexer.from_provider(provider))
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def add(self, session: Session, records: Sequence[NewRecord]) -> list[uuid.UUID]:
+        """Encrypt, index and insert records in bulk (COPY); returns their new ids."""
+        ids: list[uuid.UUID] = []
+        issued: list[IssuedKey] = []
+        record_rows: list[tuple[Any, ...]] = []
+        group_rows: list[tuple[Any, ...]] = []
+        index_rows: list[tuple[Any, ...]] = []
+        for new in records:
+            record_id = uuid.uuid4()
+            key = self.keys.issue(record_id)
+            issued.append(key)
+            ids.append(record_id)
+            record_rows.append(
+                (
+                    record_id,
+                    new.feed,
+                    new.source_agency,
+                    self.indexer.source_key(new.feed, new.source_record_id),
+                    1,
+                    True,
+                    new.person_id,
+                )
+            )
+            for group, values in new.groups.items():
+                _check_group_name(group)
+                ciphertext = key.cipher.encrypt_group(
+                    dict(values), table=FIELD_TABLE, group=group, row_id=record_id
+                )
+                group_rows.append((record_id, group, ciphertext))
+            index_rows.extend(
+                (term.index_id, term.value, record_id)
+                for term in self.indexer.terms_for(new.index_fields)
+            )
+        if not ids:
+            return ids
+        self.keys.store(session, issued)
+        cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+        _copy(
+            cursor,
+            "source_records (id, feed, source_agency, source_key, version, is_current, person_id)",
+            record_rows,
+        )
+        _copy(cursor, f"{FIELD_TABLE} (record_id, group_name, ciphertext)", group_rows)
+        _copy(cursor, "blind_index (index_id, value, record_id)", index_rows)
+        return ids
+
+    def new_person(self, session: Session) -> uuid.UUID:
+        person = Person(id=uuid.uuid4())
+        session.add(person)
+        session.flush()
+        return person.id
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def read(
+        self, session: Session, record_ids: Collection[uuid.UUID], groups: Collection[str]
+    ) -> dict[uuid.UUID, StoredRecord]:
+        """Records with only ``groups`` fetched and decrypted; erased records have none."""
+        if not record_ids:
+            return {}
+        meta = session.execute(
+            select(
+                SourceRecord.id,
+                SourceRecord.feed,
+                SourceRecord.source_agency,
+                SourceRecord.person_id,
+            ).where(SourceRecord.id.in_(list(record_ids)))
+        ).all()
+        out = {
+            row.id: StoredRecord(row.id, row.feed, row.source_agency, row.person_id)
+            for row in meta
+        }
+        if not groups or not out:
+            return out
+        ciphertexts = session.execute(
+            select(
+                RecordFieldGroup.record_id,
+                RecordFieldGroup.group_name,
+                RecordFieldGroup.ciphertext,
+            ).where(
+                RecordFieldGroup.record_id.in_(list(out)),
+                RecordFieldGroup.group_name.in_(list(groups)),
+            )
+        ).all()
+        ciphers = self.keys.ciphers(session, {row.record_id for row in ciphertexts})
+        for record_id, group, ciphertext in ciphertexts:
+            cipher = ciphers.get(record_id)
+            if cipher is None:
+                continue
+            out[record_id].groups[group] = cipher.decrypt_group(
+                bytes(ciphertext), table=FIELD_TABLE, group=group, row_id=record_id
+            )
+        return out
+
+    def records_of_person(self, session: Session, person_id: uuid.UUID) -> list[uuid.UUID]:
+        return list(
+            session.scalars(
+                select(SourceRecord.id)
+                .where(SourceRecord.person_id == person_id)
+                .order_by(SourceRecord.created_at, SourceRecord.id)
+            )
+        )
+
+    # -- finding ----------------------------------------------------------------------------
+
+    def candidates(
+        self, session: Session, terms: Iterable[IndexTerm], *, require_all: bool = False
+    ) -> set[uuid.UUID]:
+        """Records whose blind index holds any (or every) term. Truncated indexes over-match:
+        callers decrypt the candidates they may see and re-check them."""
+        wanted = list(dict.fromkeys(terms))
+        if not wanted:
+            return set()
+        conditions = [
+            (BlindIndexEntry.index_id == term.index_id) & (BlindIndexEntry.value == term.value)
+            for term in wanted
+        ]
+        from sqlalchemy import or_  # noqa: PLC0415
+
+        query = select(BlindIndexEntry.record_id).where(or_(*conditions))
+        if require_all:
+            query = query.group_by(BlindIndexEntry.record_id).having(
+                func.count(func.distinct(func.row(BlindIndexEntry.index_id, BlindIndexEntry.value)))
+                == len(wanted)
+            )
+        return set(session.scalars(query.distinct() if not require_all else query))
+
+    # -- erasure ----------------------------------------------------------------------------
+
+    def erase_person(
+        self, session: Session, person_id: uuid.UUID, *, actor: str, reason: str
+    ) -> ErasureReport:
+        """Crypto-shred every record of a person and remove their index entries.
+
+        The ``persons`` and ``source_records`` rows stay as tombstones (ids and dates only), so
+        the audit entries that name them keep meaning; nothing personal remains readable.
+        """
+        person = session.get(Person, person_id, with_for_update=True)
+        if person is None:
+            raise UnknownPersonError(f"no person with id {person_id}")
+        record_ids = self.records_of_person(session, person_id)
+        destroyed = self.keys.shred(session, record_ids)
+        removed = 0
+        if record_ids:
+            result = session.execute(
+                delete(BlindIndexEntry).where(BlindIndexEntry.record_id.in_(record_ids))
+            )
+            removed = int(getattr(result, "rowcount", 0) or 0)
+            session.execute(
+                delete(RecordFieldGroup).where(RecordFieldGroup.record_id.in_(record_ids))
+            )
+            now = dt.datetime.now(dt.UTC)
+            session.execute(
+                update(SourceRecord),
+                [
+                    # A random source key: the agency's id no longer points at this tombstone.
+                    {"id": rid, "erased_at": now, "is_current": False, "source_key": os.urandom(32)}
+                    for rid in record_ids
+                ],
+            )
+        person.erased_at = dt.datetime.now(dt.UTC)
+        report = ErasureReport(person_id, len(record_ids), destroyed, removed)
+        audit(
+            session,
+            AuditEvent(
+                actor=actor,
+                action="person.erase",
+                subject_type="person",
+                subject_id=str(person_id),
+                details={
+                    "reason": reason,
+                    "records": report.records,
+                    "data_keys_destroyed": destroyed,
+                    "index_entries_removed": removed,
+                },
+            ),
+        )
+        return report
+
+
+def _copy(cursor: Any, target: str, rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    with cursor.copy(f"COPY {target} FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
