@@ -33,8 +33,10 @@ class PostgresServer:
         self.embedded = embedded
 
     def _admin_conninfo(self) -> str:
-        return make_url(self.admin_url).set(drivername="postgresql").render_as_string(
-            hide_password=False
+        return (
+            make_url(self.admin_url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
         )
 
     def create_database(self, prefix: str = "mash_test") -> str:
@@ -46,6 +48,7 @@ class PostgresServer:
 
     def drop_database(self, url: str) -> None:
         name = make_url(url).database
+        assert name is not None
         with psycopg.connect(self._admin_conninfo(), autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))

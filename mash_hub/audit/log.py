@@ -34,7 +34,9 @@ class AuditEvent:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def canonical_bytes(seq: int, entry_id: uuid.UUID, occurred_at: dt.datetime, event: AuditEvent) -> bytes:
+def canonical_bytes(
+    seq: int, entry_id: uuid.UUID, occurred_at: dt.datetime, event: AuditEvent
+) -> bytes:
     """The exact bytes an entry's hash covers; the verifier recomputes the same."""
     document = {
         "seq": seq,

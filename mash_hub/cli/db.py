@@ -11,7 +11,9 @@ from mash_hub.db import migrate
 from mash_hub.db.embedded import EmbeddedPostgres
 from mash_hub.db.engine import normalise_url, redact
 
-app = typer.Typer(help="Apply migrations and reach the hub's PostgreSQL database.", no_args_is_help=True)
+app = typer.Typer(
+    help="Apply migrations and reach the hub's PostgreSQL database.", no_args_is_help=True
+)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document for scripts.")]
 
@@ -116,7 +118,9 @@ def status(as_json: JsonOption = False) -> None:
         emit_json(report)
     else:
         state = "[green]ready[/]" if current == head else "[yellow]needs `mash-hub db upgrade`[/]"
-        console.print(f"Database {report['url']}: revision {current or 'none'} (head {head}) {state}")
+        console.print(
+            f"Database {report['url']}: revision {current or 'none'} (head {head}) {state}"
+        )
     if current != head:
         raise typer.Exit(int(ExitCode.DATABASE))
 

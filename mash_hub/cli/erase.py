@@ -33,7 +33,10 @@ def erase(
     try:
         person_id = uuid.UUID(person)
     except ValueError:
-        fail(f"--person must be a person id (a UUID), got {len(person)} characters", ExitCode.BAD_INPUT)
+        fail(
+            f"--person must be a person id (a UUID), got {len(person)} characters",
+            ExitCode.BAD_INPUT,
+        )
     if not yes and not typer.confirm(f"Erase person {person_id} irreversibly?", err=True):
         fail("not confirmed; nothing erased", ExitCode.BAD_INPUT)
     with open_hub() as (db, provider), db.transaction() as session:

@@ -86,7 +86,9 @@ def status(as_json: JsonOption = False) -> None:
 
 @app.command("rotate")
 def rotate_command(
-    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="DEKs per transaction.")] = 1000,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="DEKs per transaction.")
+    ] = 1000,
     as_json: JsonOption = False,
 ) -> None:
     """Make a new KEK primary and re-wrap every data key under it, online and resumably.
@@ -138,8 +140,13 @@ def rotate_command(
         with db.transaction() as session:
             audit(
                 session,
-                AuditEvent(actor(), "keys.rotate.finish", "kek", provider.primary_kek_id(),
-                           {"rewrapped": done}),
+                AuditEvent(
+                    actor(),
+                    "keys.rotate.finish",
+                    "kek",
+                    provider.primary_kek_id(),
+                    {"rewrapped": done},
+                ),
             )
     report = {"primary": provider.primary_kek_id(), "created": created, "rewrapped": done}
     if as_json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -23,4 +25,11 @@ def serve(
     with open_hub() as (db, _provider):
         app = create_app(db)
         console.print(f"MASH Hub listening on http://{host}:{port} (Ctrl+C to stop)")
+        # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit
+        # lets this block release the database (and stop the embedded server) on the way out.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         uvicorn.run(app, host=host, port=port, log_level=cfg.log_level.lower(), access_log=False)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

@@ -108,7 +108,9 @@ class KeyStore:
             self.register_primary(session)
             session.execute(insert(DataKeyRow), rows)
 
-    def ciphers(self, session: Session, owner_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, FieldCipher]:
+    def ciphers(
+        self, session: Session, owner_ids: Collection[uuid.UUID]
+    ) -> dict[uuid.UUID, FieldCipher]:
         """Ciphers for the owners whose DEK still exists (a shredded owner is simply absent)."""
         if not owner_ids:
             return {}
@@ -126,9 +128,7 @@ class KeyStore:
         """Destroy the DEKs of these owners: their ciphertexts, and every copy, become noise."""
         if not owner_ids:
             return 0
-        result = session.execute(
-            delete(DataKeyRow).where(DataKeyRow.owner_id.in_(list(owner_ids)))
-        )
+        result = session.execute(delete(DataKeyRow).where(DataKeyRow.owner_id.in_(list(owner_ids))))
         return int(getattr(result, "rowcount", 0) or 0)
 
     def check_provider_covers_database(self, session: Session) -> None:
@@ -146,7 +146,7 @@ class KeyStore:
         counts = dict(
             session.execute(
                 select(DataKeyRow.kek_id, func.count()).group_by(DataKeyRow.kek_id)
-            ).tuples()
+            ).all()
         )
         known = {row.kek_id: row for row in session.scalars(select(KekRecord))}
         provider_ids = set(self.provider.kek_ids())

@@ -58,6 +58,11 @@ def _bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+def client_program(program: str) -> Path:
+    """A PostgreSQL client program shipped in the wheel (``psql``, ``pg_dump`` ...)."""
+    return _bin_dir() / program
+
+
 @dataclass(frozen=True)
 class _Runas:
     """Who the server processes run as."""
@@ -102,10 +107,6 @@ class EmbeddedPostgres:
             return preferred
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"mash-hub-{digest}"
-
-    def bin_path(self, program: str) -> Path:
-        """Path of a client program shipped with the server (``psql``, ``pg_dump`` ...)."""
-        return self._bin / program
 
     def is_running(self) -> bool:
         return self._running_pid() is not None
@@ -187,8 +188,17 @@ class EmbeddedPostgres:
             )
         log.warning("creating system user %s to run the embedded PostgreSQL server", SERVICE_USER)
         subprocess.run(  # noqa: S603 - fixed arguments, no shell
-            [useradd, "--system", "--user-group", "--no-create-home",
-             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            [
+                useradd,
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
             check=True,
             capture_output=True,
         )
@@ -240,7 +250,11 @@ class EmbeddedPostgres:
         kwargs: dict[str, object] = {}
         if runas.is_other_user:
             kwargs = {"user": runas.uid, "group": runas.gid, "extra_groups": []}
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LC_ALL": "C.UTF-8",
+            "LANG": "C.UTF-8",
+        }
         with tempfile.TemporaryFile("w+") as output:
             try:
                 subprocess.run(  # noqa: S603 - fixed program from the wheel, no shell
@@ -266,8 +280,17 @@ class EmbeddedPostgres:
         log.info("initialising embedded PostgreSQL data directory %s", self.pgdata)
         self._run(
             "initdb",
-            ["-D", str(self.pgdata), "--username", SUPERUSER, "--auth=trust",
-             "--encoding=UTF8", "--no-locale", "--data-checksums", "--no-instructions"],
+            [
+                "-D",
+                str(self.pgdata),
+                "--username",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--data-checksums",
+                "--no-instructions",
+            ],
             runas,
             timeout=120,
         )
@@ -313,8 +336,16 @@ class EmbeddedPostgres:
         runas = self._runas()
         self._run(
             "pg_ctl",
-            ["-D", str(self.pgdata), "-l", str(self.log_file), "-w",
-             "-t", str(_START_TIMEOUT_SECONDS), "start"],
+            [
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(_START_TIMEOUT_SECONDS),
+                "start",
+            ],
             runas,
             timeout=_START_TIMEOUT_SECONDS + 10,
         )

@@ -168,8 +168,7 @@ class PersonStore:
             ).where(SourceRecord.id.in_(list(record_ids)))
         ).all()
         out = {
-            row.id: StoredRecord(row.id, row.feed, row.source_agency, row.person_id)
-            for row in meta
+            row.id: StoredRecord(row.id, row.feed, row.source_agency, row.person_id) for row in meta
         }
         if not groups or not out:
             return out

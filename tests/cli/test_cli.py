@@ -12,7 +12,9 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 
-def run_hub(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_hub(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mash_hub", *args],
         env=env,

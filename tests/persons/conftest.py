@@ -38,9 +38,16 @@ def person_record(
         source_agency=feed,
         source_record_id=source_id,
         groups={
-            IDENTITY: {"given_names": [given], "family_name": family, "date_of_birth": dob.isoformat(), "sex": "F"},
+            IDENTITY: {
+                "given_names": [given],
+                "family_name": family,
+                "date_of_birth": dob.isoformat(),
+                "sex": "F",
+            },
             IDENTIFIERS: {"nhs_number": nhs},
-            CONTACT: {"addresses": [{"line1": "14 Harehills Lane", "postcode": postcode, "current": True}]},
+            CONTACT: {
+                "addresses": [{"line1": "14 Harehills Lane", "postcode": postcode, "current": True}]
+            },
             "details.case": {"status": "open", "cp_category": "NEG"},
         },
         index_fields={

@@ -27,17 +27,26 @@ def test_round_trip_decrypts_only_the_groups_asked_for(
     opened: list[str] = []
     original = FieldCipher.decrypt_group
 
-    def spy(self: FieldCipher, ciphertext: bytes, *, table: str, group: str, row_id: object) -> object:
+    def spy(
+        self: FieldCipher, ciphertext: bytes, *, table: str, group: str, row_id: object
+    ) -> object:
         opened.append(group)
         return original(self, ciphertext, table=table, group=group, row_id=row_id)  # type: ignore[arg-type]
 
     monkeypatch.setattr(FieldCipher, "decrypt_group", spy)
     got = store.read(session, [record_id], {IDENTITY})[record_id]
     assert got.groups == {
-        IDENTITY: {"given_names": ["Amelia"], "family_name": "Kowalczyk", "date_of_birth": "2014-03-09", "sex": "F"}
+        IDENTITY: {
+            "given_names": ["Amelia"],
+            "family_name": "Kowalczyk",
+            "date_of_birth": "2014-03-09",
+            "sex": "F",
+        }
     }
     assert opened == [IDENTITY]
-    everything = store.read(session, [record_id], {IDENTITY, IDENTIFIERS, "contact", "details.case"})
+    everything = store.read(
+        session, [record_id], {IDENTITY, IDENTIFIERS, "contact", "details.case"}
+    )
     assert everything[record_id].groups["contact"]["addresses"][0]["postcode"] == "LS6 2QT"
     assert store.read(session, [record_id], set())[record_id].groups == {}
 
@@ -89,7 +98,12 @@ def test_wrapped_key_moved_to_another_record_fails(session: Session, store: Pers
 def test_tampered_ciphertext_fails(session: Session, store: PersonStore, position: int) -> None:
     [a] = store.add(session, [person_record("SC-1")])
     blob = bytearray(
-        session.scalar(text("SELECT ciphertext FROM record_field_groups WHERE record_id = :a AND group_name = 'identity'"), {"a": a})
+        session.scalar(
+            text(
+                "SELECT ciphertext FROM record_field_groups WHERE record_id = :a AND group_name = 'identity'"
+            ),
+            {"a": a},
+        )
     )
     blob[position] ^= 0x01
     _swap(
@@ -102,7 +116,9 @@ def test_tampered_ciphertext_fails(session: Session, store: PersonStore, positio
         store.read(session, [a], {IDENTITY})
 
 
-def test_blind_indexes_find_records_without_decrypting(session: Session, store: PersonStore) -> None:
+def test_blind_indexes_find_records_without_decrypting(
+    session: Session, store: PersonStore
+) -> None:
     a, b, c = store.add(
         session,
         [
@@ -116,30 +132,60 @@ def test_blind_indexes_find_records_without_decrypting(session: Session, store: 
     assert b not in store.candidates(session, by_nhs)
     # Smith and Smyth share a phonetic code; the compound with the date of birth narrows it.
     query = store.indexer.query_terms(
-        {"family_name": "Smith", "date_of_birth": dt.date(2014, 3, 9)}, indexes={"family_phonetic_dob"}
+        {"family_name": "Smith", "date_of_birth": dt.date(2014, 3, 9)},
+        indexes={"family_phonetic_dob"},
     )
     assert store.candidates(session, query) == {c}
-    both = store.indexer.query_terms({"given_names": ["Amelia"], "date_of_birth": dt.date(2014, 3, 9)}, indexes={"given_token", "dob"})
+    both = store.indexer.query_terms(
+        {"given_names": ["Amelia"], "date_of_birth": dt.date(2014, 3, 9)},
+        indexes={"given_token", "dob"},
+    )
     assert store.candidates(session, both, require_all=True) == {a, c}
 
 
-def test_erasure_shreds_keys_and_index_but_keeps_the_audit_entry(session: Session, store: PersonStore) -> None:
+def test_erasure_shreds_keys_and_index_but_keeps_the_audit_entry(
+    session: Session, store: PersonStore
+) -> None:
     person = store.new_person(session)
     other = store.new_person(session)
-    mine = store.add(session, [person_record("SC-1", person_id=person), person_record("PN-9", person_id=person, feed="police")])
-    [theirs] = store.add(session, [person_record("SC-2", given="Zofia", nhs="4010232137", person_id=other)])
+    mine = store.add(
+        session,
+        [
+            person_record("SC-1", person_id=person),
+            person_record("PN-9", person_id=person, feed="police"),
+        ],
+    )
+    [theirs] = store.add(
+        session, [person_record("SC-2", given="Zofia", nhs="4010232137", person_id=other)]
+    )
 
     report = store.erase_person(session, person, actor="cli:test", reason="ERASE-2026-001")
-    assert report.records == 2 and report.data_keys_destroyed == 2 and report.index_entries_removed > 0
+    assert (
+        report.records == 2 and report.data_keys_destroyed == 2 and report.index_entries_removed > 0
+    )
 
-    assert session.scalar(select(func.count()).select_from(DataKeyRow).where(DataKeyRow.owner_id.in_(mine))) == 0
-    assert session.scalar(select(func.count()).select_from(BlindIndexEntry).where(BlindIndexEntry.record_id.in_(mine))) == 0
+    assert (
+        session.scalar(
+            select(func.count()).select_from(DataKeyRow).where(DataKeyRow.owner_id.in_(mine))
+        )
+        == 0
+    )
+    assert (
+        session.scalar(
+            select(func.count())
+            .select_from(BlindIndexEntry)
+            .where(BlindIndexEntry.record_id.in_(mine))
+        )
+        == 0
+    )
     assert store.candidates(session, store.indexer.lookup("nhs_number", "9434765919")) == set()
     assert all(r.groups == {} for r in store.read(session, mine, {IDENTITY, IDENTIFIERS}).values())
     tombstones = session.scalars(select(SourceRecord).where(SourceRecord.id.in_(mine))).all()
     assert all(t.erased_at is not None and not t.is_current for t in tombstones)
     # Somebody else's records are untouched.
-    assert store.read(session, [theirs], {IDENTITY})[theirs].groups[IDENTITY]["given_names"] == ["Zofia"]
+    assert store.read(session, [theirs], {IDENTITY})[theirs].groups[IDENTITY]["given_names"] == [
+        "Zofia"
+    ]
     entry = session.scalars(select(AuditEntry).where(AuditEntry.action == "person.erase")).one()
     assert entry.subject_id == str(person)
     assert entry.details["data_keys_destroyed"] == 2
@@ -156,20 +202,26 @@ def test_unknown_field_group_is_refused(session: Session, store: PersonStore) ->
         store.add(session, [bad])
 
 
-unicode_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=60
+unicode_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=0, max_size=60)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(given_name=unicode_text, family=unicode_text, notes=st.lists(unicode_text, max_size=3))
 def test_arbitrary_unicode_round_trips_through_the_store(
     session: Session, store: PersonStore, given_name: str, family: str, notes: list[str]
 ) -> None:
-    groups = {
+    groups: dict[str, dict[str, object]] = {
         IDENTITY: {"given_names": [given_name], "family_name": family},
         "details.notes": {"notes": notes},
     }
-    record = NewRecord("council", "council", str(uuid.uuid4()), groups, {"given_names": [given_name], "family_name": family})
+    record = NewRecord(
+        "council",
+        "council",
+        str(uuid.uuid4()),
+        groups,
+        {"given_names": [given_name], "family_name": family},
+    )
     [rid] = store.add(session, [record])
     assert store.read(session, [rid], set(groups))[rid].groups == groups

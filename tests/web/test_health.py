@@ -75,7 +75,10 @@ def test_serve_is_ready_on_the_embedded_default_with_no_configuration(tmp_path: 
             except httpx.TransportError:
                 pass
             time.sleep(0.3)
-        assert status == 200, process.stdout.read().decode() if process.poll() is not None else ""
+        output = (
+            process.stdout.read().decode() if process.poll() is not None and process.stdout else ""
+        )
+        assert status == 200, output
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
