@@ -37,8 +37,13 @@ def erase(
             f"--person must be a person id (a UUID), got {len(person)} characters",
             ExitCode.BAD_INPUT,
         )
-    if not yes and not typer.confirm(f"Erase person {person_id} irreversibly?", err=True):
-        fail("not confirmed; nothing erased", ExitCode.BAD_INPUT)
+    if not yes:
+        try:
+            confirmed = typer.confirm(f"Erase person {person_id} irreversibly?", err=True)
+        except typer.Abort:  # end of input (no terminal, no --yes) or Ctrl+C
+            confirmed = False
+        if not confirmed:
+            fail("not confirmed; nothing erased", ExitCode.BAD_INPUT)
     with open_hub() as (db, provider), db.transaction() as session:
         try:
             report = PersonStore.from_provider(provider).erase_person(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
@@ -102,8 +102,8 @@ class KeyStore:
             .on_conflict_do_nothing(index_elements=["kek_id"])
         )
 
-    def store(self, session: Session, issued: Iterable[IssuedKey]) -> None:
-        rows = [key.row for key in issued]
+    def save(self, session: Session, rows: list[dict[str, object]]) -> None:
+        """Insert the wrapped-key rows of :meth:`issue` (the caller's transaction)."""
         if rows:
             self.register_primary(session)
             session.execute(insert(DataKeyRow), rows)
