@@ -44,13 +44,17 @@ def erase(
             confirmed = False
         if not confirmed:
             fail("not confirmed; nothing erased", ExitCode.BAD_INPUT)
-    with open_hub() as (db, provider), db.transaction() as session:
-        try:
-            report = PersonStore.from_provider(provider).erase_person(
-                session, person_id, actor=actor(), reason=reason
-            )
-        except UnknownPersonError as exc:
-            fail(str(exc), ExitCode.BAD_INPUT)
+    with open_hub() as (db, provider):
+        with db.transaction() as session:
+            try:
+                report = PersonStore.from_provider(provider).erase_person(
+                    session, person_id, actor=actor(), reason=reason
+                )
+            except UnknownPersonError as exc:
+                fail(str(exc), ExitCode.BAD_INPUT)
+        # Dead row versions of the destroyed keys stay in the table files until vacuumed.
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM data_keys, blind_index, record_field_groups")
     if as_json:
         emit_json({k: str(v) if isinstance(v, uuid.UUID) else v for k, v in asdict(report).items()})
     else:
