@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,12 +58,32 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def server_root() -> Iterator[Path]:
+    """Where embedded test servers live.
+
+    Not under pytest's own temp root: pytest resets that folder to mode 0700 when a session
+    starts, which would lock the server's system user out of a running server's files.
+    """
+    root = Path(tempfile.mkdtemp(prefix="mash-hub-tests-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def server_dir(server_root: Path) -> Path:
+    """A fresh folder for one test's embedded server or hub data directory."""
+    return Path(tempfile.mkdtemp(dir=server_root))
+
+
+@pytest.fixture(scope="session")
+def pg_server(server_root: Path) -> Iterator[PostgresServer]:
     external = os.environ.get("MASH_TEST_DATABASE_URL")
     if external:
         yield PostgresServer(normalise_url(external), None)
         return
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
+    embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(dir=server_root)))
     url = embedded.acquire()
     try:
         yield PostgresServer(url, embedded)

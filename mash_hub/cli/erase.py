@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from mash_hub.cli._common import ExitCode, actor, console, emit_json, fail, open_hub
 from mash_hub.persons.store import PersonStore, UnknownPersonError
@@ -18,8 +19,6 @@ def erase(
         str,
         typer.Option(
             help="Reference of the erasure decision (e.g. a request number); no personal data.",
-            min=3,
-            max=200,
         ),
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -37,6 +36,8 @@ def erase(
             f"--person must be a person id (a UUID), got {len(person)} characters",
             ExitCode.BAD_INPUT,
         )
+    if not 3 <= len(reason.strip()) <= 200:
+        fail("--reason must be a reference of 3 to 200 characters", ExitCode.BAD_INPUT)
     if not yes:
         try:
             confirmed = typer.confirm(f"Erase person {person_id} irreversibly?", err=True)
@@ -53,8 +54,15 @@ def erase(
             except UnknownPersonError as exc:
                 fail(str(exc), ExitCode.BAD_INPUT)
         # Dead row versions of the destroyed keys stay in the table files until vacuumed.
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.exec_driver_sql("VACUUM data_keys, blind_index, record_field_groups")
+        # The erasure has committed by now, so a failure here is a warning, not an error.
+        try:
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.exec_driver_sql("VACUUM data_keys, blind_index, record_field_groups")
+        except SQLAlchemyError as exc:
+            console.print(
+                f"[yellow]warning:[/] erased, but VACUUM failed ({exc.__class__.__name__}); "
+                "run VACUUM on data_keys, blind_index and record_field_groups"
+            )
     if as_json:
         emit_json({k: str(v) if isinstance(v, uuid.UUID) else v for k, v in asdict(report).items()})
     else:

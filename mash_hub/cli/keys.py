@@ -164,13 +164,20 @@ def retire(
     as_json: JsonOption = False,
 ) -> None:
     """Destroy an old KEK's key material; refused while any data key still depends on it."""
-    with open_hub() as (db, provider), db.transaction() as session:
-        try:
-            KeyStore(provider).retire(session, kek_id)
-        except KeyConfigError as exc:
-            fail(str(exc), ExitCode.BAD_INPUT)
-        audit(session, AuditEvent(actor(), "keys.retire", "kek", kek_id))
+    with open_hub() as (db, provider):
+        keys = KeyStore(provider)
+        with db.transaction() as session:
+            try:
+                keys.retire(session, kek_id)
+            except KeyConfigError as exc:
+                fail(str(exc), ExitCode.BAD_INPUT)
+            audit(session, AuditEvent(actor(), "keys.retire", "kek", kek_id))
+        destroyed = keys.destroy(kek_id)
     if as_json:
-        emit_json({"retired": kek_id})
+        emit_json({"retired": kek_id, "key_material_destroyed": destroyed})
+    elif destroyed:
+        console.print(f"Retired KEK {kek_id} and destroyed its key material.")
     else:
-        console.print(f"Retired KEK {kek_id}.")
+        console.print(
+            f"Retired KEK {kek_id}. Remove it from MASH_KEKS (or your KMS) to destroy it."
+        )

@@ -208,7 +208,11 @@ class KeyStore:
         return len(rows)
 
     def retire(self, session: Session, kek_id: str) -> None:
-        """Retire a KEK once no DEK depends on it; refuses the primary and KEKs still in use."""
+        """Mark a KEK retired once no DEK depends on it; refuses the primary and KEKs in use.
+
+        The key material is destroyed by :meth:`destroy` after this transaction commits, so a
+        failed commit never leaves a destroyed key without its record and audit entry.
+        """
         if kek_id == self.provider.primary_kek_id():
             raise KeyConfigError(f"KEK {kek_id} is the primary KEK; rotate to a new one first")
         in_use = session.scalar(
@@ -224,8 +228,14 @@ class KeyStore:
             .values(kek_id=kek_id, retired_at=func.now())
             .on_conflict_do_update(index_elements=["kek_id"], set_={"retired_at": func.now()})
         )
+
+    def destroy(self, kek_id: str) -> bool:
+        """Destroy a retired KEK's material where the hub holds it; False if the operator must
+        (keys from the environment or a KMS are removed there)."""
         if isinstance(self.provider, LocalKeyringProvider):
             self.provider.retire_kek(kek_id)
+            return True
+        return False
 
 
 def rotate(

@@ -90,14 +90,23 @@ def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
     assert "MASH_POOL_SIZE" in result.stderr
 
 
-def test_embedded_default_start_url_stop(tmp_path: Path) -> None:
+def test_embedded_default_start_url_stop(server_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASH_")}
-    started = run_hub("db", "start", "--json", env=env, cwd=tmp_path)
+    started = run_hub("db", "start", "--json", env=env, cwd=server_dir)
     assert started.returncode == 0, started.stderr
     try:
-        url = run_hub("db", "url", env=env, cwd=tmp_path).stdout.strip()
+        url = run_hub("db", "url", env=env, cwd=server_dir).stdout.strip()
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == ("mash_hub",)
     finally:
-        stopped = run_hub("db", "stop", "--json", env=env, cwd=tmp_path)
+        stopped = run_hub("db", "stop", "--json", env=env, cwd=server_dir)
     assert json.loads(stopped.stdout) == {"was_running": True, "running": False}
+
+
+def test_erase_reason_must_be_a_short_reference(hub_env: dict[str, str]) -> None:
+    person = "00000000-0000-4000-8000-000000000000"
+    for reason in ("q", "x" * 201):
+        result = run_hub("erase", "--person", person, "--reason", reason, "--yes", env=hub_env)
+        assert result.returncode == 2
+        assert "3 to 200 characters" in result.stderr
+        assert reason not in result.stderr

@@ -22,8 +22,8 @@ def _query(server: EmbeddedPostgres, statement: str) -> object:
         return row[0]
 
 
-def test_server_listens_on_a_private_socket_only(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "data")
+def test_server_listens_on_a_private_socket_only(server_dir: Path) -> None:
+    server = EmbeddedPostgres(server_dir / "data")
     with server.running():
         assert _query(server, "SHOW listen_addresses") == ""
         assert _query(server, "SELECT current_database()") == "mash_hub"
@@ -34,8 +34,8 @@ def test_server_listens_on_a_private_socket_only(tmp_path: Path) -> None:
     assert not server.is_running()
 
 
-def test_server_stops_only_after_its_last_user(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_server_stops_only_after_its_last_user(server_dir: Path) -> None:
+    data_dir = server_dir / "data"
     first = EmbeddedPostgres(data_dir)
     first.acquire()
     # A second process uses the same server and exits while the first still holds it.
@@ -54,8 +54,8 @@ def test_server_stops_only_after_its_last_user(tmp_path: Path) -> None:
     assert not first.is_running()
 
 
-def test_a_killed_user_does_not_keep_the_server_alive(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_a_killed_user_does_not_keep_the_server_alive(server_dir: Path) -> None:
+    data_dir = server_dir / "data"
     child = textwrap.dedent(
         f"""
         import os, signal
@@ -74,8 +74,8 @@ def test_a_killed_user_does_not_keep_the_server_alive(tmp_path: Path) -> None:
     assert not server.is_running()
 
 
-def test_pinned_server_outlives_hub_commands(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "data")
+def test_pinned_server_outlives_hub_commands(server_dir: Path) -> None:
+    server = EmbeddedPostgres(server_dir / "data")
     server.start_pinned()
     try:
         with server.running():
@@ -88,8 +88,8 @@ def test_pinned_server_outlives_hub_commands(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the service-user path only applies to root")
-def test_as_root_runs_as_service_user_and_only_adds_traverse_bits(tmp_path: Path) -> None:
-    private_parent = tmp_path / "private"
+def test_as_root_runs_as_service_user_and_only_adds_traverse_bits(server_dir: Path) -> None:
+    private_parent = server_dir / "private"
     private_parent.mkdir(mode=0o700)
     private_parent.chmod(0o700)
     server = EmbeddedPostgres(private_parent / "hub")

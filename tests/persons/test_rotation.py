@@ -48,6 +48,7 @@ def test_rotation_rewraps_everything_and_the_old_kek_can_then_be_retired(
         assert store.keys.outstanding(session) == 0
         assert {row.kek_id for row in session.scalars(select(DataKeyRow))} == {new}
         store.keys.retire(session, old)
+    assert store.keys.destroy(old) is True
     with db.transaction() as session:
         statuses = {status.kek_id: status for status in store.keys.status(session)}
     assert statuses[old].retired and statuses[old].data_keys == 0

@@ -54,12 +54,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_is_ready_on_the_embedded_default_with_no_configuration(tmp_path: Path) -> None:
+def test_serve_is_ready_on_the_embedded_default_with_no_configuration(server_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASH_")}
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mash_hub", "serve", "--port", str(port)],
-        cwd=tmp_path,
+        cwd=server_dir,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -82,5 +82,5 @@ def test_serve_is_ready_on_the_embedded_default_with_no_configuration(tmp_path: 
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
-    server = EmbeddedPostgres(tmp_path / ".mash-hub")
+    server = EmbeddedPostgres(server_dir / ".mash-hub")
     assert not server.is_running(), "serve must stop the embedded server it started"
