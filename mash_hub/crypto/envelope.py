@@ -37,11 +37,7 @@ __all__ = [
     "GroupValue",
     "RecordId",
     "WrappedKey",
-    "decrypt_field",
-    "decrypt_group",
     "dek_context",
-    "encrypt_field",
-    "encrypt_group",
     "new_data_key",
     "rewrap_data_key",
     "unwrap_data_key",
@@ -329,47 +325,3 @@ class FieldCipher:
 def _check_version(version: int) -> None:
     if version != FIELD_FORMAT_V1:
         raise ValueError(f"unsupported ciphertext version {version}; only 1 is defined")
-
-
-def encrypt_field(
-    dek: DataKey | bytes,
-    plaintext: str | bytes,
-    *,
-    table: str,
-    column: str,
-    row_id: RecordId,
-    version: int = FIELD_FORMAT_V1,
-) -> bytes:
-    """One-off :meth:`FieldCipher.encrypt`; use a FieldCipher for several fields."""
-    return FieldCipher(dek).encrypt(
-        plaintext, table=table, column=column, row_id=row_id, version=version
-    )
-
-
-def decrypt_field(
-    dek: DataKey | bytes, ciphertext: bytes, *, table: str, column: str, row_id: RecordId
-) -> str | bytes:
-    """One-off :meth:`FieldCipher.decrypt`."""
-    return FieldCipher(dek).decrypt(ciphertext, table=table, column=column, row_id=row_id)
-
-
-def encrypt_group(
-    dek: DataKey | bytes,
-    mapping: Mapping[str, GroupValue],
-    *,
-    table: str,
-    group: str,
-    row_id: RecordId,
-    version: int = FIELD_FORMAT_V1,
-) -> bytes:
-    """One-off :meth:`FieldCipher.encrypt_group`."""
-    return FieldCipher(dek).encrypt_group(
-        mapping, table=table, group=group, row_id=row_id, version=version
-    )
-
-
-def decrypt_group(
-    dek: DataKey | bytes, ciphertext: bytes, *, table: str, group: str, row_id: RecordId
-) -> dict[str, GroupValue]:
-    """One-off :meth:`FieldCipher.decrypt_group`."""
-    return FieldCipher(dek).decrypt_group(ciphertext, table=table, group=group, row_id=row_id)

@@ -16,10 +16,6 @@ from mash_hub.crypto import (
     DecryptionError,
     FieldCipher,
     WrappedKey,
-    decrypt_field,
-    decrypt_group,
-    encrypt_field,
-    encrypt_group,
     new_data_key,
 )
 
@@ -58,11 +54,14 @@ def test_round_trip_text_and_bytes(cipher: FieldCipher) -> None:
 
 
 def test_function_wrappers_match_cipher() -> None:
-    ct = encrypt_field(DEK, SECRET, **PLACE)
+    ct = FieldCipher(DEK).encrypt(SECRET, **PLACE)
     assert FieldCipher(DEK.material).decrypt(ct, **PLACE) == SECRET
-    assert decrypt_field(DEK, ct, **PLACE) == SECRET
+    assert FieldCipher(DEK).decrypt(ct, **PLACE) == SECRET
     group = {"a": "1", "b": None, "c": ["x", "y"]}
-    assert decrypt_group(DEK, encrypt_group(DEK, group, **GROUP_PLACE), **GROUP_PLACE) == group
+    one_off = FieldCipher(DEK)
+    assert (
+        one_off.decrypt_group(one_off.encrypt_group(group, **GROUP_PLACE), **GROUP_PLACE) == group
+    )
 
 
 def test_format_and_padding(cipher: FieldCipher) -> None:
@@ -125,9 +124,9 @@ def test_group_moved_fails(cipher: FieldCipher) -> None:
 
 
 def test_wrong_key_fails() -> None:
-    ct = encrypt_field(DEK, SECRET, **PLACE)
+    ct = FieldCipher(DEK).encrypt(SECRET, **PLACE)
     with pytest.raises(DecryptionError):
-        decrypt_field(new_data_key(), ct, **PLACE)
+        FieldCipher(new_data_key()).decrypt(ct, **PLACE)
 
 
 def test_every_byte_tampered_fails(cipher: FieldCipher) -> None:
@@ -218,7 +217,8 @@ def test_hypothesis_field_round_trip(value: str, table: str, column: str, row: s
 @settings(max_examples=200, deadline=None)
 @given(value=st.binary())
 def test_hypothesis_bytes_round_trip(value: bytes) -> None:
-    assert decrypt_field(DEK, encrypt_field(DEK, value, **PLACE), **PLACE) == value
+    cipher = FieldCipher(DEK)
+    assert cipher.decrypt(cipher.encrypt(value, **PLACE), **PLACE) == value
 
 
 _group_value = st.one_of(st.none(), _text, st.lists(_text, max_size=5))
