@@ -13,6 +13,14 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from mash_hub.crypto.keys import KeyProvider
 from mash_hub.crypto.keystore import KeyStore, load_key_provider
@@ -37,6 +45,20 @@ class ExitCode(enum.IntEnum):
 def fail(message: str, code: ExitCode = ExitCode.FAILED) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code=int(code))
+
+
+def progress_bar(*, disable: bool = False) -> Progress:
+    """The one progress-bar style of the CLI, on stderr so stdout stays for data."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+        transient=True,
+    )
 
 
 def emit_json(payload: Any) -> None:

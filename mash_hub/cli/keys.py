@@ -6,7 +6,6 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from mash_hub.audit import AuditEvent
@@ -18,6 +17,7 @@ from mash_hub.cli._common import (
     emit_json,
     fail,
     open_hub,
+    progress_bar,
     settings,
 )
 from mash_hub.crypto.errors import KeyConfigError, KeyringExistsError
@@ -122,14 +122,7 @@ def rotate_command(
                     {"previous_primary": previous, "created": created, "resumed": outstanding > 0},
                 ),
             )
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=as_json,
-        ) as progress:
+        with progress_bar(disable=as_json) as progress:
             task = progress.add_task("Re-wrapping data keys", total=None)
             done = rotate(
                 db,

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mash_hub.cli._common import ExitCode, console, emit_json, fail, progress_bar
 from mash_hub.synth import ErrorRates, generate
 
 _EXTRACTS = ("police.csv", "council.csv", "social_care.json", "truth.csv")
-
-_err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    _err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code=code)
 
 
 def _load_rates(path: Path | None, scale: float) -> ErrorRates:
@@ -28,24 +19,27 @@ def _load_rates(path: Path | None, scale: float) -> ErrorRates:
     try:
         base = ErrorRates().scaled(scale)
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), ExitCode.BAD_INPUT)
     if path is None:
         return base
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        _fail(f"rates file {path} does not exist", 2)
+        fail(f"rates file {path} does not exist", ExitCode.BAD_INPUT)
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read rates file {path}: {exc}", 2)
+        fail(f"cannot read rates file {path}: {exc}", ExitCode.BAD_INPUT)
     except json.JSONDecodeError as exc:
-        _fail(f"rates file {path} is not valid JSON: {exc}", 2)
+        fail(f"rates file {path} is not valid JSON: {exc}", ExitCode.BAD_INPUT)
     if not isinstance(data, dict):
-        _fail(f"rates file {path} must hold a JSON object of rate name -> probability", 2)
+        fail(
+            f"rates file {path} must hold a JSON object of rate name -> probability",
+            ExitCode.BAD_INPUT,
+        )
     try:
         ErrorRates.from_mapping(data)
         return ErrorRates(**{**base.to_dict(), **{k: float(v) for k, v in data.items()}})
     except ValueError as exc:
-        _fail(f"rates file {path}: {exc}", 2)
+        fail(f"rates file {path}: {exc}", ExitCode.BAD_INPUT)
 
 
 def synth(  # noqa: PLR0917 - Typer maps each parameter to an option
@@ -70,29 +64,24 @@ def synth(  # noqa: PLR0917 - Typer maps each parameter to an option
 ) -> None:
     """Generate synthetic police, council and social-care extracts plus truth.csv."""
     if people < 1:
-        _fail(f"--people must be at least 1, got {people}", 2)
+        fail(f"--people must be at least 1, got {people}", ExitCode.BAD_INPUT)
     error_rates = _load_rates(rates, error_scale)
     if out.exists() and not out.is_dir():
-        _fail(f"--out {out} exists and is not a directory", 2)
+        fail(f"--out {out} exists and is not a directory", ExitCode.BAD_INPUT)
     existing = [
         name for name in _EXTRACTS if (out / name).is_file() and (out / name).stat().st_size > 0
     ]
     if existing and not force:
-        _fail(f"{out} already holds {', '.join(existing)}; use --force to overwrite", 2)
+        fail(
+            f"{out} already holds {', '.join(existing)}; use --force to overwrite",
+            ExitCode.BAD_INPUT,
+        )
     try:
         if as_json:
             summary = generate(people=people, seed=seed, out_dir=out, rates=error_rates)
         else:
-            with Progress(
-                TextColumn("[bold]synth[/]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("people"),
-                TimeElapsedColumn(),
-                console=_err,
-                transient=True,
-            ) as bar:
-                task = bar.add_task("people", total=people)
+            with progress_bar() as bar:
+                task = bar.add_task("Generating people", total=people)
                 summary = generate(
                     people=people,
                     seed=seed,
@@ -101,12 +90,12 @@ def synth(  # noqa: PLR0917 - Typer maps each parameter to an option
                     progress=lambda n: bar.update(task, completed=n),
                 )
     except OSError as exc:
-        _fail(f"cannot write extracts to {out}: {exc}", 1)
+        fail(f"cannot write extracts to {out}: {exc}", ExitCode.FAILED)
     if as_json:
-        sys.stdout.write(json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n")
+        emit_json(summary.to_dict())
         return
     counts = ", ".join(f"{feed} {n:,}" for feed, n in summary.records.items())
-    _err.print(
+    console.print(
         f"wrote {summary.people:,} people in {summary.households:,} households to {out} "
         f"({counts}; {summary.coverage:.0%} appear in at least one extract)",
         highlight=False,
