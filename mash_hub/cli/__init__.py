@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 
+import psycopg
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from mash_hub import __version__
 from mash_hub.cli import db as db_commands
@@ -62,6 +64,14 @@ def main() -> None:
         app()
     except (DatabaseUnavailableError, EmbeddedPostgresError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(int(ExitCode.DATABASE))
+    except (OperationalError, psycopg.OperationalError) as exc:
+        # Only the class: a server's message can quote values from the failed statement.
+        console.print(
+            f"[bold red]error:[/] the database failed ({exc.__class__.__name__}); "
+            "check that it is running and reachable",
+            highlight=False,
+        )
         sys.exit(int(ExitCode.DATABASE))
     except (DatabaseConfigError, KeyConfigError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)

@@ -49,7 +49,7 @@ def erase(
         with db.transaction() as session:
             try:
                 report = PersonStore.from_provider(provider).erase_person(
-                    session, person_id, actor=actor(), reason=reason
+                    session, person_id, actor=actor(), reason=reason.strip()
                 )
             except UnknownPersonError as exc:
                 fail(str(exc), ExitCode.BAD_INPUT)
@@ -57,11 +57,13 @@ def erase(
         # The erasure has committed by now, so a failure here is a warning, not an error.
         try:
             with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                connection.exec_driver_sql("VACUUM data_keys, blind_index, record_field_groups")
+                connection.exec_driver_sql(
+                    "VACUUM data_keys, blind_index, record_field_groups, source_records, persons"
+                )
         except SQLAlchemyError as exc:
             console.print(
                 f"[yellow]warning:[/] erased, but VACUUM failed ({exc.__class__.__name__}); "
-                "run VACUUM on data_keys, blind_index and record_field_groups"
+                "run VACUUM on the person-store tables"
             )
     if as_json:
         emit_json({k: str(v) if isinstance(v, uuid.UUID) else v for k, v in asdict(report).items()})

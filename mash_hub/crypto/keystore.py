@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -215,6 +215,10 @@ class KeyStore:
         """
         if kek_id == self.provider.primary_kek_id():
             raise KeyConfigError(f"KEK {kek_id} is the primary KEK; rotate to a new one first")
+        if kek_id not in self.provider.kek_ids():
+            raise KeyConfigError(f"the {self.provider.name} key provider has no KEK {kek_id}")
+        # Waits for writers still inserting data keys (perhaps under this KEK) to commit.
+        session.execute(text("LOCK TABLE data_keys IN SHARE MODE"))
         in_use = session.scalar(
             select(func.count()).select_from(DataKeyRow).where(DataKeyRow.kek_id == kek_id)
         )

@@ -41,6 +41,7 @@ SUPERUSER = "postgres"
 _SOCKET_NAME = ".s.PGSQL.5432"
 _MAX_SOCKET_PATH = 100
 _START_TIMEOUT_SECONDS = 60
+_INCLUDE_LINE = "include_if_exists = 'mash_hub.conf'"
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -56,6 +57,31 @@ def _bin_dir() -> Path:
             "or set MASH_DATABASE_URL to use an external PostgreSQL server"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _private_dir(path: Path, runas: _Runas) -> None:
+    """Create (or accept) a 0700 folder owned by ``runas``; refuse symlinks and strangers.
+
+    Opened with O_NOFOLLOW and changed through the descriptor, so a symlink planted in a
+    shared place such as /tmp can never redirect a chmod or chown run as root.
+    """
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise EmbeddedPostgresError(
+            f"{path} is not a plain folder (symlink?); refusing it"
+        ) from exc
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner not in {runas.uid, os.geteuid()}:
+            raise EmbeddedPostgresError(f"{path} belongs to another user; refusing it")
+        os.fchmod(fd, 0o700)
+        if runas.is_other_user:
+            os.fchown(fd, runas.uid, runas.gid)
+    finally:
+        os.close(fd)
 
 
 def client_program(program: str) -> Path:
@@ -210,10 +236,7 @@ class EmbeddedPostgres:
         for sub in (self._clients_dir,):
             sub.mkdir(mode=0o700, exist_ok=True)
         for owned in (self.pgdata, self.socket_dir, self.log_file.parent):
-            owned.mkdir(mode=0o700, parents=False, exist_ok=True)
-            owned.chmod(0o700)
-            if runas.is_other_user:
-                os.chown(owned, runas.uid, runas.gid)
+            _private_dir(owned, runas)
         if runas.is_other_user:
             self._ensure_traversable(self.root, runas)
             self._ensure_traversable(self.socket_dir, runas)
@@ -226,6 +249,7 @@ class EmbeddedPostgres:
                 )
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(runas)
+        self._ensure_include()
         self._write_runtime_config(runas)
 
     def _ensure_traversable(self, path: Path, runas: _Runas) -> None:
@@ -294,8 +318,14 @@ class EmbeddedPostgres:
             runas,
             timeout=120,
         )
-        with (self.pgdata / "postgresql.conf").open("a", encoding="utf-8") as conf:
-            conf.write("\ninclude_if_exists = 'mash_hub.conf'\n")
+
+    def _ensure_include(self) -> None:
+        """Checked on every start, so a crash right after initdb cannot leave a server that
+        ignores the socket-only settings below."""
+        conf = self.pgdata / "postgresql.conf"
+        if _INCLUDE_LINE not in conf.read_text(encoding="utf-8").splitlines():
+            with conf.open("a", encoding="utf-8") as handle:
+                handle.write(f"\n{_INCLUDE_LINE}\n")
 
     def _write_runtime_config(self, runas: _Runas) -> None:
         """Socket-only listening, and server logs that never carry statement values."""
@@ -326,7 +356,8 @@ class EmbeddedPostgres:
             return None
         try:
             process = psutil.Process(pid)
-            if process.status() == psutil.STATUS_ZOMBIE:
+            # A stale pid file whose pid now belongs to another program is not a server.
+            if process.status() == psutil.STATUS_ZOMBIE or process.name() != "postgres":
                 return None
         except psutil.Error:
             return None
@@ -365,9 +396,11 @@ class EmbeddedPostgres:
                     if not exists:
                         conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
                     return
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise
+                    raise EmbeddedPostgresError(
+                        f"the embedded server started but accepts no connections; see {self.log_file}"
+                    ) from exc
                 time.sleep(0.2)
 
     def _stop(self) -> None:

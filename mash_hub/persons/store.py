@@ -122,6 +122,7 @@ class PersonStore:
             index_rows.extend((i, v, record_id) for i, v in self._index_terms(new.index_fields))
         if not ids:
             return ids
+        self._check_persons_open(session, {r.person_id for r in records if r.person_id})
         self.keys.save(session, key_rows)
         cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
         _copy(
@@ -132,6 +133,23 @@ class PersonStore:
         _copy(cursor, f"{FIELD_TABLE} (record_id, group_name, ciphertext)", group_rows)
         _copy(cursor, "blind_index (index_id, value, record_id)", index_rows)
         return ids
+
+    def _check_persons_open(self, session: Session, person_ids: set[uuid.UUID]) -> None:
+        """Refuse records for unknown or erased persons; the key-share lock makes a concurrent
+        erasure wait for this transaction (or this one wait for it)."""
+        if not person_ids:
+            return
+        open_ids = set(
+            session.scalars(
+                select(Person.id)
+                .where(Person.id.in_(person_ids), Person.erased_at.is_(None))
+                .with_for_update(key_share=True)
+            )
+        )
+        if missing := person_ids - open_ids:
+            raise UnknownPersonError(
+                f"{len(missing)} of the records name a person who does not exist or was erased"
+            )
 
     # The three steps where protection happens, kept apart so the benchmark can measure the
     # same path with them replaced by plaintext equivalents.

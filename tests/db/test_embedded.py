@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mash_hub.db.embedded import EmbeddedPostgres
+from mash_hub.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 
 def _query(server: EmbeddedPostgres, statement: str) -> object:
@@ -100,3 +100,25 @@ def test_as_root_runs_as_service_user_and_only_adds_traverse_bits(server_dir: Pa
     assert private_parent in server.permission_changes()
     # Traverse only: other users still cannot list the folder.
     assert stat.S_IMODE(private_parent.stat().st_mode) == 0o701
+
+
+def test_socket_folder_that_is_a_planted_symlink_is_refused(server_dir: Path) -> None:
+    target = server_dir / "victim"
+    target.mkdir(mode=0o755)
+    server = EmbeddedPostgres(server_dir / "data")
+    server.root.mkdir(parents=True)
+    server.socket_dir.symlink_to(target)
+    with pytest.raises(EmbeddedPostgresError, match="symlink"):
+        server.acquire()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert target.stat().st_uid == os.geteuid()
+
+
+def test_a_crash_after_initdb_still_starts_socket_only(server_dir: Path) -> None:
+    server = EmbeddedPostgres(server_dir / "data")
+    with server.running():
+        pass
+    conf = server.pgdata / "postgresql.conf"
+    conf.write_text(conf.read_text().replace("include_if_exists = 'mash_hub.conf'", ""))
+    with server.running():
+        assert _query(server, "SHOW listen_addresses") == ""

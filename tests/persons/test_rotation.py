@@ -58,6 +58,8 @@ def test_rotation_rewraps_everything_and_the_old_kek_can_then_be_retired(
     assert _names(db, store, ids) == expected
     with db.transaction() as session, pytest.raises(KeyConfigError, match="primary"):
         store.keys.retire(session, new)
+    with db.transaction() as session, pytest.raises(KeyConfigError, match="has no KEK"):
+        store.keys.retire(session, "kek-mistyped")
 
 
 def test_interrupted_rotation_resumes_and_reads_keep_working(

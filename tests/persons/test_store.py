@@ -191,6 +191,15 @@ def test_erasure_shreds_keys_and_index_but_keeps_the_audit_entry(
     assert entry.details["data_keys_destroyed"] == 2
 
 
+def test_no_records_can_be_added_to_an_erased_person(session: Session, store: PersonStore) -> None:
+    person = store.new_person(session)
+    store.erase_person(session, person, actor="cli:test", reason="ERASE-2")
+    with pytest.raises(LookupError, match="erased"):
+        store.add(session, [person_record("SC-7", person_id=person)])
+    with pytest.raises(LookupError, match="does not exist"):
+        store.add(session, [person_record("SC-8", person_id=uuid.uuid4())])
+
+
 def test_erasing_an_unknown_person_is_a_clear_error(session: Session, store: PersonStore) -> None:
     with pytest.raises(LookupError, match="no person"):
         store.erase_person(session, uuid.uuid4(), actor="cli:test", reason="x")
