@@ -399,7 +399,8 @@ class EmbeddedPostgres:
             except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
                     raise EmbeddedPostgresError(
-                        f"the embedded server started but accepts no connections; see {self.log_file}"
+                        "the embedded server started but accepts no connections; "
+                        f"see {self.log_file}"
                     ) from exc
                 time.sleep(0.2)
 
