@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import random
@@ -55,6 +56,9 @@ class PlaintextStore(PersonStore):
 
     def _source_key(self, feed: str, source_record_id: str) -> bytes:
         return f"{feed}|{source_record_id}".encode()
+
+    def _content_hash(self, canonical: bytes) -> bytes | None:
+        return hashlib.sha256(canonical).digest()
 
     def _index_terms(self, index_fields: Mapping[str, Any]) -> list[IndexTerm]:
         return list(

@@ -42,8 +42,39 @@ class Settings(BaseSettings):
             "environment when MASH_KEKS is set, else the keyring."
         ),
     )
+    feeds_dir: Path | None = Field(
+        default=None,
+        description="A folder of extra feed definitions (YAML), beside the shipped ones.",
+    )
     keyring_path: Path | None = Field(
         default=None, description="The keyring file; default <data_dir>/keyring.json."
+    )
+    policy_dir: Path | None = Field(
+        default=None,
+        description=(
+            "The folder holding the access policy's model.conf and policy.csv; default the "
+            "repository's policies/ (or the copy bundled into the wheel)."
+        ),
+    )
+    audit_checkpoint_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Where signed audit checkpoints are exported (JSON lines), outside the database; "
+            "default <data_dir>/audit-checkpoints."
+        ),
+    )
+    audit_checkpoint_interval_seconds: float = Field(
+        default=300.0, ge=0, description="How often `serve` signs a checkpoint; 0 disables."
+    )
+    audit_signing_key_path: Path | None = Field(
+        default=None,
+        description="The Ed25519 checkpoint signing key; default <data_dir>/audit-signing.key.",
+    )
+    audit_signing_key: SecretStr | None = Field(
+        default=None, description="The checkpoint signing key (base64 Ed25519 seed)."
+    )
+    audit_signing_key_file: Path | None = Field(
+        default=None, description="A secret file holding MASH_AUDIT_SIGNING_KEY's value."
     )
 
     @field_validator("data_dir")
@@ -62,6 +93,16 @@ class Settings(BaseSettings):
     @property
     def resolved_keyring_path(self) -> Path:
         path = self.keyring_path or self.data_dir / "keyring.json"
+        return path.expanduser().absolute()
+
+    @property
+    def resolved_audit_checkpoint_dir(self) -> Path:
+        path = self.audit_checkpoint_dir or self.data_dir / "audit-checkpoints"
+        return path.expanduser().absolute()
+
+    @property
+    def resolved_audit_signing_key_path(self) -> Path:
+        path = self.audit_signing_key_path or self.data_dir / "audit-signing.key"
         return path.expanduser().absolute()
 
     @property

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from mash_hub.audit.models import AuditEntry
@@ -25,7 +25,11 @@ _APPEND_LOCK = 0x61756474  # "audt"
 
 @dataclass(frozen=True)
 class AuditEvent:
-    """What happened. ``details`` holds ids, counts and codes only, never personal data."""
+    """What happened. ``details`` holds ids, counts and codes only, never personal data.
+
+    Keep ``details`` to JSON strings, integers, booleans, nulls, lists and objects: floats
+    such as ``1e20`` come back from JSONB as integers and would no longer verify.
+    """
 
     actor: str
     action: str
@@ -66,8 +70,9 @@ def record(session: Session, event: AuditEvent) -> int:
     entry_id = uuid.uuid4()
     occurred_at = dt.datetime.now(dt.UTC)
     entry_hash = chain_hash(prev_hash, canonical_bytes(seq, entry_id, occurred_at, event))
-    session.add(
-        AuditEntry(
+    # A Core INSERT: one round trip, no identity-map bookkeeping for a row nobody re-reads.
+    session.execute(
+        insert(AuditEntry).values(
             seq=seq,
             entry_id=entry_id,
             occurred_at=occurred_at,
@@ -80,5 +85,4 @@ def record(session: Session, event: AuditEvent) -> int:
             entry_hash=entry_hash,
         )
     )
-    session.flush()
     return seq

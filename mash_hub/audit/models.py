@@ -28,3 +28,19 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
     entry_hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint of the chain's head, copied here for convenience.
+
+    The authoritative copy is the JSON-lines file exported outside the database; verification
+    accepts a checkpoint from either place only if its Ed25519 signature checks.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    signed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    head_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)

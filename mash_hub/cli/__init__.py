@@ -11,8 +11,11 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from mash_hub import __version__
+from mash_hub.cli import audit as audit_commands
 from mash_hub.cli import db as db_commands
+from mash_hub.cli import feeds as feed_commands
 from mash_hub.cli import keys as key_commands
+from mash_hub.cli import policy as policy_commands
 from mash_hub.cli._common import ExitCode, console, settings
 from mash_hub.cli.erase import erase
 from mash_hub.cli.serve import serve
@@ -32,8 +35,13 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
 )
+app.add_typer(audit_commands.app, name="audit")
 app.add_typer(db_commands.app, name="db")
 app.add_typer(key_commands.app, name="keys")
+app.add_typer(policy_commands.app, name="policy")
+app.add_typer(feed_commands.feeds_app, name="feeds")
+app.add_typer(feed_commands.quarantine_app, name="quarantine")
+app.command()(feed_commands.ingest)
 app.command()(erase)
 app.command()(serve)
 app.command()(synth)

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from mash_hub.audit.checkpointer import start_checkpointer
 from mash_hub.cli._common import console, open_hub, settings
+from mash_hub.crypto.signing import load_signing_key
 from mash_hub.web.app import create_app
 
 
@@ -28,7 +30,18 @@ def serve(
         # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit
         # lets this block release the database (and stop the embedded server) on the way out.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        uvicorn.run(app, host=host, port=port, log_level=cfg.log_level.lower(), access_log=False)
+        stop_checkpoints = start_checkpointer(
+            db,
+            cfg.audit_checkpoint_interval_seconds,
+            key=load_signing_key(cfg, create=True),
+            directory=cfg.resolved_audit_checkpoint_dir,
+        )
+        try:
+            uvicorn.run(
+                app, host=host, port=port, log_level=cfg.log_level.lower(), access_log=False
+            )
+        finally:
+            stop_checkpoints()
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -307,7 +307,7 @@ def index_terms(person_fields: Mapping[str, Any]) -> list[tuple[str, str]]:
 class BlindIndexer:
     """Computes blind-index values with one HKDF-derived HMAC key per index."""
 
-    __slots__ = ("_keys", "_root", "_source_key", "_specs")
+    __slots__ = ("_content_key", "_keys", "_root", "_source_key", "_specs")
 
     def __init__(self, root_key: bytes, specs: Mapping[str, IndexSpec] = INDEX_SPECS) -> None:
         if len(root_key) != KEY_BYTES:
@@ -321,6 +321,7 @@ class BlindIndexer:
         self._root = bytes(root_key)
         self._specs = dict(specs)
         self._source_key: bytes | None = None
+        self._content_key: bytes | None = None
         self._keys: dict[str, tuple[bytes, int, int]] = {}
 
     @classmethod
@@ -397,6 +398,18 @@ class BlindIndexer:
             ).derive(self._root)
         message = _JOIN.join((feed, source_record_id.strip())).encode("utf-8")
         return hmac.digest(self._source_key, message, "sha256")
+
+    def content_hash(self, canonical: bytes) -> bytes:
+        """Keyed hash of a record's canonical content, to spot unchanged re-sent records
+        without decrypting (unkeyed, it would let anyone test a guessed record)."""
+        if self._content_key is None:
+            self._content_key = HKDF(
+                algorithm=hashes.SHA256(),
+                length=KEY_BYTES,
+                salt=_HKDF_SALT,
+                info=b"mash-hub|record-content|v1",
+            ).derive(self._root)
+        return hmac.digest(self._content_key, canonical, "sha256")
 
     def terms_for(self, person_fields: Mapping[str, Any]) -> list[IndexTerm]:
         """(index_id, value) rows to store for a person."""

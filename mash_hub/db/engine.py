@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+import psycopg
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from mash_hub.db.embedded import EmbeddedPostgres
 from mash_hub.settings import Settings
@@ -98,15 +101,62 @@ class Database:
             self.embedded.release()
 
 
+APP_ROLE = "mash_hub_app"
+_ROLE_CHECKED = "mash_hub_role_checked"
+
+
+def _assume_app_role(
+    dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+) -> None:
+    """``SET ROLE mash_hub_app`` once per connection, when the role exists and may be assumed.
+
+    The role (migration 0005) has no UPDATE/DELETE/TRUNCATE on the audit tables. Checked at
+    checkout, once per pooled connection once the role exists, so connections opened before
+    the hook was installed or before the first migration created the role are switched too.
+    Migrations undo it for their own transaction (``SET LOCAL ROLE NONE``).
+    """
+    if record.info.get(_ROLE_CHECKED):
+        return
+    row = None
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user)"
+                " OR pg_has_role(session_user, r.oid, 'MEMBER') FROM pg_roles r"
+                " WHERE r.rolname = %s",
+                (APP_ROLE,),
+            )
+            row = cursor.fetchone()
+            if row is not None and row[0]:
+                cursor.execute(f"SET ROLE {APP_ROLE}")
+        dbapi_connection.commit()
+    except psycopg.errors.InsufficientPrivilege:
+        # A member without the SET option (PostgreSQL 16+ ADMIN-only grant): stay as is.
+        dbapi_connection.rollback()
+    # While the role does not exist yet (a fresh server before its first migration, or a
+    # migrating user without CREATEROLE) look again at the next checkout.
+    if row is not None:
+        record.info[_ROLE_CHECKED] = True
+
+
+def use_app_role(engine: Engine) -> Engine:
+    """Make every connection of ``engine`` run as the application role (see above)."""
+    if not event.contains(engine, "checkout", _assume_app_role):
+        event.listen(engine, "checkout", _assume_app_role)
+    return engine
+
+
 def make_engine(url: str, settings: Settings) -> Engine:
     """A pooled psycopg 3 engine. ``pool_pre_ping`` drops connections a restart broke."""
-    return create_engine(
-        url,
-        pool_size=settings.pool_size,
-        max_overflow=settings.pool_max_overflow,
-        pool_timeout=settings.pool_timeout_seconds,
-        pool_pre_ping=True,
-        connect_args={"application_name": "mash-hub"},
+    return use_app_role(
+        create_engine(
+            url,
+            pool_size=settings.pool_size,
+            max_overflow=settings.pool_max_overflow,
+            pool_timeout=settings.pool_timeout_seconds,
+            pool_pre_ping=True,
+            connect_args={"application_name": "mash-hub"},
+        )
     )
 
 

@@ -48,6 +48,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
     """Apply migrations up to ``revision``; returns (revision before, revision after)."""
     with engine.begin() as connection:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        connection.execute(text("SET LOCAL ROLE NONE"))  # as the owner, not the app role
         before = current_revision(connection)
         command.upgrade(alembic_config(connection), revision)
         after = current_revision(connection)

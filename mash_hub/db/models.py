@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from mash_hub.audit import models as audit_models
+from mash_hub.authz import models as authz_models
 from mash_hub.crypto import models as crypto_models
 from mash_hub.db.base import Base
+from mash_hub.feeds import models as feed_models
 from mash_hub.persons import models as person_models
 
-__all__ = ["Base", "audit_models", "crypto_models", "person_models"]
+__all__ = ["Base", "audit_models", "authz_models", "crypto_models", "feed_models", "person_models"]

@@ -68,6 +68,13 @@ class SourceRecord(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     erased_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # A keyed hash of the record's standardised content: a re-sent, unchanged record is
+    # recognised without decrypting anything.
+    content_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("feed_batches.id", ondelete="RESTRICT"), index=True
+    )
+    superseded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RecordFieldGroup(Base):

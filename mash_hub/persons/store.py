@@ -11,6 +11,7 @@ Services here never commit: the caller owns the transaction.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -55,6 +56,18 @@ class NewRecord:
     groups: Mapping[str, Mapping[str, Any]]
     index_fields: Mapping[str, Any]
     person_id: uuid.UUID | None = None
+    version: int = 1
+    batch_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class CurrentVersion:
+    """The current version of an agency record, as ingestion needs it to decide what changed."""
+
+    id: uuid.UUID
+    version: int
+    content_hash: bytes | None
+    person_id: uuid.UUID | None
 
 
 @dataclass(frozen=True)
@@ -115,9 +128,18 @@ class PersonStore:
             if key_row is not None:
                 key_rows.append(key_row)
             group_rows.extend((record_id, group, ciphertext) for group, ciphertext in sealed)
-            source_key = self._source_key(new.feed, new.source_record_id)
             record_rows.append(
-                (record_id, new.feed, new.source_agency, source_key, 1, True, new.person_id)
+                (
+                    record_id,
+                    new.feed,
+                    new.source_agency,
+                    self._source_key(new.feed, new.source_record_id),
+                    new.version,
+                    True,
+                    new.person_id,
+                    self.content_hash(new),
+                    new.batch_id,
+                )
             )
             index_rows.extend((i, v, record_id) for i, v in self._index_terms(new.index_fields))
         if not ids:
@@ -127,12 +149,56 @@ class PersonStore:
         cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
         _copy(
             cursor,
-            "source_records (id, feed, source_agency, source_key, version, is_current, person_id)",
+            "source_records (id, feed, source_agency, source_key, version, is_current, person_id,"
+            " content_hash, batch_id)",
             record_rows,
         )
         _copy(cursor, f"{FIELD_TABLE} (record_id, group_name, ciphertext)", group_rows)
         _copy(cursor, "blind_index (index_id, value, record_id)", index_rows)
         return ids
+
+    def content_hash(self, new: NewRecord) -> bytes | None:
+        """Keyed fingerprint of a record's standardised content (see :meth:`current_versions`)."""
+        canonical = json.dumps(
+            new.groups, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+        ).encode("utf-8")
+        return self._content_hash(canonical)
+
+    def source_key(self, feed: str, source_record_id: str) -> bytes:
+        return self._source_key(feed, source_record_id)
+
+    def current_versions(
+        self, session: Session, feed: str, source_keys: Collection[bytes]
+    ) -> dict[bytes, CurrentVersion]:
+        """The current version of each agency record already held, by source key."""
+        if not source_keys:
+            return {}
+        rows = session.execute(
+            select(
+                SourceRecord.source_key,
+                SourceRecord.id,
+                SourceRecord.version,
+                SourceRecord.content_hash,
+                SourceRecord.person_id,
+            ).where(
+                SourceRecord.feed == feed,
+                SourceRecord.is_current.is_(True),
+                SourceRecord.source_key.in_(list(source_keys)),
+            )
+        ).all()
+        return {
+            bytes(key): CurrentVersion(rid, version, bytes(chash) if chash else None, person)
+            for key, rid, version, chash, person in rows
+        }
+
+    def supersede(self, session: Session, record_ids: Collection[uuid.UUID]) -> None:
+        """Mark records as replaced by a newer version; the old version stays as history."""
+        if record_ids:
+            session.execute(
+                update(SourceRecord)
+                .where(SourceRecord.id.in_(list(record_ids)))
+                .values(is_current=False, superseded_at=func.now())
+            )
 
     def _check_persons_open(self, session: Session, person_ids: set[uuid.UUID]) -> None:
         """Refuse records for unknown or erased persons; the key-share lock makes a concurrent
@@ -172,6 +238,9 @@ class PersonStore:
 
     def _source_key(self, feed: str, source_record_id: str) -> bytes:
         return self.indexer.source_key(feed, source_record_id)
+
+    def _content_hash(self, canonical: bytes) -> bytes | None:
+        return self.indexer.content_hash(canonical)
 
     def _index_terms(self, index_fields: Mapping[str, Any]) -> list[IndexTerm]:
         return self.indexer.terms_for(index_fields)

@@ -1,0 +1,124 @@
+"""End-to-end ingestion of synthetic extracts, with the share of each phase and peak memory.
+
+    python benchmarks/bench_ingest.py --records 1000000 [--json]
+
+Generates a synthetic population large enough for ``--records`` agency records, then times, in
+one run and on the same files: parsing alone; parsing + standardisation; + encryption and
+blind indexing (no database); and the full ingest into a fresh embedded PostgreSQL (or
+MASH_DATABASE_URL). Shares are differences between those passes. Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
+from mash_hub.crypto.keys import LocalKeyringProvider
+from mash_hub.db import migrate
+from mash_hub.db.embedded import EmbeddedPostgres
+from mash_hub.db.engine import Database, normalise_url
+from mash_hub.feeds.definition import feed_folders, load_feeds
+from mash_hub.feeds.ingest import ingest_file, to_new_record
+from mash_hub.feeds.mapping import map_record
+from mash_hub.feeds.reader import read_records
+from mash_hub.persons.store import PersonStore
+from mash_hub.synth import generate
+
+FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
+RECORDS_PER_PERSON = 0.87  # measured on the synthetic population with default rates
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    feeds = load_feeds(feed_folders())
+
+    with tempfile.TemporaryDirectory(prefix="mash-bench-ingest-") as tmp:
+        root = Path(tmp)
+        people = int(args.records / RECORDS_PER_PERSON)
+        start = time.perf_counter()
+        summary = generate(people=people, seed=2026, out_dir=root / "synth")
+        generate_s = time.perf_counter() - start
+        total = sum(summary.records.values())
+        store = PersonStore.from_provider(LocalKeyringProvider.create(root / "keyring.json"))
+
+        def timed(work: str) -> float:
+            begin = time.perf_counter()
+            for feed, name in FILES.items():
+                definition = feeds[feed]
+                for raw in read_records(definition, root / "synth" / name):
+                    if work == "parse":
+                        continue
+                    mapped = map_record(definition, raw)
+                    if work == "crypto" and mapped.valid:
+                        record_id = uuid.uuid4()
+                        new = to_new_record(definition, mapped, None)
+                        store._seal(record_id, new.groups)
+                        store._index_terms(new.index_fields)
+                        store.source_key(feed, new.source_record_id)
+                        store.content_hash(new)
+            return time.perf_counter() - begin
+
+        parse_s = timed("parse")
+        map_s = timed("map")
+        crypto_s = timed("crypto")
+
+        embedded = None
+        if os.environ.get("MASH_DATABASE_URL"):
+            url = normalise_url(os.environ["MASH_DATABASE_URL"])
+        else:
+            embedded = EmbeddedPostgres(root / "pg")
+            url = embedded.acquire()
+        try:
+            engine = create_engine(url)
+            migrate.upgrade(engine)
+            db = Database(engine)
+            begin = time.perf_counter()
+            reports = [
+                ingest_file(db, store, feeds[feed], root / "synth" / name, actor="bench")
+                for feed, name in FILES.items()
+            ]
+            ingest_s = time.perf_counter() - begin
+            engine.dispose()
+        finally:
+            if embedded is not None:
+                embedded.release()
+
+    result = {
+        "records": total,
+        "people": people,
+        "generate_seconds": round(generate_s, 1),
+        "ingest_seconds": round(ingest_s, 1),
+        "records_per_second": round(total / ingest_s),
+        "share_parse": round(parse_s / ingest_s, 3),
+        "share_standardise": round((map_s - parse_s) / ingest_s, 3),
+        "share_encrypt_and_index": round((crypto_s - map_s) / ingest_s, 3),
+        "share_database_and_rest": round((ingest_s - crypto_s) / ingest_s, 3),
+        "quarantined": sum(r.quarantined for r in reports),
+        "accepted": sum(r.accepted for r in reports),
+        "updated": sum(r.updated for r in reports),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:>26}: {value}")
+
+
+if __name__ == "__main__":
+    main()

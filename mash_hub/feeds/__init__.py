@@ -1,0 +1,1 @@
+"""Feed ingestion: declarative feed definitions, standardisation, quarantine and batches."""

@@ -1,0 +1,231 @@
+"""From an agency's raw record to the hub's person schema, standardised, or the reasons why not.
+
+The output is already split into the store's field groups (``identity``, ``identifiers``,
+``contact``, ``details.<name>``) plus the values to blind-index. Every problem becomes a
+machine-readable reason (a code and the schema field), never a message quoting the value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mash_hub.feeds import standardise as std
+from mash_hub.feeds.definition import AddressSpec, FeedDefinition, FieldSpec
+from mash_hub.feeds.reader import RawRecord
+from mash_hub.persons.store import CONTACT, DETAILS_PREFIX, IDENTIFIERS, IDENTITY
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    field: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "field": self.field}
+
+
+@dataclass
+class MappedRecord:
+    """A standardised record, or (when ``reasons`` is not empty) one for the quarantine."""
+
+    location: str
+    source_record_id: str | None
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    index_fields: dict[str, Any] = field(default_factory=dict)
+    reasons: list[Reason] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.reasons
+
+
+def _lookup(data: Mapping[str, Any], path: str) -> Any:
+    if path in data:
+        return data[path]
+    value: Any = data
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _values(data: Mapping[str, Any], spec: FieldSpec) -> list[Any]:
+    """All non-empty values the spec points at, split and flattened, in order."""
+    out: list[Any] = []
+    for path in spec.paths:
+        value = _lookup(data, path)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            value = item.strip() if isinstance(item, str) else item
+            if isinstance(value, str) and spec.split is not None:
+                out.extend(part.strip() for part in value.split(spec.split) if part.strip())
+            elif value is not None and value != "":
+                out.append(value)
+    return out
+
+
+def _truthy(raw: Any) -> bool | None:
+    if raw is None or isinstance(raw, bool):
+        return raw
+    return str(raw).strip().lower() in {"true", "yes", "y", "1", "current"}
+
+
+class _Mapper:
+    def __init__(self, definition: FeedDefinition, data: Mapping[str, Any]) -> None:
+        self.definition = definition
+        self.data = data
+        self.reasons: list[Reason] = []
+
+    def values(self, spec: FieldSpec | None) -> list[Any]:
+        return [] if spec is None else _values(self.data, spec)
+
+    def first(self, spec: FieldSpec | None) -> Any:
+        values = self.values(spec)
+        return values[0] if values else None
+
+    def mapped(self, spec: FieldSpec, value: Any) -> Any:
+        if spec.map is None or value is None:
+            return value
+        text = str(value)
+        if text in spec.map:
+            return spec.map[text]
+        folded = {k.casefold(): v for k, v in spec.map.items()}
+        return folded.get(text.casefold(), value)
+
+    def date(self, spec: FieldSpec, value: Any, name: str) -> str | None:
+        if value is None:
+            return None
+        formats = spec.date_formats or self.definition.date_formats
+        try:
+            try:
+                parsed = std.parse_date(str(value), formats or None)
+            except std.StandardisationError:
+                parsed = std.parse_date(str(value), None)
+        except std.StandardisationError as exc:
+            self.reasons.append(Reason(exc.code, name))
+            return None
+        return parsed.isoformat() if parsed else None
+
+    def check(self, name: str, function: Any, value: Any, *args: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return function(str(value), *args)
+        except std.StandardisationError as exc:
+            self.reasons.append(Reason(exc.code, name))
+            return None
+
+    def detail_value(self, spec: FieldSpec, name: str) -> Any:
+        values = [self.mapped(spec, v) for v in self.values(spec)]
+        if spec.date:
+            values = [self.date(spec, v, name) for v in values]
+        if spec.split is not None or len(values) > 1:
+            return values
+        return values[0] if values else None
+
+    def addresses(self, spec: AddressSpec | None) -> list[dict[str, Any]]:
+        if spec is None:
+            return []
+        if spec.path is None:
+            sources: list[Mapping[str, Any]] = [self.data]
+        else:
+            listed = _lookup(self.data, spec.path)
+            if isinstance(listed, Mapping):
+                listed = [listed]
+            sources = [item for item in (listed or []) if isinstance(item, Mapping)]
+        out = []
+        for index, source in enumerate(sources):
+            address: dict[str, Any] = {}
+            for key, fspec in spec.fields.items():
+                value = _values(source, fspec)
+                raw = value[0] if value else None
+                where = f"addresses[{index}].{key}"
+                if key == "postcode":
+                    address[key] = self.check(where, std.normalise_postcode, raw)
+                elif key in {"from", "to"}:
+                    address[key] = self.date(fspec, raw, where)
+                elif key == "current":
+                    address[key] = _truthy(raw)
+                else:
+                    address[key] = std.clean_name(str(raw)) if raw is not None else None
+            if any(v not in (None, "") for k, v in address.items() if k != "current"):
+                out.append(address)
+        if len(out) == 1 and out[0].get("current") is None:
+            out[0]["current"] = True
+        return out
+
+
+def map_record(definition: FeedDefinition, raw: RawRecord) -> MappedRecord:
+    """Standardise one raw record into the person schema."""
+    m = _Mapper(definition, raw.data)
+    person = definition.person
+
+    record_id = m.first(definition.record_id)
+    record_key = str(record_id).strip() if record_id is not None else None
+    if not record_key:
+        m.reasons.append(Reason("record_id_missing", "record_id"))
+
+    given: list[str] = [std.clean_name(str(v)) for v in m.values(person.given_names)]
+    family_raw = m.first(person.family_name)
+    family = std.clean_name(str(family_raw)) if family_raw is not None else None
+    if person.full_name is not None and (full := m.first(person.full_name)) is not None:
+        try:
+            parsed = std.split_full_name(str(full))
+        except std.StandardisationError as exc:
+            m.reasons.append(Reason(exc.code, "full_name"))
+        else:
+            given = given or list(parsed.given_names)
+            family = family or parsed.family_name
+    given = [g for g in given if g]
+    if not family and not given:
+        m.reasons.append(Reason("name_empty", "family_name"))
+    other_names = [std.clean_name(str(v)) for v in m.values(person.other_names)]
+    other_names = [o for o in other_names if o]
+
+    dob = None
+    if person.date_of_birth is not None:
+        dob = m.date(person.date_of_birth, m.first(person.date_of_birth), "date_of_birth")
+    sex = None
+    if person.sex is not None and (raw_sex := m.first(person.sex)) is not None:
+        sex = m.check("sex", std.normalise_sex, m.mapped(person.sex, raw_sex))
+
+    nhs = m.check("nhs_number", std.validate_nhs_number, m.first(person.nhs_number))
+    upn = m.check("upn", std.validate_upn, m.first(person.upn))
+    pnc = m.check("pnc_id", std.validate_pnc_id, m.first(person.pnc_id))
+    phone = m.check("phone", std.normalise_phone, m.first(person.phone))
+    email = m.check("email", std.normalise_email, m.first(person.email))
+    addresses = m.addresses(person.addresses)
+
+    groups: dict[str, dict[str, Any]] = {
+        IDENTITY: {
+            "given_names": given,
+            "family_name": family,
+            "other_names": other_names,
+            "date_of_birth": dob,
+            "sex": sex,
+        },
+        IDENTIFIERS: {"nhs_number": nhs, "upn": upn, "pnc_id": pnc},
+        CONTACT: {"addresses": addresses, "phone": phone, "email": email},
+    }
+    for group, specs in definition.details.items():
+        values = {
+            name: m.detail_value(spec, f"details.{group}.{name}") for name, spec in specs.items()
+        }
+        if any(v not in (None, [], "") for v in values.values()):
+            groups[DETAILS_PREFIX + group] = values
+
+    index_fields = {
+        "given_names": given,
+        "family_name": family,
+        "other_names": other_names,
+        "date_of_birth": dt.date.fromisoformat(dob) if dob else None,
+        "postcodes": [a["postcode"] for a in addresses if a.get("postcode")],
+        "nhs_number": nhs,
+        "upn": upn,
+        "pnc_id": pnc,
+    }
+    return MappedRecord(raw.location, record_key or None, groups, index_fields, m.reasons)

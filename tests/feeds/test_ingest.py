@@ -1,0 +1,268 @@
+"""Ingestion end to end on real PostgreSQL with real keys."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from stdnum.gb import nhs, upn
+
+from mash_hub.audit.models import AuditEntry
+from mash_hub.db.engine import Database
+from mash_hub.feeds.definition import FeedDefinition
+from mash_hub.feeds.ingest import ingest_file
+from mash_hub.feeds.models import FeedBatch, QuarantinedRow
+from mash_hub.feeds.quarantine import raw_values
+from mash_hub.feeds.reader import MalformedFileError
+from mash_hub.persons.models import SourceRecord
+from mash_hub.persons.store import IDENTIFIERS, IDENTITY, PersonStore
+from mash_hub.synth.identifiers import pnc_is_valid
+
+FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
+
+
+def _count(db: Database, model: type) -> int:
+    with db.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_clean_synthetic_extracts_ingest_with_no_quarantine(
+    committing_database: Database,
+    store: PersonStore,
+    feeds: dict[str, FeedDefinition],
+    clean_extracts: Path,
+) -> None:
+    for feed, name in FILES.items():
+        report = ingest_file(
+            committing_database, store, feeds[feed], clean_extracts / name, actor="test"
+        )
+        assert report.quarantined == 0, (feed, report.quarantine_reasons)
+        assert report.rows > 0
+        assert report.accepted == report.rows
+    truth_rows = sum(1 for _ in (clean_extracts / "truth.csv").open()) - 1
+    assert _count(committing_database, SourceRecord) == truth_rows
+
+
+def test_messy_extracts_quarantine_only_truly_invalid_rows(
+    committing_database: Database,
+    store: PersonStore,
+    feeds: dict[str, FeedDefinition],
+    messy_extracts: Path,
+) -> None:
+    quarantined = 0
+    for feed, name in FILES.items():
+        report = ingest_file(
+            committing_database, store, feeds[feed], messy_extracts / name, actor="test"
+        )
+        quarantined += report.quarantined
+        assert (
+            report.rows == report.accepted + report.updated + report.unchanged + report.quarantined
+        )
+    assert quarantined > 0, "the default error rates mistype some identifiers"
+    validators = {"nhs_number": nhs.is_valid, "upn": upn.is_valid, "pnc_id": pnc_is_valid}
+    raw_fields = {"nhs_number": "nhs_number", "upn": "upn", "pnc_id": "PNC_ID"}
+    with committing_database.transaction() as session:
+        for row in session.scalars(select(QuarantinedRow)):
+            raw = raw_values(session, store.keys, row)
+            for reason in row.reasons:
+                field = reason["field"]
+                assert field in validators, (
+                    f"unexpected quarantine reason {reason} at {row.location}"
+                )
+                value = str(raw.get(raw_fields[field]) or "").replace(" ", "")
+                assert not validators[field](value), (
+                    f"{row.location}: a valid {field} was quarantined"
+                )
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    header = [
+        "NOMINAL_ID",
+        "SURNAME",
+        "FORENAMES",
+        "DOB",
+        "SEX",
+        "PNC_ID",
+        "ADDRESS",
+        "POSTCODE",
+        "WARNING_MARKERS",
+        "INCIDENT_REF",
+        "INCIDENT_DATE",
+        "INCIDENT_TYPE",
+        "INCIDENT_NARRATIVE",
+    ]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: row.get(key, "") for key in header})
+    return path
+
+
+GOOD = {
+    "NOMINAL_ID": "NOM1",
+    "SURNAME": "O'NEILL",
+    "FORENAMES": "MARY JANE",
+    "DOB": "04/03/2012",
+    "SEX": "F",
+    "ADDRESS": "1 HIGH STREET, LEEDS",
+    "POSTCODE": "LS6 2QT",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"DOB": "31/02/2012"}, {("date_of_birth", "date_impossible")}),
+        ({"DOB": "not a date"}, {("date_of_birth", "date_invalid")}),
+        ({"POSTCODE": "LS6 2Q"}, {("addresses[0].postcode", "postcode_invalid")}),
+        ({"PNC_ID": "12/1234567Z"}, {("pnc_id", "pnc_id_check_letter")}),
+        ({"NOMINAL_ID": ""}, {("record_id", "record_id_missing")}),
+        ({"SURNAME": "", "FORENAMES": ""}, {("family_name", "name_empty")}),
+        (
+            {"SEX": "Q", "DOB": "04/03/2099"},
+            {("sex", "sex_invalid"), ("date_of_birth", "date_in_future")},
+        ),
+    ],
+)
+def test_broken_rows_are_quarantined_with_the_right_reasons(
+    committing_database: Database,
+    store: PersonStore,
+    feeds: dict[str, FeedDefinition],
+    tmp_path: Path,
+    change: dict[str, str],
+    expected: set[tuple[str, str]],
+) -> None:
+    path = _write_csv(tmp_path / "broken.csv", [GOOD | {"NOMINAL_ID": "NOM0"}, GOOD | change])
+    report = ingest_file(committing_database, store, feeds["police"], path, actor="test")
+    assert (report.accepted, report.quarantined) == (1, 1)
+    with committing_database.transaction() as session:
+        row = session.scalars(select(QuarantinedRow)).one()
+        assert {(r["field"], r["code"]) for r in row.reasons} == expected
+        assert row.location == "line 3" and row.file_name == "broken.csv"
+        assert raw_values(session, store.keys, row)["SURNAME"] == change.get("SURNAME", "O'NEILL")
+
+
+def test_same_file_twice_adds_nothing_and_a_changed_record_becomes_a_new_version(
+    committing_database: Database,
+    store: PersonStore,
+    feeds: dict[str, FeedDefinition],
+    tmp_path: Path,
+) -> None:
+    db = committing_database
+    first = _write_csv(
+        tmp_path / "day1.csv", [GOOD, GOOD | {"NOMINAL_ID": "NOM2", "FORENAMES": "PAT"}]
+    )
+    assert ingest_file(db, store, feeds["police"], first, actor="test").accepted == 2
+    again = ingest_file(db, store, feeds["police"], first, actor="test")
+    assert again.status == "already_ingested" and again.accepted == 0
+    assert _count(db, SourceRecord) == 2 and _count(db, FeedBatch) == 1
+
+    second = _write_csv(
+        tmp_path / "day2.csv",
+        [GOOD | {"POSTCODE": "LS7 1AB"}, GOOD | {"NOMINAL_ID": "NOM2", "FORENAMES": "PAT"}],
+    )
+    report = ingest_file(db, store, feeds["police"], second, actor="test")
+    assert (report.accepted, report.updated, report.unchanged) == (0, 1, 1)
+    with db.transaction() as session:
+        versions = session.execute(
+            select(SourceRecord.version, SourceRecord.is_current).order_by(SourceRecord.version)
+        ).all()
+        assert sorted(versions) == [(1, False), (1, True), (2, True)]
+        current = session.scalars(select(SourceRecord.id).where(SourceRecord.version == 2)).one()
+        contact = store.read(session, [current], {"contact"})[current].groups["contact"]
+        assert contact["addresses"][0]["postcode"] == "LS7 1AB"
+        actions = session.scalars(select(AuditEntry.action)).all()
+        assert actions.count("feed.ingest") == 2
+
+
+def test_the_same_agency_id_twice_in_one_file_keeps_the_later_row(
+    committing_database: Database,
+    store: PersonStore,
+    feeds: dict[str, FeedDefinition],
+    tmp_path: Path,
+) -> None:
+    path = _write_csv(tmp_path / "dup.csv", [GOOD, GOOD | {"FORENAMES": "MARIA"}])
+    report = ingest_file(committing_database, store, feeds["police"], path, actor="test")
+    assert (report.accepted, report.updated) == (1, 1)
+    with committing_database.transaction() as session:
+        current = session.scalars(select(SourceRecord.id).where(SourceRecord.is_current)).one()
+        identity = store.read(session, [current], {IDENTITY})[current].groups[IDENTITY]
+        assert identity["given_names"] == ["Maria"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("NOMINAL_ID,SURNAME\nNOM1,SMITH\n", "lacks column"),
+        (None, "line 4: 14 fields"),
+    ],
+)
+def test_malformed_file_is_rejected_whole(
+    committing_database: Database,
+    store: PersonStore,
+    feeds: dict[str, FeedDefinition],
+    tmp_path: Path,
+    content: str | None,
+    message: str,
+) -> None:
+    path = _write_csv(
+        tmp_path / "bad.csv", [GOOD, GOOD | {"NOMINAL_ID": "NOM2"}, GOOD | {"NOMINAL_ID": "NOM3"}]
+    )
+    if content is None:
+        lines = path.read_text().splitlines()
+        lines[3] += ",EXTRA"
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path.write_text(content)
+    with pytest.raises(MalformedFileError, match=message):
+        ingest_file(committing_database, store, feeds["police"], path, actor="test")
+    assert _count(committing_database, SourceRecord) == 0
+    assert _count(committing_database, FeedBatch) == 0
+
+
+def test_malformed_json_is_rejected_whole(
+    committing_database: Database,
+    store: PersonStore,
+    feeds: dict[str, FeedDefinition],
+    clean_extracts: Path,
+    tmp_path: Path,
+) -> None:
+    text = (clean_extracts / "social_care.json").read_text()
+    broken = tmp_path / "social_care.json"
+    broken.write_text(text[: len(text) // 2])
+    with pytest.raises(MalformedFileError, match="malformed JSON"):
+        ingest_file(committing_database, store, feeds["social_care"], broken, actor="test")
+    assert _count(committing_database, SourceRecord) == 0
+    wrong_path = tmp_path / "other.json"
+    wrong_path.write_text(json.dumps({"records": []}))
+    with pytest.raises(MalformedFileError, match=r"no array of records at export\.records"):
+        ingest_file(committing_database, store, feeds["social_care"], wrong_path, actor="test")
+
+
+def test_identifiers_are_standardised_before_storage(
+    committing_database: Database,
+    store: PersonStore,
+    feeds: dict[str, FeedDefinition],
+    clean_extracts: Path,
+) -> None:
+    ingest_file(
+        committing_database,
+        store,
+        feeds["social_care"],
+        clean_extracts / "social_care.json",
+        actor="test",
+    )
+    with committing_database.transaction() as session:
+        ids = session.scalars(select(SourceRecord.id)).all()
+        records = store.read(session, ids, {IDENTIFIERS, IDENTITY})
+    numbers = [
+        r.groups[IDENTIFIERS]["nhs_number"]
+        for r in records.values()
+        if r.groups[IDENTIFIERS]["nhs_number"]
+    ]
+    assert numbers and all(n.isdigit() and len(n) == 10 for n in numbers)
+    assert all(r.groups[IDENTITY]["date_of_birth"] for r in records.values())
