@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         default=None,
         description="A folder of extra feed definitions (YAML), beside the shipped ones.",
     )
+    ingest_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Processes that standardise and encrypt during ingestion: 0 = one per CPU.",
+    )
     keyring_path: Path | None = Field(
         default=None, description="The keyring file; default <data_dir>/keyring.json."
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +32,7 @@ from mash_hub.feeds.definition import (
     load_definition,
     load_feeds,
 )
-from mash_hub.feeds.ingest import BatchReport, apply_records, ingest_file
+from mash_hub.feeds.ingest import BatchReport, PreparePool, apply_records, ingest_file
 from mash_hub.feeds.mapping import map_record
 from mash_hub.feeds.quarantine import QuarantineError, get_open, list_rows, raw_values, resolve
 from mash_hub.feeds.reader import MalformedFileError, RawRecord
@@ -125,6 +127,12 @@ def ingest(
     files: Annotated[list[Path], typer.Argument(help="Extract files of that feed.")],
     feed: Annotated[str, typer.Option("--feed", help="Which feed definition the files follow.")],
     feeds_dir: FeedsDirOption = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Worker processes (default: MASH_INGEST_WORKERS or CPUs)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest agency extracts: standardise, encrypt, index; quarantine what fails validation.
@@ -137,10 +145,13 @@ def ingest(
         if not path.is_file():
             fail(f"{path} is not a file", ExitCode.BAD_INPUT)
     reports: list[BatchReport] = []
+    processes = workers or settings().ingest_workers or os.cpu_count() or 1
     with open_hub() as (db, provider):
         store = PersonStore.from_provider(provider)
         for path in files:
-            with progress_bar(disable=as_json) as bar:
+            # The pool forks before the progress bar starts its refresh thread.
+            pool = PreparePool(store, definition, processes) if processes > 1 else None
+            with pool or contextlib.nullcontext(), progress_bar(disable=as_json) as bar:
                 task = bar.add_task(f"Ingesting {path.name}", total=None)
 
                 def advance(rows: int, bar: Progress = bar, task: TaskID = task) -> None:
@@ -148,7 +159,7 @@ def ingest(
 
                 try:
                     report = ingest_file(
-                        db, store, definition, path, actor=actor(), progress=advance
+                        db, store, definition, path, actor=actor(), progress=advance, pool=pool
                     )
                 except MalformedFileError as exc:
                     if as_json:

@@ -16,10 +16,11 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from mash_hub.feeds.mapping import MappedRecord, map_record
 from mash_hub.feeds.models import FeedBatch
 from mash_hub.feeds.quarantine import quarantine
 from mash_hub.feeds.reader import RawRecord, read_records
-from mash_hub.persons.store import NewRecord, PersonStore
+from mash_hub.persons.store import NewRecord, PersonStore, PreparedRecord
 
 CHUNK = 2_000
 _LEDGER_COUNTS = ("rows", "accepted", "updated", "unchanged", "quarantined", "quarantine_reasons")
@@ -79,6 +80,7 @@ def ingest_file(
     *,
     actor: str,
     progress: Progress | None = None,
+    pool: PreparePool | None = None,
 ) -> BatchReport:
     """Ingest one file in one transaction (the job owns it)."""
     sha256 = file_sha256(path)
@@ -93,6 +95,7 @@ def ingest_file(
             size_bytes=path.stat().st_size,
             actor=actor,
             progress=progress,
+            pool=pool,
         )
 
 
@@ -107,6 +110,7 @@ def ingest_records(
     size_bytes: int,
     actor: str,
     progress: Progress | None = None,
+    pool: PreparePool | None = None,
 ) -> BatchReport:
     """Ingest a stream of raw records as one batch inside the caller's transaction."""
     started = time.perf_counter()
@@ -140,29 +144,39 @@ def ingest_records(
     session.flush()
 
     reasons: Counter[str] = Counter()
-    chunk: dict[bytes, MappedRecord] = {}
-    for raw in records:
+    chunk: dict[bytes, PreparedRecord] = {}
+    outcomes = (
+        pool.outcomes(records, batch.id)
+        if pool is not None
+        else (prepare_one(store, definition, batch.id, raw) for raw in records)
+    )
+    for outcome in outcomes:
         report.rows += 1
-        mapped = map_record(definition, raw)
-        if not mapped.valid:
-            _quarantine(
-                session, store, definition, batch, file_name=file_name, raw=raw, mapped=mapped
+        if outcome.prepared is None:
+            quarantine(
+                session,
+                store.keys,
+                batch_id=batch.id,
+                feed=definition.name,
+                file_name=file_name,
+                location=outcome.location,
+                raw=outcome.raw or {},
+                reasons=outcome.reasons,
             )
             report.quarantined += 1
-            reasons.update(reason.code for reason in mapped.reasons)
+            reasons.update(reason["code"] for reason in outcome.reasons)
         else:
-            assert mapped.source_record_id is not None
-            key = store.source_key(definition.name, mapped.source_record_id)
+            key = outcome.prepared.source_key
             if key in chunk:  # the same agency id twice in one file: the later row wins
-                _write_chunk(session, store, definition, batch.id, chunk, report=report)
+                _write_chunk(session, store, definition, chunk, report=report)
                 chunk = {}
-            chunk[key] = mapped
+            chunk[key] = outcome.prepared
             if len(chunk) >= CHUNK:
-                _write_chunk(session, store, definition, batch.id, chunk, report=report)
+                _write_chunk(session, store, definition, chunk, report=report)
                 chunk = {}
         if progress is not None and report.rows % 1000 == 0:
             progress(report.rows)
-    _write_chunk(session, store, definition, batch.id, chunk, report=report)
+    _write_chunk(session, store, definition, chunk, report=report)
     if progress is not None:
         progress(report.rows)
 
@@ -181,28 +195,6 @@ def ingest_records(
     )
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _quarantine(
-    session: Session,
-    store: PersonStore,
-    definition: FeedDefinition,
-    batch: FeedBatch,
-    *,
-    file_name: str,
-    raw: RawRecord,
-    mapped: MappedRecord,
-) -> None:
-    quarantine(
-        session,
-        store.keys,
-        batch_id=batch.id,
-        feed=definition.name,
-        file_name=file_name,
-        location=raw.location,
-        raw=raw.data,
-        reasons=[reason.as_dict() for reason in mapped.reasons],
-    )
 
 
 def to_new_record(
@@ -226,39 +218,126 @@ def apply_records(
     batch_id: uuid.UUID | None,
     records: dict[bytes, MappedRecord],
 ) -> tuple[list[uuid.UUID], Counter[str]]:
+    """Prepare and write standardised records (used for re-submitted quarantine rows)."""
+    prepared = {
+        key: store.prepare(to_new_record(definition, mapped, batch_id))
+        for key, mapped in records.items()
+    }
+    return apply_prepared(session, store, definition, prepared)
+
+
+def apply_prepared(
+    session: Session,
+    store: PersonStore,
+    definition: FeedDefinition,
+    records: dict[bytes, PreparedRecord],
+) -> tuple[list[uuid.UUID], Counter[str]]:
     """New, updated or unchanged: decide per agency id and write. Returns new ids and counts."""
     counts: Counter[str] = Counter()
     current = store.current_versions(session, definition.name, records.keys())
     superseded: list[uuid.UUID] = []
-    to_add: list[NewRecord] = []
-    for key, mapped in records.items():
-        new = to_new_record(definition, mapped, batch_id)
+    to_write: list[PreparedRecord] = []
+    for key, prepared in records.items():
         held = current.get(key)
         if held is None:
-            to_add.append(new)
+            to_write.append(prepared)
             counts["accepted"] += 1
-        elif held.content_hash == store.content_hash(new):
+        elif held.content_hash == prepared.content_hash:
             counts["unchanged"] += 1
         else:
             superseded.append(held.id)
-            to_add.append(replace(new, version=held.version + 1, person_id=held.person_id))
+            to_write.append(replace(prepared, version=held.version + 1, person_id=held.person_id))
             counts["updated"] += 1
     store.supersede(session, superseded)
-    return store.add(session, to_add), counts
+    return store.write(session, to_write), counts
 
 
 def _write_chunk(
     session: Session,
     store: PersonStore,
     definition: FeedDefinition,
-    batch_id: uuid.UUID,
-    chunk: dict[bytes, MappedRecord],
+    chunk: dict[bytes, PreparedRecord],
     *,
     report: BatchReport,
 ) -> None:
     if not chunk:
         return
-    _, counts = apply_records(session, store, definition, batch_id, chunk)
+    _, counts = apply_prepared(session, store, definition, chunk)
     report.accepted += counts["accepted"]
     report.updated += counts["updated"]
     report.unchanged += counts["unchanged"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One raw record after standardisation: prepared for writing, or bound for quarantine."""
+
+    location: str
+    prepared: PreparedRecord | None
+    raw: dict[str, Any] | None = None
+    reasons: list[dict[str, str]] = field(default_factory=list)
+
+
+def prepare_one(
+    store: PersonStore, definition: FeedDefinition, batch_id: uuid.UUID, raw: RawRecord
+) -> Outcome:
+    mapped = map_record(definition, raw)
+    if not mapped.valid:
+        return Outcome(raw.location, None, raw.data, [r.as_dict() for r in mapped.reasons])
+    return Outcome(raw.location, store.prepare(to_new_record(definition, mapped, batch_id)))
+
+
+# Set in the parent just before the worker processes fork, so they inherit the store (with its
+# keys) without the keys ever being pickled or written anywhere.
+_FORKED: tuple[PersonStore, FeedDefinition] | None = None
+
+
+def _prepare_in_worker(batch_id: uuid.UUID, raws: list[RawRecord]) -> list[Outcome]:
+    assert _FORKED is not None, "worker started without a store"
+    store, definition = _FORKED
+    return [prepare_one(store, definition, batch_id, raw) for raw in raws]
+
+
+class PreparePool:
+    """Worker processes for the CPU-heavy part (standardise, encrypt, index).
+
+    The parent keeps reading the file (so a malformed line still stops everything), sends
+    small chunks to the workers, and writes their results in file order. Plaintext crosses
+    only in-memory pipes between the hub's own processes. Create it before any other
+    thread starts (fork copies only the calling thread).
+    """
+
+    _CHUNK = 250
+
+    def __init__(self, store: PersonStore, definition: FeedDefinition, workers: int) -> None:
+        self.store = store
+        self.definition = definition
+        self.workers = workers
+        self._pool: Any = None
+
+    def __enter__(self) -> PreparePool:
+        global _FORKED  # noqa: PLW0603 - handed to forked workers, cleared on exit
+        _FORKED = (self.store, self.definition)
+        self._pool = multiprocessing.get_context("fork").Pool(self.workers)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _FORKED  # noqa: PLW0603
+        self._pool.terminate()
+        self._pool.join()
+        _FORKED = None
+
+    def outcomes(self, records: Iterable[RawRecord], batch_id: uuid.UUID) -> Iterator[Outcome]:
+        pending: deque[Any] = deque()
+        chunk: list[RawRecord] = []
+        for raw in records:
+            chunk.append(raw)
+            if len(chunk) >= self._CHUNK:
+                pending.append(self._pool.apply_async(_prepare_in_worker, (batch_id, chunk)))
+                chunk = []
+                if len(pending) >= self.workers * 4:
+                    yield from pending.popleft().get()
+        if chunk:
+            pending.append(self._pool.apply_async(_prepare_in_worker, (batch_id, chunk)))
+        while pending:
+            yield from pending.popleft().get()

@@ -61,6 +61,23 @@ class NewRecord:
 
 
 @dataclass(frozen=True)
+class PreparedRecord:
+    """A record encrypted and indexed, ready to write: ciphertexts, wrapped key, index values."""
+
+    id: uuid.UUID
+    feed: str
+    source_agency: str
+    source_key: bytes
+    content_hash: bytes | None
+    version: int
+    person_id: uuid.UUID | None
+    batch_id: uuid.UUID | None
+    key_row: dict[str, object] | None
+    sealed_groups: list[tuple[str, bytes]]
+    index_terms: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
 class CurrentVersion:
     """The current version of an agency record, as ingestion needs it to decide what changed."""
 
@@ -114,48 +131,68 @@ class PersonStore:
 
     def add(self, session: Session, records: Sequence[NewRecord]) -> list[uuid.UUID]:
         """Encrypt, index and insert records in bulk (COPY); returns their new ids."""
-        ids: list[uuid.UUID] = []
-        key_rows: list[dict[str, object]] = []
-        record_rows: list[tuple[Any, ...]] = []
-        group_rows: list[tuple[Any, ...]] = []
-        index_rows: list[tuple[Any, ...]] = []
-        for new in records:
-            for group in new.groups:
-                _check_group_name(group)
-            record_id = uuid.uuid4()
-            ids.append(record_id)
-            key_row, sealed = self._seal(record_id, new.groups)
-            if key_row is not None:
-                key_rows.append(key_row)
-            group_rows.extend((record_id, group, ciphertext) for group, ciphertext in sealed)
-            record_rows.append(
-                (
-                    record_id,
-                    new.feed,
-                    new.source_agency,
-                    self._source_key(new.feed, new.source_record_id),
-                    new.version,
-                    True,
-                    new.person_id,
-                    self.content_hash(new),
-                    new.batch_id,
-                )
-            )
-            index_rows.extend((i, v, record_id) for i, v in self._index_terms(new.index_fields))
-        if not ids:
-            return ids
-        self._check_persons_open(session, {r.person_id for r in records if r.person_id})
-        self.keys.save(session, key_rows)
+        return self.write(session, [self.prepare(new) for new in records])
+
+    def prepare(self, new: NewRecord) -> PreparedRecord:
+        """The CPU half of :meth:`add`: data key, ciphertexts, index terms; no database.
+
+        Safe to run in worker processes; the result holds no plaintext and no usable key.
+        """
+        for group in new.groups:
+            _check_group_name(group)
+        record_id = uuid.uuid4()
+        key_row, sealed = self._seal(record_id, new.groups)
+        return PreparedRecord(
+            id=record_id,
+            feed=new.feed,
+            source_agency=new.source_agency,
+            source_key=self._source_key(new.feed, new.source_record_id),
+            content_hash=self.content_hash(new),
+            version=new.version,
+            person_id=new.person_id,
+            batch_id=new.batch_id,
+            key_row=key_row,
+            sealed_groups=sealed,
+            index_terms=[(term[0], term[1]) for term in self._index_terms(new.index_fields)],
+        )
+
+    def write(self, session: Session, prepared: Sequence[PreparedRecord]) -> list[uuid.UUID]:
+        """The database half of :meth:`add`: bulk COPY in the caller's transaction."""
+        if not prepared:
+            return []
+        self._check_persons_open(session, {p.person_id for p in prepared if p.person_id})
+        self.keys.save(session, [p.key_row for p in prepared if p.key_row is not None])
         cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
         _copy(
             cursor,
             "source_records (id, feed, source_agency, source_key, version, is_current, person_id,"
             " content_hash, batch_id)",
-            record_rows,
+            [
+                (
+                    p.id,
+                    p.feed,
+                    p.source_agency,
+                    p.source_key,
+                    p.version,
+                    True,
+                    p.person_id,
+                    p.content_hash,
+                    p.batch_id,
+                )
+                for p in prepared
+            ],
         )
-        _copy(cursor, f"{FIELD_TABLE} (record_id, group_name, ciphertext)", group_rows)
-        _copy(cursor, "blind_index (index_id, value, record_id)", index_rows)
-        return ids
+        _copy(
+            cursor,
+            f"{FIELD_TABLE} (record_id, group_name, ciphertext)",
+            [(p.id, group, ciphertext) for p in prepared for group, ciphertext in p.sealed_groups],
+        )
+        _copy(
+            cursor,
+            "blind_index (index_id, value, record_id)",
+            [(i, v, p.id) for p in prepared for i, v in p.index_terms],
+        )
+        return [p.id for p in prepared]
 
     def content_hash(self, new: NewRecord) -> bytes | None:
         """Keyed fingerprint of a record's standardised content (see :meth:`current_versions`)."""
