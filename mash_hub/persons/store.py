@@ -385,7 +385,16 @@ class PersonStore:
         if person is None:
             raise UnknownPersonError(f"no person with id {person_id}")
         record_ids = self.records_of_person(session, person_id)
-        destroyed = self.keys.shred(session, record_ids)
+        # Free-text purposes and break-glass justifications about the person may name them.
+        # (Imported here: the access-policy package itself builds on this module.)
+        from mash_hub.authz.models import AccessJustification  # noqa: PLC0415
+
+        justifications = list(
+            session.scalars(
+                select(AccessJustification.id).where(AccessJustification.person_id == person_id)
+            )
+        )
+        destroyed = self.keys.shred(session, [*record_ids, *justifications])
         removed = 0
         if record_ids:
             result = session.execute(

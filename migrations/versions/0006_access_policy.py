@@ -34,6 +34,28 @@ def upgrade() -> None:
         sa.Column("published_by", sa.String(length=200), nullable=False),
         sa.PrimaryKeyConstraint("version", name=op.f("pk_access_policy_versions")),
     )
+    # Published versions are history: a new version is published, an old one never changed.
+    op.execute(
+        """
+        CREATE FUNCTION access_policy_versions_refuse_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'access_policy_versions is append-only: % refused', TG_OP
+                USING ERRCODE = 'insufficient_privilege';
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER access_policy_versions_no_update_delete BEFORE UPDATE OR DELETE "
+        "ON access_policy_versions FOR EACH ROW "
+        "EXECUTE FUNCTION access_policy_versions_refuse_change()"
+    )
+    op.execute(
+        "CREATE TRIGGER access_policy_versions_no_truncate BEFORE TRUNCATE "
+        "ON access_policy_versions FOR EACH STATEMENT "
+        "EXECUTE FUNCTION access_policy_versions_refuse_change()"
+    )
     op.create_table(
         "access_justifications",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -84,4 +106,7 @@ def downgrade() -> None:
     op.drop_table("break_glass_views")
     op.drop_index(op.f("ix_access_justifications_person_id"), table_name="access_justifications")
     op.drop_table("access_justifications")
+    op.execute("DROP TRIGGER access_policy_versions_no_truncate ON access_policy_versions")
+    op.execute("DROP TRIGGER access_policy_versions_no_update_delete ON access_policy_versions")
+    op.execute("DROP FUNCTION access_policy_versions_refuse_change()")
     op.drop_table("access_policy_versions")

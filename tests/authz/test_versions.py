@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from mash_hub.audit.models import AuditEntry
@@ -54,8 +55,25 @@ def test_an_invalid_policy_is_not_published(session: Session) -> None:
     assert current_version(session) is None
 
 
+def test_published_versions_cannot_be_changed(session: Session) -> None:
+    publish(session, BASELINE, actor="cli:alice")
+    for statement in (
+        "UPDATE access_policy_versions SET published_by = 'mallory'",
+        "DELETE FROM access_policy_versions",
+        "TRUNCATE access_policy_versions",
+    ):
+        with pytest.raises(DBAPIError, match="append-only"), session.begin_nested():
+            session.execute(text(statement))
+
+
 def test_a_tampered_stored_version_is_refused(session: Session) -> None:
     publish(session, BASELINE, actor="cli:alice")
+    # As a superuser could: switch the append-only trigger off, then rewrite the policy.
+    session.execute(
+        text(
+            "ALTER TABLE access_policy_versions DISABLE TRIGGER access_policy_versions_no_update_delete"
+        )
+    )
     session.execute(
         text("UPDATE access_policy_versions SET policy_text = policy_text || :extra"),
         {"extra": "p, council_officer, *, *, *, read, allow\n"},

@@ -310,3 +310,17 @@ def test_a_denial_commits_with_the_unit_of_work(
     with committing_database.transaction() as session:
         entry = session.get(AuditEntry, seq)
         assert entry is not None and entry.action == "authz.denied"
+
+
+def test_erasure_also_shreds_justifications_about_the_person(
+    session: Session, store: PersonStore, policy: AccessPolicy, household: Household
+) -> None:
+    purpose = Purpose(code="strategy_discussion", text=PURPOSE_TEXT)
+    view = view_person(session, store, policy, SOCIAL_WORKER, household.person_id, purpose)
+    (entry,) = entries(session, "person.view")
+    assert entry.seq == view.audit_seq
+    justification = uuid.UUID(entry.details["purpose_text"]["id"])
+    store.erase_person(session, household.person_id, actor="cli:test", reason="ERASE-9")
+    assert store.keys.ciphers(session, [justification]) == {}
+    with pytest.raises(LookupError):
+        read_justification(session, store, justification, reader="user:dpo")
