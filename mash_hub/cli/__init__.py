@@ -15,6 +15,7 @@ from mash_hub.cli import audit as audit_commands
 from mash_hub.cli import db as db_commands
 from mash_hub.cli import feeds as feed_commands
 from mash_hub.cli import keys as key_commands
+from mash_hub.cli import link as link_commands
 from mash_hub.cli import policy as policy_commands
 from mash_hub.cli._common import ExitCode, console, settings
 from mash_hub.cli.erase import erase
@@ -38,6 +39,7 @@ app = typer.Typer(
 app.add_typer(audit_commands.app, name="audit")
 app.add_typer(db_commands.app, name="db")
 app.add_typer(key_commands.app, name="keys")
+app.add_typer(link_commands.app, name="link")
 app.add_typer(policy_commands.app, name="policy")
 app.add_typer(feed_commands.feeds_app, name="feeds")
 app.add_typer(feed_commands.quarantine_app, name="quarantine")

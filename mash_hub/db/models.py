@@ -7,6 +7,15 @@ from mash_hub.authz import models as authz_models
 from mash_hub.crypto import models as crypto_models
 from mash_hub.db.base import Base
 from mash_hub.feeds import models as feed_models
+from mash_hub.matching import models as matching_models
 from mash_hub.persons import models as person_models
 
-__all__ = ["Base", "audit_models", "authz_models", "crypto_models", "feed_models", "person_models"]
+__all__ = [
+    "Base",
+    "audit_models",
+    "authz_models",
+    "crypto_models",
+    "feed_models",
+    "matching_models",
+    "person_models",
+]

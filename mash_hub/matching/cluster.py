@@ -1,0 +1,233 @@
+"""Guarded clustering of scored pairs into persons, and stable person ids across runs.
+
+Plain connected components lets one wrong edge merge two people. Here edges are taken
+strongest first and two clusters only merge when:
+
+* no identifier conflicts (two different NHS numbers, UPNs or PNC ids in one person): a hard
+  cannot-link, since every stored identifier has passed its check digit;
+* no pair across the two clusters is a *possible twin* (same date of birth and family name,
+  first names that differ though they look alike, no shared identifier) or was scored as
+  clearly different people (below the contradiction weight);
+* a merge of two multi-record clusters is carried by at least two strong links, or one very
+  strong one: a single weak edge cannot chain two people together.
+
+Blocked strong links and links in the review band go to the review queue. Must-link /
+cannot-link decisions from that queue can later enter as extra edges and conflicts here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mash_hub.matching.comparisons import IDENTIFIER_COLUMNS
+from mash_hub.matching.model import ScoredPair, Thresholds
+
+AUTO = "auto"
+REVIEW = "review"
+POSSIBLE_TWIN = "possible_twin"
+CONFLICT = "identifier_conflict"
+REJECTED = "rejected"
+
+_TWIN_DOB = frozenset({"exact", "twin_pattern", "typo", "dm_swap"})
+_TWIN_FAMILY = frozenset({"exact", "other", "phonetic", "fuzzy", "household"})
+_TWIN_GIVEN = frozenset({"phonetic", "fuzzy", "else"})
+# A single edge this far above the auto threshold may join two multi-record clusters.
+BRIDGE_MARGIN = 6.0
+
+
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_KEY_POS = {ch: (r, c) for r, row in enumerate(_ROWS) for c, ch in enumerate(row)}
+
+
+def _adjacent_keys(a: str, b: str) -> bool:
+    pa, pb = _KEY_POS.get(a), _KEY_POS.get(b)
+    return pa is not None and pb is not None and abs(pa[0] - pb[0]) <= 1 and abs(pa[1] - pb[1]) <= 1
+
+
+def keying_error(a: str, b: str) -> bool:
+    """True when one name is the other with one keying slip after the first letter: two
+    adjacent letters transposed, one letter dropped or doubled, or one letter replaced by a
+    neighbouring key. Twins' similar names (Lily/Lila, Kai/Cai, Sophie/Sophia) are not."""
+    if a == b or not a or not b or a[0] != b[0]:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 1:
+            return _adjacent_keys(a[diff[0]], b[diff[0]])
+        return (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and (a[diff[1]] == b[diff[0]])
+        )
+    if abs(len(a) - len(b)) != 1:
+        return False
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(1, len(long_)))
+
+
+def pair_status(
+    pair: ScoredPair, left: Mapping[str, Any], right: Mapping[str, Any], thresholds: Thresholds
+) -> str:
+    """What a pair is, before clustering: auto, review, possible twin, conflict or rejected."""
+    shared_id = any(pair.levels[c] == "exact" for c in IDENTIFIER_COLUMNS)
+    if any(
+        left.get(c) is not None and right.get(c) is not None and left[c] != right[c]
+        for c in IDENTIFIER_COLUMNS
+    ):
+        return CONFLICT
+    if (
+        not shared_id
+        and pair.levels["date_of_birth"] in _TWIN_DOB
+        and pair.levels["family_name"] in _TWIN_FAMILY
+        and pair.levels["given_name"] in _TWIN_GIVEN
+        and not keying_error(str(left.get("given_first")), str(right.get("given_first")))
+    ):
+        return POSSIBLE_TWIN
+    if pair.match_weight >= thresholds.auto:
+        return AUTO
+    if pair.match_weight >= thresholds.review:
+        return REVIEW
+    return REJECTED
+
+
+@dataclass
+class Clustering:
+    """Records grouped into persons, with each pair's status and the review queue."""
+
+    clusters: list[list[str]]
+    status: dict[tuple[str, str], str]
+    review: list[ScoredPair] = field(default_factory=list)
+
+    def cluster_of(self) -> dict[str, int]:
+        return {rid: i for i, members in enumerate(self.clusters) for rid in members}
+
+    def review_records(self) -> set[str]:
+        return {rid for p in self.review for rid in (p.left, p.right)}
+
+
+class _Clusters:
+    def __init__(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
+        self.parent = {rid: rid for rid in rows}
+        self.members: dict[str, list[str]] = {rid: [rid] for rid in rows}
+        self.ids: dict[str, dict[str, set[str]]] = {
+            rid: {c: {row[c]} if row.get(c) else set() for c in IDENTIFIER_COLUMNS}
+            for rid, row in rows.items()
+        }
+
+    def find(self, rid: str) -> str:
+        root = rid
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[rid] != root:
+            self.parent[rid], rid = root, self.parent[rid]
+        return root
+
+    def compatible_ids(self, a: str, b: str) -> bool:
+        return all(len(self.ids[a][c] | self.ids[b][c]) <= 1 for c in IDENTIFIER_COLUMNS)
+
+    def union(self, a: str, b: str) -> None:
+        if len(self.members[a]) < len(self.members[b]):
+            a, b = b, a
+        self.parent[b] = a
+        self.members[a].extend(self.members.pop(b))
+        for c in IDENTIFIER_COLUMNS:
+            self.ids[a][c] |= self.ids[b][c]
+        del self.ids[b]
+
+
+def cluster(
+    rows: Mapping[str, Mapping[str, Any]],
+    pairs: Iterable[ScoredPair],
+    thresholds: Thresholds,
+) -> Clustering:
+    """Cluster records (``rows`` by id) from scored pairs with the guards above."""
+    pairs = list(pairs)
+    status: dict[tuple[str, str], str] = {}
+    neighbours: dict[str, list[tuple[str, ScoredPair, str]]] = defaultdict(list)
+    for p in pairs:
+        s = pair_status(p, rows[p.left], rows[p.right], thresholds)
+        status[(p.left, p.right)] = s
+        neighbours[p.left].append((p.right, p, s))
+        neighbours[p.right].append((p.left, p, s))
+    state = _Clusters(rows)
+    blocked: list[ScoredPair] = []
+    strong = sorted(
+        (p for p in pairs if status[(p.left, p.right)] == AUTO),
+        key=lambda p: (-p.match_weight, p.left, p.right),
+    )
+    for p in strong:
+        a, b = state.find(p.left), state.find(p.right)
+        if a == b:
+            continue
+        if _may_merge(state, neighbours, (a, b), p, thresholds):
+            state.union(a, b)
+        else:
+            blocked.append(p)
+    clusters = sorted(sorted(m) for m in state.members.values())
+    review = [
+        p
+        for p in pairs
+        if status[(p.left, p.right)] in (REVIEW, POSSIBLE_TWIN, AUTO)
+        and p.match_weight >= thresholds.review
+        and state.find(p.left) != state.find(p.right)
+    ]
+    review.sort(key=lambda p: (-p.match_weight, p.left, p.right))
+    return Clustering(clusters, status, review)
+
+
+def _may_merge(
+    state: _Clusters,
+    neighbours: Mapping[str, list[tuple[str, ScoredPair, str]]],
+    roots: tuple[str, str],
+    edge: ScoredPair,
+    thresholds: Thresholds,
+) -> bool:
+    a, b = roots
+    if not state.compatible_ids(a, b):
+        return False
+    small, other = (a, b) if len(state.members[a]) <= len(state.members[b]) else (b, a)
+    strong_links = 0
+    for rid in state.members[small]:
+        for nid, pair, s in neighbours.get(rid, ()):
+            if state.find(nid) != other:
+                continue
+            if s in (CONFLICT, POSSIBLE_TWIN) or pair.match_weight < thresholds.contradiction:
+                return False
+            if s == AUTO:
+                strong_links += 1
+    if len(state.members[a]) > 1 and len(state.members[b]) > 1:
+        return strong_links >= 2 or edge.match_weight >= thresholds.auto + BRIDGE_MARGIN
+    return True
+
+
+def stable_person_ids(
+    clusters: list[list[str]], previous: Mapping[str, uuid.UUID | None]
+) -> list[uuid.UUID | None]:
+    """For each cluster, the previous person id it keeps (``None``: needs a new person).
+
+    Each old id goes to the cluster holding most of its records (ties: larger cluster, then
+    id order), so a re-run with nothing new changes no id, and a split keeps the old id on
+    the larger part.
+    """
+    overlaps: list[tuple[int, int, str, int, uuid.UUID]] = []
+    for index, members in enumerate(clusters):
+        counts: dict[uuid.UUID, int] = defaultdict(int)
+        for rid in members:
+            old = previous.get(rid)
+            if old is not None:
+                counts[old] += 1
+        for old, n in counts.items():
+            overlaps.append((-n, -len(members), str(old), index, old))
+    overlaps.sort()
+    out: list[uuid.UUID | None] = [None] * len(clusters)
+    used: set[uuid.UUID] = set()
+    for _, _, _, index, old in overlaps:
+        if out[index] is None and old not in used:
+            out[index] = old
+            used.add(old)
+    return out

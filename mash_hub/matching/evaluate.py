@@ -1,0 +1,73 @@
+"""Linkage quality against ground truth: pairwise and cluster metrics, false merges, review.
+
+Pure functions over ``record -> cluster`` and ``record -> true person`` mappings, so the same
+code scores a database run (truth mapped through keyed source keys) and an in-memory one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 5), "recall": round(recall, 5), "f1": round(f1, 5)}
+
+
+def _pairs_within(groups: Iterable[list[str]]) -> int:
+    return sum(len(g) * (len(g) - 1) // 2 for g in groups)
+
+
+def evaluate(
+    cluster_of: Mapping[str, Any],
+    truth: Mapping[str, str],
+    links: Iterable[tuple[str, str]] = (),
+    review_records: int = 0,
+) -> dict[str, Any]:
+    """Metrics over the records present in both mappings.
+
+    * ``cluster``: precision/recall/F1 of the record pairs the clustering puts together;
+    * ``links``: the same for the auto links alone (before clustering closes them);
+    * ``false_merge_people``: true persons sharing a cluster with another person;
+    * ``split_people``: true persons whose records are in more than one cluster.
+    """
+    records = [r for r in cluster_of if r in truth]
+    by_cluster: dict[Any, list[str]] = defaultdict(list)
+    by_person: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        by_cluster[cluster_of[r]].append(r)
+        by_person[truth[r]].append(r)
+    predicted = _pairs_within(by_cluster.values())
+    actual = _pairs_within(by_person.values())
+    tp = 0
+    false_merge_people: set[str] = set()
+    for members in by_cluster.values():
+        people = Counter(truth[r] for r in members)
+        tp += sum(n * (n - 1) // 2 for n in people.values())
+        if len(people) > 1:
+            false_merge_people.update(people)
+    split_people = sum(
+        1 for members in by_person.values() if len({cluster_of[r] for r in members}) > 1
+    )
+    link_tp = link_fp = 0
+    for left, right in links:
+        if left in truth and right in truth:
+            if truth[left] == truth[right]:
+                link_tp += 1
+            else:
+                link_fp += 1
+    return {
+        "records": len(records),
+        "true_people": len(by_person),
+        "predicted_people": len(by_cluster),
+        "cluster": _prf(tp, predicted - tp, actual - tp),
+        "links": _prf(link_tp, link_fp, actual - link_tp),
+        "false_merge_people": len(false_merge_people),
+        "split_people": split_people,
+        "review_queue_records": review_records,
+        "review_queue_share": round(review_records / len(records), 5) if records else 0.0,
+    }

@@ -1,0 +1,256 @@
+"""Training, saving and applying the linkage model (Splink 5 on in-memory DuckDB).
+
+Training is deterministic for a given seed and input: u by seeded random sampling, the prior
+from deterministic rules, m by EM on blocks that are *not* the household (date of birth;
+first name + family name). Identifier, twin and household levels are fixed expert values.
+The result is saved as plain data (m/u per level, the prior, thresholds) in
+``linkage/model.json``; the SQL stays in :mod:`mash_hub.matching.comparisons`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mash_hub.matching import comparisons as comp
+from mash_hub.matching.duck import connect, feature_table
+
+FORMAT = "mash-hub-linkage-model"
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "linkage" / "model.json"
+
+
+M_FLOOR = 1e-3
+U_FLOOR = 1e-7
+
+
+class ModelMismatchError(ValueError):
+    """The saved parameters were trained on different comparison definitions."""
+
+
+@dataclass
+class Thresholds:
+    """Match-weight bands: at or above ``auto`` links; ``review`` to ``auto`` is for a person."""
+
+    auto: float = 8.0
+    review: float = 2.0
+    # A scored pair this far below zero is evidence two records are different people: it
+    # stops a merge even when other records would chain them.
+    contradiction: float = -8.0
+
+
+@dataclass
+class LinkageModel:
+    """Trained parameters as data."""
+
+    version: int
+    seed: int
+    prior: float
+    parameters: dict[str, dict[str, dict[str, float]]]
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    training: dict[str, Any] = field(default_factory=dict)
+    definition: str = field(default_factory=comp.definition_hash)
+
+    def to_json(self) -> str:
+        doc = {
+            "format": FORMAT,
+            "version": self.version,
+            "definition": self.definition,
+            "seed": self.seed,
+            "probability_two_random_records_match": self.prior,
+            "thresholds": self.thresholds.__dict__,
+            "comparisons": self.parameters,
+            "training": self.training,
+        }
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> LinkageModel:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a MASH Hub linkage model")
+        if doc["definition"] != comp.definition_hash():
+            raise ModelMismatchError(
+                f"{path} was trained on comparison definitions {doc['definition']}; the code "
+                f"has {comp.definition_hash()}: retrain with `mash-hub link train`"
+            )
+        return cls(
+            version=int(doc["version"]),
+            seed=int(doc["seed"]),
+            prior=float(doc["probability_two_random_records_match"]),
+            parameters=doc["comparisons"],
+            thresholds=Thresholds(**doc["thresholds"]),
+            training=doc.get("training", {}),
+            definition=doc["definition"],
+        )
+
+    def weight(self, comparison: str, level: str) -> float:
+        """log2(m/u) of one level (fixed levels from the code, trained ones from data)."""
+        lv = next(c for c in comp.COMPARISONS if c.name == comparison).level(level)
+        m, u = lv.fixed or (
+            self.parameters[comparison][level]["m"],
+            self.parameters[comparison][level]["u"],
+        )
+        return math.log2(m / u)
+
+
+def _quiet_splink() -> None:
+    logging.getLogger("splink").setLevel(logging.ERROR)
+
+
+def _linker(rows: list[dict[str, Any]], settings: dict[str, Any], con: Any) -> Any:
+    from splink import DuckDBAPI, Linker  # noqa: PLC0415 - heavy import, only when linking
+
+    api = DuckDBAPI(connection=con)
+    sdf = api.register(feature_table(rows), dataset_display_name="records")
+    return Linker(sdf, settings, log_level=None)
+
+
+def _sig(value: float | None, floor: float) -> float:
+    """Six significant figures, floored: a level EM never saw must not become near-certain
+    evidence against a match just because the training data lacked an example."""
+    return max(float(f"{float(value or 0.0):.6g}"), floor)
+
+
+def _trained_parameters(linker: Any) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for comparison, defined in zip(linker._settings_obj.comparisons, comp.COMPARISONS, strict=True):
+        levels: dict[str, dict[str, float]] = {}
+        trainable = [lv for lv in defined.levels if not lv.interaction]
+        for cl, level in zip(comparison.comparison_levels, trainable, strict=True):
+            if level.is_null or level.fixed is not None:
+                continue
+            m, u = cl.m_probability, cl.u_probability
+            # A level EM never saw keeps a tiny floor rather than an undefined weight.
+            levels[level.key] = {
+                "m": _sig(m, M_FLOOR),
+                "u": _sig(u, U_FLOOR),
+            }
+        out[defined.name] = levels
+    return out
+
+
+def train(
+    rows: list[dict[str, Any]],
+    *,
+    seed: int = 2026,
+    version: int = 1,
+    max_pairs: float = 1e6,
+    thresholds: Thresholds | None = None,
+) -> LinkageModel:
+    """Estimate the prior, u (random sampling) and m (EM on non-household blocks)."""
+    from splink import block_on  # noqa: PLC0415
+
+    _quiet_splink()
+    if len(rows) < 50:
+        raise ValueError("too few records to train a linkage model (need at least 50)")
+    con = connect(threads=1)  # one thread: the same input gives the same parameters
+    linker = _linker(rows, comp.splink_settings(None, 1e-4, for_training=True), con)
+    training = linker.training
+    training.estimate_probability_two_random_records_match(
+        [block_on(*cols) for cols in comp.PRIOR_RULES], recall=comp.PRIOR_RECALL
+    )
+    training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed)
+    for cols in comp.EM_BLOCKING:
+        training.estimate_parameters_using_expectation_maximisation(
+            block_on(*cols), estimate_without_term_frequencies=True
+        )
+    prior = float(linker._settings_obj._probability_two_random_records_match)
+    con.close()
+    return LinkageModel(
+        version=version,
+        seed=seed,
+        prior=round(prior, 10),
+        parameters=_trained_parameters(linker),
+        thresholds=thresholds or Thresholds(),
+        training={"records": len(rows), "max_pairs": max_pairs},
+    )
+
+
+@dataclass(frozen=True)
+class ScoredPair:
+    """One candidate pair with its total match weight and the weight of each comparison."""
+
+    left: str
+    right: str
+    match_weight: float
+    levels: dict[str, str]  # comparison -> level key
+    weights: dict[str, float]  # comparison -> match weight
+
+
+def predict(
+    rows: list[dict[str, Any]], model: LinkageModel, *, min_weight: float | None = None
+) -> list[ScoredPair]:
+    """Score every candidate pair the blocking rules produce (weights per comparison)."""
+    _quiet_splink()
+    if len(rows) < 2:
+        return []
+    con = connect()
+    linker = _linker(rows, comp.splink_settings(model.parameters, model.prior), con)
+    kwargs: dict[str, Any] = {}
+    if min_weight is not None:
+        kwargs["threshold_match_weight"] = min_weight
+    predictions = linker.inference.predict(**kwargs)
+    names = [c.name for c in comp.COMPARISONS]
+    columns = ", ".join(["unique_id_l", "unique_id_r", "match_weight"] + [f"mw_{n}" for n in names])
+    result = con.execute(f"SELECT {columns} FROM {predictions.physical_name}").fetchall()  # noqa: S608
+    con.close()
+    by_id = {str(row["unique_id"]): row for row in rows}
+    out = []
+    for row in result:
+        left, right = str(row[0]), str(row[1])
+        if left > right:
+            left, right = right, left
+        weights = {n: float(row[3 + i]) for i, n in enumerate(names)}
+        out.append(
+            ScoredPair(
+                left,
+                right,
+                float(row[2]),
+                _levels(model, by_id[left], by_id[right], weights),
+                {n: round(w, 2) for n, w in weights.items()},
+            )
+        )
+    out.sort(key=lambda p: (p.left, p.right))
+    return out
+
+
+def _levels(
+    model: LinkageModel, left: dict[str, Any], right: dict[str, Any], weights: dict[str, float]
+) -> dict[str, str]:
+    """The level each comparison took, recovered from its weight (Splink 5 keeps no gamma
+    columns in predictions); null levels are told apart from neutral ones by the data."""
+    out = {}
+    for comparison in comp.COMPARISONS:
+        null_columns = comp.null_columns(comparison)
+        if any(left.get(c) is None or right.get(c) is None for c in null_columns):
+            out[comparison.name] = "null"
+            continue
+        target = weights[comparison.name]
+        out[comparison.name] = min(
+            (lv for lv in comparison.levels if not lv.is_null),
+            key=lambda lv: abs(model.weight(comparison.name, lv.key) - target),
+        ).key
+    return out
+
+
+def explain(pair: ScoredPair) -> str:
+    """A human-readable explanation: each non-null comparison with its weight, strongest first.
+
+    Names only the kind of agreement, never a value, so it can be stored and shown freely.
+    """
+    parts = []
+    for comparison in comp.COMPARISONS:
+        level = comparison.level(pair.levels[comparison.name])
+        if level.is_null:
+            continue
+        parts.append((pair.weights[comparison.name], level.explain))
+    parts.sort(key=lambda item: -abs(item[0]))
+    return ", ".join(f"{text} {weight:+.1f}" for weight, text in parts)

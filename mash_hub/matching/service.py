@@ -1,0 +1,256 @@
+"""Linkage against the hub's database: decrypt in memory, link, assign persons, explain.
+
+One run is one transaction: read every current record's identity, identifiers and contact
+groups, build features, score and cluster, then write ``source_records.person_id`` (new
+``persons`` rows where needed), the run and its links. Person ids stay stable across runs:
+each cluster keeps the previous id that most of its records had.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.orm import Session
+
+from mash_hub.audit import AuditEvent
+from mash_hub.audit import record as audit
+from mash_hub.db.engine import Database
+from mash_hub.matching import cluster as clustering
+from mash_hub.matching.evaluate import evaluate
+from mash_hub.matching.features import feature_rows
+from mash_hub.matching.model import LinkageModel, ScoredPair, explain, predict, train
+from mash_hub.matching.models import LinkRun, PersonLink
+from mash_hub.persons.models import Person, SourceRecord
+from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, PersonStore
+
+READ_BATCH = 2_000
+GROUPS = (IDENTITY, IDENTIFIERS, CONTACT)
+
+
+def _current_records(session: Session) -> list[tuple[uuid.UUID, str, uuid.UUID | None]]:
+    return [
+        (row.id, row.feed, row.person_id)
+        for row in session.execute(
+            select(SourceRecord.id, SourceRecord.feed, SourceRecord.person_id)
+            .where(SourceRecord.is_current.is_(True), SourceRecord.erased_at.is_(None))
+            .order_by(SourceRecord.id)
+        )
+    ]
+
+
+def _batches(items: list[uuid.UUID], size: int) -> Iterator[list[uuid.UUID]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def load_features(
+    session: Session, store: PersonStore
+) -> tuple[list[dict[str, Any]], dict[str, uuid.UUID | None]]:
+    """Feature rows of every current record (decrypted here, in memory) and their persons."""
+    current = _current_records(session)
+    feeds = {rid: feed for rid, feed, _ in current}
+    triples = []
+    for batch in _batches([rid for rid, _, _ in current], READ_BATCH):
+        for rid, stored in store.read(session, batch, GROUPS).items():
+            if stored.groups:
+                triples.append((str(rid), feeds[rid], stored.groups))
+    previous = {str(rid): person for rid, _, person in current}
+    return feature_rows(triples), previous
+
+
+def train_model(db: Database, store: PersonStore, *, seed: int, version: int) -> LinkageModel:
+    with db.transaction() as session:
+        rows, _ = load_features(session, store)
+    return train(rows, seed=seed, version=version)
+
+
+@dataclass
+class RunReport:
+    """What a run did; the same document for people and scripts (no personal data)."""
+
+    run_id: str
+    records: int
+    candidate_pairs: int
+    auto_links: int
+    clusters: int
+    persons_kept: int
+    persons_created: int
+    records_moved: int
+    review_pairs: int
+    review_records: int
+    possible_twins: int
+    identifier_conflicts: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_linkage(db: Database, store: PersonStore, model: LinkageModel, *, actor: str) -> RunReport:
+    """Link every current record and (re)assign persons, in one transaction."""
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+    with db.transaction() as session:
+        # One run at a time: two would fight over person ids.
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('link-run', 0))"))
+        rows, previous = load_features(session, store)
+        timings["read_and_features"] = time.perf_counter() - began
+        mark = time.perf_counter()
+        pairs = predict(rows, model)
+        timings["predict"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        by_id = {str(r["unique_id"]): r for r in rows}
+        result = clustering.cluster(by_id, pairs, model.thresholds)
+        timings["cluster"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        report = _write(session, model, result, pairs, previous, actor=actor)
+        timings["write"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - began
+    report.seconds = {k: round(v, 2) for k, v in timings.items()}
+    return report
+
+
+def _write(
+    session: Session,
+    model: LinkageModel,
+    result: clustering.Clustering,
+    pairs: list[ScoredPair],
+    previous: Mapping[str, uuid.UUID | None],
+    *,
+    actor: str,
+) -> RunReport:
+    kept = clustering.stable_person_ids(result.clusters, previous)
+    new_persons = [Person(id=uuid.uuid4()) for pid in kept if pid is None]
+    session.add_all(new_persons)
+    session.flush()
+    fresh = iter(p.id for p in new_persons)
+    moves: list[dict[str, uuid.UUID]] = []
+    for members, pid in zip(result.clusters, kept, strict=True):
+        person = pid if pid is not None else next(fresh)
+        moves.extend(
+            {"id": uuid.UUID(rid), "person_id": person}
+            for rid in members
+            if previous.get(rid) != person
+        )
+    if moves:
+        session.execute(update(SourceRecord), moves)
+    run = LinkRun(
+        id=uuid.uuid4(),
+        actor=actor,
+        model_version=model.version,
+        model_definition=model.definition,
+        counts={},
+    )
+    session.add(run)
+    session.flush()
+    cluster_of = result.cluster_of()
+    stored = [
+        p
+        for p in pairs
+        if result.status[(p.left, p.right)] == clustering.AUTO
+        and cluster_of[p.left] == cluster_of[p.right]
+    ]
+    links = [(p, "auto") for p in stored] + [(p, "review") for p in result.review]
+    if links:
+        session.execute(
+            insert(PersonLink),
+            [
+                {
+                    "run_id": run.id,
+                    "record_id_l": uuid.UUID(p.left),
+                    "record_id_r": uuid.UUID(p.right),
+                    "status": status,
+                    "match_weight": round(p.match_weight, 2),
+                    "weights": p.weights,
+                    "explanation": explain(p),
+                }
+                for p, status in links
+            ],
+        )
+    statuses = list(result.status.values())
+    report = RunReport(
+        run_id=str(run.id),
+        records=len(cluster_of),
+        candidate_pairs=len(pairs),
+        auto_links=len(stored),
+        clusters=len(result.clusters),
+        persons_kept=sum(1 for pid in kept if pid is not None),
+        persons_created=len(new_persons),
+        records_moved=len(moves),
+        review_pairs=len(result.review),
+        review_records=len(result.review_records()),
+        possible_twins=statuses.count(clustering.POSSIBLE_TWIN),
+        identifier_conflicts=statuses.count(clustering.CONFLICT),
+    )
+    counts = {k: v for k, v in report.as_dict().items() if isinstance(v, int)}
+    run.counts = counts
+    audit(
+        session,
+        AuditEvent(
+            actor=actor,
+            action="linkage.run",
+            subject_type="link_run",
+            subject_id=str(run.id),
+            details={"model_version": model.version, **counts},
+        ),
+    )
+    return report
+
+
+def truth_by_record(session: Session, store: PersonStore, truth_csv: Path) -> dict[str, str]:
+    """Map a truth file (feed, source_record_id, person_key) onto stored record ids through
+    the keyed source key, so agency ids are never stored or compared in clear."""
+    wanted: dict[tuple[str, bytes], str] = {}
+    with truth_csv.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            key = store.source_key(row["feed"], row["source_record_id"])
+            wanted[(row["feed"], key)] = row["person_key"]
+    out: dict[str, str] = {}
+    rows = session.execute(
+        select(SourceRecord.id, SourceRecord.feed, SourceRecord.source_key).where(
+            SourceRecord.is_current.is_(True)
+        )
+    )
+    for rid, feed, source_key in rows:
+        person = wanted.get((feed, bytes(source_key)))
+        if person is not None:
+            out[str(rid)] = person
+    return out
+
+
+def evaluate_current(db: Database, store: PersonStore, truth_csv: Path) -> dict[str, Any]:
+    """Score the persons currently assigned (and the last run's links) against ground truth."""
+    with db.transaction() as session:
+        truth = truth_by_record(session, store, truth_csv)
+        # Records not yet linked each count as their own person.
+        cluster_of: dict[str, str] = {
+            str(rid): str(person) if person is not None else f"unlinked:{rid}"
+            for rid, person in session.execute(
+                select(SourceRecord.id, SourceRecord.person_id).where(
+                    SourceRecord.is_current.is_(True), SourceRecord.erased_at.is_(None)
+                )
+            )
+        }
+        last_run = session.scalar(select(LinkRun.id).order_by(LinkRun.started_at.desc()).limit(1))
+        links: list[tuple[str, str]] = []
+        review: set[str] = set()
+        if last_run is not None:
+            for left, right, status in session.execute(
+                select(PersonLink.record_id_l, PersonLink.record_id_r, PersonLink.status).where(
+                    PersonLink.run_id == last_run
+                )
+            ):
+                if status == "auto":
+                    links.append((str(left), str(right)))
+                else:
+                    review.update((str(left), str(right)))
+    result = evaluate(cluster_of, truth, links, len(review))
+    result["truth_rows_matched"] = len(truth)
+    return result
