@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import random
 import secrets
 import statistics
 import tempfile
@@ -54,6 +55,7 @@ def create_database(base: str) -> str:
 
 def drop_database(url: str) -> None:
     name = make_url(url).database
+    assert name is not None
     base = make_url(url).set(database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(libpq(base), autocommit=True) as conn:
         conn.execute(
@@ -76,8 +78,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bench_appends(url: str, writers: int, total: int) -> dict[str, Any]:
-    engine = use_app_role(create_engine(url, pool_size=writers, max_overflow=0))
+def bench_appends(
+    url: str, writers: int, total: int, *, durable: bool = True, rate: float | None = None
+) -> dict[str, Any]:
+    """Writers append back to back (saturation), or each at ``rate`` appends/s (paced).
+
+    ``durable=False`` turns synchronous_commit off, to show the cost apart from the fsync.
+    """
+    options = {} if durable else {"options": "-c synchronous_commit=off"}
+    engine = use_app_role(
+        create_engine(url, pool_size=writers, max_overflow=0, connect_args=options)
+    )
     db = Database(engine)
     latencies: list[float] = []
     lock = threading.Lock()
@@ -89,7 +100,11 @@ def bench_appends(url: str, writers: int, total: int) -> dict[str, Any]:
         with db.transaction() as session:  # warm the connection
             session.connection()
         barrier.wait()
+        due = time.perf_counter() + (random.random() / rate if rate else 0.0)
         for i in range(per_writer):
+            if rate:
+                time.sleep(max(0.0, due - time.perf_counter()))
+                due += random.expovariate(rate)  # Poisson arrivals
             started = time.perf_counter()
             with db.transaction() as session:
                 record(session, event(n * per_writer + i))
@@ -108,6 +123,7 @@ def bench_appends(url: str, writers: int, total: int) -> dict[str, Any]:
     ms = [x * 1000 for x in latencies]
     return {
         "writers": writers,
+        "rate_per_writer": rate,
         "appends": len(ms),
         "p50_ms": round(percentile(ms, 0.50), 3),
         "p95_ms": round(percentile(ms, 0.95), 3),
@@ -157,6 +173,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--appends", type=int, default=2000, help="appends per writer count")
     parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument(
+        "--rate", type=float, default=50.0, help="appends/s per writer in the paced runs"
+    )
     parser.add_argument("--runs", type=int, default=3, help="verification runs (best is kept)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -175,6 +194,12 @@ def main() -> None:
             urls.append(url)
             migrate.upgrade(create_engine(url))
             summary["append"] = [bench_appends(url, n, args.appends) for n in (1, 4, 8)]
+            summary["append_paced"] = [
+                bench_appends(url, n, min(args.appends, 800), rate=args.rate) for n in (4, 8)
+            ]
+            summary["append_synchronous_commit_off"] = [
+                bench_appends(url, n, args.appends, durable=False) for n in (1, 4, 8)
+            ]
 
             url = create_database(base)
             urls.append(url)
@@ -207,11 +232,12 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    for row in summary["append"]:
-        print(
-            f"append, {row['writers']} writer(s): p50 {row['p50_ms']} ms, p95 {row['p95_ms']} ms, "
-            f"p99 {row['p99_ms']} ms, {row['appends_per_s']} appends/s"
-        )
+    for label in ("append", "append_paced", "append_synchronous_commit_off"):
+        for row in summary[label]:
+            print(
+                f"{label}, {row['writers']} writer(s): p50 {row['p50_ms']} ms, "
+                f"p95 {row['p95_ms']} ms, p99 {row['p99_ms']} ms, {row['appends_per_s']} appends/s"
+            )
     v = summary["verify"]
     print(f"bulk load of {v['entries']:,} entries: {summary['bulk_load_seconds']} s")
     print(

@@ -19,15 +19,24 @@ Entries after the newest checkpoint are chain-checked but not yet vouched for by
 
 from __future__ import annotations
 
+import binascii
+import bisect
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
+import re
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg import pq, sql
 from sqlalchemy import Engine
 
 from mash_hub.audit.checkpoint import Checkpoint, CheckpointFileError, load_checkpoints
@@ -38,12 +47,40 @@ from mash_hub.crypto.signing import AuditVerifyKey
 # uses, built once: json.dumps with keyword arguments builds a new encoder on every call.
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring
 _encode_details = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+# The C encoder and scanner behind them, called directly (no per-call Python wrappers).
+_encode_details_c: Callable[[Any, int], list[str]] = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, None, _encode_str, None, ":", ",", True, False, True
+)
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.c_make_scanner(  # type: ignore[attr-defined]
+    json.JSONDecoder()
+)
 _DETAILS_CACHE_LIMIT = 4096
 
-_SELECT = (
-    "SELECT seq, entry_id::text, occurred_at::text, actor, action, subject_type, subject_id, "
-    "details::text, prev_hash, entry_hash FROM audit_log WHERE seq >= %s ORDER BY seq"
+# Columns whose text can never need escaping first, then the four text columns, then details.
+_COPY = (
+    "COPY (SELECT seq, entry_id, occurred_at, prev_hash, entry_hash, actor, action, "
+    "subject_type, subject_id, details FROM audit_log WHERE {where} ORDER BY seq) TO STDOUT"
 )
+_COPY_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
+_COPY_ESCAPES = {
+    b"b": b"\b",
+    b"f": b"\f",
+    b"n": b"\n",
+    b"r": b"\r",
+    b"t": b"\t",
+    b"v": b"\v",
+    b"\\": b"\\",
+}
+# What JSON (ensure_ascii=False) would escape in a string: '"', backslash, control characters;
+# the tab (field separator) is excluded here and caught by the field count instead.
+_JSON_SPECIAL = bytes(range(0x20)).replace(b"\t", b"") + b'"'
+_FAST_BODY = (
+    b'{"action":"%s","actor":"%s","details":%s,"entry_id":"%s","occurred_at":"%sT%s%s+00:00",'
+    b'"seq":%s,"subject_id":"%s","subject_type":"%s"}'
+)
+_PROGRESS_EVERY = 1 << 16
+# Below this many entries per worker, starting processes costs more than it saves.
+_PARALLEL_MIN_PER_WORKER = 100_000
 
 
 @dataclass(frozen=True)
@@ -183,13 +220,16 @@ def verify_chain(
     checkpoints: Iterable[tuple[str, Checkpoint]] = (),
     verify_key: AuditVerifyKey | None = None,
     start: Checkpoint | None = None,
-    batch_size: int = 20_000,
+    workers: int | None = None,
+    min_per_worker: int = _PARALLEL_MIN_PER_WORKER,
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Check the log (from its first entry, or from a trusted ``start`` checkpoint).
 
     ``checkpoints`` are (where it came from, checkpoint) pairs; each must carry a valid
-    signature by ``verify_key``. Stops at the first problem.
+    signature by ``verify_key``. Stops at the first problem. Long logs are split between up
+    to ``workers`` processes (default: up to 4, one per CPU), each taking at least
+    ``min_per_worker`` entries.
     """
     report = VerifyReport()
     started = time.perf_counter()
@@ -198,27 +238,51 @@ def verify_chain(
         return report
     if start is not None:
         by_seq.setdefault(start.seq, start)
+    first = 1 if start is None else start.seq
+    prev_hash = GENESIS_HASH if start is None else None
     raw = engine.raw_connection()
     try:
         conn: Any = raw.driver_connection
         conn.rollback()
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        conn.execute("SET LOCAL TimeZone = 'UTC'")
-        conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-        _scan(
-            conn,
-            report,
-            by_seq=by_seq,
-            start=start,
-            batch_size=batch_size,
-            progress=progress,
-        )
+        _begin(conn)
+        top = conn.execute("SELECT max(seq) FROM audit_log").fetchone()[0] or 0
+        count = top - first + 1
+        workers = min(workers or _default_workers(), count // max(1, min_per_worker))
+        if workers > 1 and sys.executable:
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            ranges = _parallel(
+                engine,
+                snapshot=snapshot,
+                first=first,
+                top=top,
+                prev_hash=prev_hash,
+                by_seq=by_seq,
+                workers=workers,
+            )
+            problem, entries, last = _combine(conn, ranges, prev_hash, top)
+            if progress is not None:
+                progress(entries)
+        else:
+            whole = _scan(
+                conn,
+                first=first,
+                last=None,
+                prev_hash=prev_hash,
+                by_seq=by_seq,
+                progress=progress,
+            )
+            problem, entries, last = whole.problem, whole.last_seq - first + 1, whole
         conn.rollback()
     finally:
         raw.close()
+    report.entries = entries
+    if problem is not None:
+        report.problems.append(problem)
+    elif entries:
+        report.first_seq, report.last_seq, report.head_hash = first, last.last_seq, last.last_hash
     if report.ok and by_seq:
         newest = by_seq[max(by_seq)]
-        expected = (report.last_seq or (start.seq - 1 if start else 0)) + 1
+        expected = (report.last_seq or first - 1) + 1
         if newest.seq >= expected:
             report.problems.append(
                 Problem(
@@ -233,79 +297,368 @@ def verify_chain(
     return report
 
 
-def _scan(
-    conn: Any,
-    report: VerifyReport,
-    *,
-    by_seq: dict[int, Checkpoint],
-    start: Checkpoint | None,
-    batch_size: int,
-    progress: Callable[[int], None] | None,
-) -> None:
-    # Locals, for speed in the loop below.
-    sha256, enc, canon_details, loads, canon_time = (
-        hashlib.sha256,
-        _encode_str,
-        _encode_details,
-        json.loads,
-        _canonical_time,
+@dataclass(frozen=True)
+class _Range:
+    """What scanning one run of entries found."""
+
+    first: int
+    last_seq: int  # the last entry checked and found good (first - 1 if none)
+    last_hash: bytes | None
+    first_prev: bytes | None  # the first entry's stored prev_hash, when it was taken as given
+    problem: Problem | None
+
+
+def _default_workers() -> int:
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def _begin(conn: Any, snapshot: str | None = None) -> None:
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    if snapshot is not None:
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    conn.execute("SET LOCAL TimeZone = 'UTC'")
+    conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+
+
+def _range_to_json(part: _Range) -> dict[str, Any]:
+    problem = part.problem
+    return {
+        "first": part.first,
+        "last_seq": part.last_seq,
+        "last_hash": part.last_hash.hex() if part.last_hash is not None else None,
+        "first_prev": part.first_prev.hex() if part.first_prev is not None else None,
+        "problem": None if problem is None else [problem.seq, problem.kind, problem.message],
+    }
+
+
+def _range_from_json(doc: dict[str, Any]) -> _Range:
+    problem = doc["problem"]
+    return _Range(
+        first=doc["first"],
+        last_seq=doc["last_seq"],
+        last_hash=bytes.fromhex(doc["last_hash"]) if doc["last_hash"] else None,
+        first_prev=bytes.fromhex(doc["first_prev"]) if doc["first_prev"] else None,
+        problem=None if problem is None else Problem(*problem),
     )
-    cache: dict[str, str] = {}
-    cp_seqs = sorted(s for s in by_seq if start is None or s >= start.seq)
+
+
+def _worker() -> None:
+    """Entry point of a worker process: a task as JSON on stdin, its result on stdout.
+
+    Plain subprocesses rather than multiprocessing: spawning would re-run the CLI's
+    ``__main__`` in every worker, and forking a threaded server is unsafe.
+    """
+    task = json.loads(sys.stdin.read())
+    with psycopg.connect(task["conninfo"], application_name="mash-hub-audit-verify") as conn:
+        _begin(conn, task["snapshot"])
+        part = _scan(
+            conn,
+            first=task["first"],
+            last=task["last"],
+            prev_hash=bytes.fromhex(task["prev_hash"]) if task["prev_hash"] else None,
+            by_seq={
+                cp.seq: cp for cp in (Checkpoint.from_json(doc) for doc in task["checkpoints"])
+            },
+        )
+    sys.stdout.write(json.dumps(_range_to_json(part)))
+
+
+def _parallel(
+    engine: Engine,
+    *,
+    snapshot: str,
+    first: int,
+    top: int,
+    prev_hash: bytes | None,
+    by_seq: dict[int, Checkpoint],
+    workers: int,
+) -> list[_Range]:
+    """Split first..top into ``workers`` ranges checked by separate processes at once.
+
+    Each range is chain-checked on its own, its first entry's link taken as given; the
+    parent then checks that each range links to the previous one (see :func:`_combine`).
+    All workers read the parent's exported snapshot, so they see one consistent log.
+    """
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    size = -(-(top - first + 1) // workers)
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    running = []
+    for a in range(first, top + 1, size):
+        b = min(top, a + size - 1)
+        task = {
+            "conninfo": conninfo,  # on a pipe, never on a command line
+            "snapshot": snapshot,
+            "first": a,
+            "last": b,
+            "prev_hash": prev_hash.hex() if prev_hash is not None and a == first else None,
+            # Its own checkpoints, and the earlier ones for naming where a rewrite starts.
+            "checkpoints": [cp.to_json() for s, cp in by_seq.items() if s <= b],
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from mash_hub.audit.verify import _worker; _worker()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(task).encode())
+        process.stdin.close()
+        running.append(process)
+    results = []
+    try:
+        for process in running:
+            assert process.stdout is not None
+            out = process.stdout.read()
+            if process.wait() != 0:
+                raise RuntimeError(
+                    f"an audit verification worker failed (exit {process.returncode})"
+                )
+            results.append(_range_from_json(json.loads(out)))
+    finally:
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+    return results
+
+
+def _previous(seqs: list[int], seq: int) -> int:
+    """The largest of the sorted ``seqs`` below ``seq``, or 0."""
+    index = bisect.bisect_left(seqs, seq)
+    return seqs[index - 1] if index else 0
+
+
+def _combine(
+    conn: Any, ranges: list[_Range], prev_hash: bytes | None, top: int
+) -> tuple[Problem | None, int, _Range]:
+    """Join the ranges' results in order: (first problem, entries checked, last good range)."""
+    entries = 0
+    previous: _Range | None = None
+    for index, part in enumerate(ranges):
+        link_to = prev_hash if previous is None else previous.last_hash
+        if part.first_prev is not None and link_to is not None and part.first_prev != link_to:
+            conn.rollback()
+            return _link_problem(conn, part.first, part.first_prev), entries, previous or part
+        entries += part.last_seq - part.first + 1
+        if part.problem is not None:
+            return part.problem, entries, part
+        end = ranges[index + 1].first - 1 if index + 1 < len(ranges) else top
+        if part.last_seq < end:  # the range's tail is gone
+            return (
+                Problem(
+                    part.last_seq + 1,
+                    "missing",
+                    f"entry {part.last_seq + 1} is missing: entries were deleted",
+                ),
+                entries,
+                part,
+            )
+        previous = part
+    assert previous is not None
+    return None, entries, previous
+
+
+def _copy_out(conn: Any, query: str) -> Generator[memoryview, None, None]:
+    """The rows of ``COPY … TO STDOUT`` straight from libpq, one buffer per row.
+
+    psycopg's ``Copy`` iterator costs a few microseconds a row in generator plumbing; reading
+    libpq directly is several times faster. Closing the generator early cancels the COPY.
+    """
+    pgconn = conn.pgconn
+    pgconn.send_query(query.encode())
+    result = pgconn.get_result()
+    if result is None or result.status != pq.ExecStatus.COPY_OUT:
+        message = pgconn.get_error_message().decode(errors="replace")
+        while pgconn.get_result() is not None:
+            pass
+        raise psycopg.OperationalError(f"COPY of audit_log failed: {message}")
+    done = False
+    try:
+        get = pgconn.get_copy_data
+        while True:
+            nbytes, data = get(0)
+            if nbytes < 0:
+                done = True
+                break
+            yield data
+    finally:
+        if not done:
+            conn.cancel_safe()
+            with contextlib.suppress(psycopg.Error):
+                while pgconn.get_copy_data(0)[0] >= 0:
+                    pass
+        while pgconn.get_result() is not None:
+            pass
+
+
+class _Stop(Exception):  # noqa: N818 - control flow, never escapes _scan
+    """Raised inside the COPY block so psycopg cancels the rest of the stream."""
+
+
+def _unescape(field: bytes) -> bytes | None:
+    """One field of COPY's text format: ``\\N`` is NULL, backslash escapes are undone."""
+    if field == b"\\N":
+        return None
+    if b"\\" not in field:
+        return field
+    return _COPY_ESCAPE.sub(lambda m: _COPY_ESCAPES.get(m.group(1), m.group(1)), field)
+
+
+def _slow_row(fields: list[bytes]) -> tuple[int, bytes, bytes, bytes, bytes]:
+    """(seq, prev hex, stored hex, details, body template) for rows with escapes or NULLs."""
+    if len(fields) != 10:
+        raise ValueError(f"audit_log row with {len(fields)} fields")
+    raw = [_unescape(f) for f in fields]
+    seq_b, entry_id, at, prev_x, entry_x, actor, action, s_type, s_id, details = raw
+    if None in (seq_b, entry_id, at, prev_x, entry_x, actor, action, details):
+        raise ValueError("a NOT NULL column of audit_log is NULL")
+    assert seq_b and entry_id and at and prev_x and entry_x and details is not None
+
+    def text(value: bytes | None) -> str:
+        return "null" if value is None else _encode_str(value.decode("utf-8"))
+
+    seq = int(seq_b)
+    template = (
+        f'{{"action":{text(action)},"actor":{text(actor)},"details":\x00,'
+        f'"entry_id":"{entry_id.decode()}","occurred_at":"{_canonical_time(at.decode())}",'
+        f'"seq":{seq},"subject_id":{text(s_id)},"subject_type":{text(s_type)}}}'
+    ).encode()
+    return seq, prev_x[2:], entry_x[2:], details, template
+
+
+def _scan(  # noqa: PLR0912, PLR0915 - one hot loop, kept flat for speed
+    conn: Any,
+    *,
+    first: int,
+    last: int | None,
+    prev_hash: bytes | None,
+    by_seq: dict[int, Checkpoint],
+    progress: Callable[[int], None] | None = None,
+) -> _Range:
+    """Check entries ``first``..``last`` (to the end if None), streamed with COPY.
+
+    ``prev_hash`` is the hash the first entry must link to; None takes the first entry's
+    stored ``prev_hash`` as given (returned in ``first_prev`` for the caller to check).
+
+    Most rows take the fast path: the canonical bytes are assembled from the raw field bytes
+    (no escapes or NULLs in the row, nothing needing JSON escaping in its text columns); the
+    rest are decoded and JSON-encoded the general way. Both give the writer's canonical bytes.
+    """
+    # Locals, for speed in the loop below.
+    sha256, hexlify, scan_json, canon_details, special = (
+        hashlib.sha256,
+        binascii.hexlify,
+        _scan_json,
+        _encode_details_c,
+        _JSON_SPECIAL,
+    )
+    cache: dict[bytes, bytes] = {}
+    all_cps = sorted(by_seq)
+    cp_seqs = [c for c in all_cps if c >= first and (last is None or c <= last)]
     cp_index = 0
     next_cp = cp_seqs[0] if cp_seqs else -1
-    expected = 1 if start is None else start.seq
-    # From a start checkpoint, the first row's stored prev_hash is taken as given; its
-    # recomputed hash must still equal the checkpoint's head.
-    prev: bytes | None = GENESIS_HASH if start is None else None
+    expected = first
+    prev = prev_hash if prev_hash is not None else GENESIS_HASH
+    prev_hex: bytes | None = hexlify(prev_hash) if prev_hash is not None else None
+    first_prev: bytes | None = None
     problem: Problem | None = None
-    with conn.cursor(name="mash_hub_audit_verify") as cursor:
-        cursor.itersize = batch_size
-        cursor.execute(_SELECT, (expected,))
-        while problem is None and (rows := cursor.fetchmany(batch_size)):
-            for seq, entry_id, at, actor, action, s_type, s_id, details, prev_hash, stored in rows:
+    broken_link: tuple[int, bytes] | None = None
+    query = _COPY.format(
+        where=f"seq >= {int(first)}" + ("" if last is None else f" AND seq <= {int(last)}")
+    )
+    try:
+        with contextlib.closing(_copy_out(conn, query)) as stream:
+            for data in stream:
+                row = bytes(data)
+                fields = row[:-1].split(b"\t")
+                details = fields[-1]
+                if (
+                    len(fields) == 10
+                    and row.count(b"\\") == 4  # only the two bytea fields' "\\x"
+                    and len((text := b"\t".join(fields[5:9])).translate(None, special)) == len(text)
+                    and fields[2][-3:] == b"+00"
+                    and len(fields[2]) >= 22
+                ):
+                    seq_b, entry_id, at, prev_x, entry_x, actor, action, s_type, s_id = fields[:9]
+                    seq = int(seq_b)
+                    prev_x, entry_x = prev_x[3:], entry_x[3:]
+                    template = None
+                else:
+                    try:
+                        seq, prev_x, entry_x, details, template = _slow_row(fields)
+                    except ValueError:  # includes UnicodeDecodeError
+                        problem = Problem(
+                            expected, "content", f"entry {expected} is unreadable: altered"
+                        )
+                        raise _Stop from None
                 if seq != expected:
                     problem = _missing_problem(expected, seq)
-                    break
-                if prev is not None and prev_hash != prev:
-                    problem = _link_problem(conn, seq, prev_hash)
-                    break
+                    raise _Stop
+                if prev_hex is None:  # the first row, linking to something trusted elsewhere
+                    prev = first_prev = binascii.unhexlify(prev_x)
+                elif prev_x != prev_hex:
+                    broken_link = (seq, binascii.unhexlify(prev_x))
+                    raise _Stop
                 canonical = cache.get(details)
                 if canonical is None:
-                    canonical = canon_details(loads(details))
+                    canonical = "".join(
+                        canon_details(scan_json(details.decode(), 0)[0], 0)
+                    ).encode()
                     if len(cache) >= _DETAILS_CACHE_LIMIT:
                         cache.clear()
                     cache[details] = canonical
-                body = (
-                    f'{{"action":{enc(action)},"actor":{enc(actor)},"details":{canonical},'
-                    f'"entry_id":"{entry_id}","occurred_at":"{canon_time(at)}","seq":{seq},'
-                    f'"subject_id":{"null" if s_id is None else enc(s_id)},'
-                    f'"subject_type":{"null" if s_type is None else enc(s_type)}}}'
-                ).encode()
-                digest = sha256(prev_hash + body).digest()
-                if digest != stored:
+                if template is None:
+                    body = _FAST_BODY % (
+                        action,
+                        actor,
+                        canonical,
+                        entry_id,
+                        at[:10],
+                        at[11:19],
+                        (at[19:-3] or b".").ljust(7, b"0"),
+                        seq_b,
+                        s_id,
+                        s_type,
+                    )
+                else:
+                    body = template.replace(b"\x00", canonical, 1)
+                digest = sha256(prev + body).digest()
+                prev_hex = hexlify(digest)
+                if prev_hex != entry_x:
                     problem = Problem(
                         seq, "content", f"entry {seq}'s contents do not match its hash: edited"
                     )
-                    break
+                    raise _Stop
                 if seq == next_cp:
                     if digest != by_seq[seq].head_hash:
-                        after = cp_seqs[cp_index - 1] if cp_index else 0
+                        after = (
+                            all_cps[bisect.bisect_left(all_cps, seq) - 1] if seq > all_cps[0] else 0
+                        )
                         problem = _checkpoint_problem(by_seq[seq], after)
-                        break
+                        raise _Stop
                     cp_index += 1
                     next_cp = cp_seqs[cp_index] if cp_index < len(cp_seqs) else -1
                 prev = digest
                 expected = seq + 1
-            if progress is not None:
-                progress(expected - 1)
-    report.entries = expected - (1 if start is None else start.seq)
-    if problem is not None:
-        report.problems.append(problem)
-    elif report.entries:
-        report.first_seq = 1 if start is None else start.seq
-        report.last_seq = expected - 1
-        report.head_hash = prev
+                if progress is not None and not expected % _PROGRESS_EVERY:
+                    progress(expected - 1)
+    except _Stop:
+        conn.rollback()  # the COPY was cancelled, which aborts the transaction
+    if broken_link is not None:
+        problem = _link_problem(conn, *broken_link)
+    if progress is not None:
+        progress(expected - 1)
+    return _Range(
+        first=first,
+        last_seq=expected - 1,
+        last_hash=prev if expected > first else None,
+        first_prev=first_prev,
+        problem=problem,
+    )
 
 
 def _missing_problem(expected: int, found: int) -> Problem:
@@ -356,7 +709,8 @@ def verify(
     verify_key: AuditVerifyKey | None,
     checkpoint_dir: Path | None,
     include_database_checkpoints: bool = True,
-    batch_size: int = 20_000,
+    workers: int | None = None,
+    min_per_worker: int = _PARALLEL_MIN_PER_WORKER,
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """The whole check: every exported (and in-database) checkpoint, then the chain."""
@@ -372,6 +726,7 @@ def verify(
         engine,
         checkpoints=found,
         verify_key=verify_key,
-        batch_size=batch_size,
+        workers=workers,
+        min_per_worker=min_per_worker,
         progress=progress,
     )

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from mash_hub.audit.models import AuditEntry
+from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.db import migrate
 from mash_hub.db.engine import Database, use_app_role
 from tests.audit.conftest import append
@@ -127,3 +131,31 @@ def test_verify_and_checkpoint_on_an_empty_log(cli_db: Database, hub_env: dict[s
     assert hub("verify", env=hub_env).returncode == 0
     empty = hub("checkpoint", "--json", env=hub_env)
     assert empty.returncode == 0 and json.loads(empty.stdout)["signed"] is False
+
+
+def test_serve_signs_checkpoints_periodically(cli_db: Database, hub_env: dict[str, str]) -> None:
+    append(cli_db, 4)
+    data_dir = Path(hub_env["MASH_DATA_DIR"])
+    data_dir.mkdir(mode=0o700, parents=True)
+    LocalKeyringProvider.create(data_dir / "keyring.json")
+    env = hub_env | {"MASH_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "0.3"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mash_hub", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    exported = data_dir / "audit-checkpoints" / "checkpoints.jsonl"
+    try:
+        deadline = time.monotonic() + 60
+        while not exported.exists() and time.monotonic() < deadline:
+            assert process.poll() is None, "serve exited"
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert json.loads(exported.read_text().splitlines()[0])["seq"] == 4
+    assert hub("verify", env=hub_env).returncode == 0

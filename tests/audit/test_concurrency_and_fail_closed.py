@@ -12,8 +12,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from mash_hub.audit import AuditEvent, record
-from mash_hub.audit.checkpointer import create_checkpoint, start_checkpointer
 from mash_hub.audit.checkpoint import read_file
+from mash_hub.audit.checkpointer import create_checkpoint, start_checkpointer
 from mash_hub.audit.models import AuditEntry
 from mash_hub.audit.verify import verify
 from mash_hub.crypto.keys import LocalKeyringProvider
@@ -28,7 +28,7 @@ from tests.persons.conftest import person_record
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
-class Rollback(Exception):
+class RollbackError(Exception):
     pass
 
 
@@ -48,9 +48,9 @@ def test_concurrent_writers_leave_a_contiguous_valid_chain(
                     with app_db.transaction() as session:
                         record(session, AuditEvent(f"user:{n}", "person.view", "person", str(i)))
                         if i % 7 == 3:
-                            raise Rollback
+                            raise RollbackError
                     committed[n] += 1
-                except Rollback:
+                except RollbackError:
                     pass
                 if i == per_thread // 2 and n == 0:
                     create_checkpoint(app_db, signing_key, checkpoint_dir)
@@ -97,9 +97,11 @@ def test_erasure_is_rolled_back_when_the_app_role_cannot_append(
 ) -> None:
     store, person_id = stored_person
     superuser.execute("REVOKE INSERT ON audit_log FROM mash_hub_app")
-    with pytest.raises(DBAPIError, match="permission denied for table audit_log"):
-        with app_db.transaction() as session:
-            store.erase_person(session, person_id, actor="user:test", reason="TEST-1")  # type: ignore[arg-type]
+    with (
+        pytest.raises(DBAPIError, match="permission denied for table audit_log"),
+        app_db.transaction() as session,
+    ):
+        store.erase_person(session, person_id, actor="user:test", reason="TEST-1")  # type: ignore[arg-type]
     _assert_not_erased(app_db, person_id)
 
 
@@ -115,9 +117,11 @@ def test_erasure_is_rolled_back_when_a_trigger_refuses_the_append(
         "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log "
         "FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
     )
-    with pytest.raises(DBAPIError, match="audit store unavailable"):
-        with app_db.transaction() as session:
-            store.erase_person(session, person_id, actor="user:test", reason="TEST-1")  # type: ignore[arg-type]
+    with (
+        pytest.raises(DBAPIError, match="audit store unavailable"),
+        app_db.transaction() as session,
+    ):
+        store.erase_person(session, person_id, actor="user:test", reason="TEST-1")  # type: ignore[arg-type]
     _assert_not_erased(app_db, person_id)
     superuser.execute("DROP TRIGGER refuse_audit ON audit_log")
     with app_db.transaction() as session:  # and with the audit store back, erasure works

@@ -40,9 +40,11 @@ def test_the_hub_engine_runs_as_the_app_role(app_db: Database) -> None:
 )
 def test_the_app_role_may_not_change_the_audit_tables(app_db: Database, statement: str) -> None:
     append(app_db, 2)
-    with pytest.raises(ProgrammingError, match="permission denied for table") as caught:
-        with app_db.transaction() as session:
-            session.execute(text(statement))
+    with (
+        pytest.raises(ProgrammingError, match="permission denied for table") as caught,
+        app_db.transaction() as session,
+    ):
+        session.execute(text(statement))
     assert isinstance(caught.value.orig, psycopg.errors.InsufficientPrivilege)
 
 
@@ -83,15 +85,19 @@ def test_tables_created_later_by_the_owner_are_granted_to_the_app_role(
         session.execute(text("UPDATE later_feature SET note = 'b'"))
         session.execute(text("INSERT INTO later_serial DEFAULT VALUES"))
         session.execute(text("DELETE FROM later_feature"))
-    with pytest.raises(ProgrammingError, match="permission denied"):
-        with app_db.transaction() as session:
-            session.execute(text("TRUNCATE later_feature"))
+    with (
+        pytest.raises(ProgrammingError, match="permission denied"),
+        app_db.transaction() as session,
+    ):
+        session.execute(text("TRUNCATE later_feature"))
 
 
 def test_the_app_role_cannot_write_the_schema_version(app_db: Database) -> None:
-    with pytest.raises(ProgrammingError, match="permission denied"):
-        with app_db.transaction() as session:
-            session.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    with (
+        pytest.raises(ProgrammingError, match="permission denied"),
+        app_db.transaction() as session,
+    ):
+        session.execute(text("UPDATE alembic_version SET version_num = '0001'"))
 
 
 def test_migrating_through_a_hub_engine_runs_as_the_owner(fresh_database_url: str) -> None:

@@ -41,7 +41,7 @@ def test_kill_9_mid_batch_leaves_nothing_and_a_rerun_completes(
     hub_env: dict[str, str], tmp_path: Path
 ) -> None:
     _prepared(hub_env)
-    generate(people=6000, seed=21, out_dir=tmp_path / "big")
+    generate(people=20000, seed=21, out_dir=tmp_path / "big")
     extract = tmp_path / "big" / "council.csv"
     rows = sum(1 for _ in extract.open()) - 1
     process = subprocess.Popen(
