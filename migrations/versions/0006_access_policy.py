@@ -56,6 +56,19 @@ def upgrade() -> None:
         "ON access_policy_versions FOR EACH STATEMENT "
         "EXECUTE FUNCTION access_policy_versions_refuse_change()"
     )
+    # The application role (created in 0005 when the migrating user may) gets no rights to
+    # change published versions, on top of the triggers.
+    op.execute(
+        """
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mash_hub_app') THEN
+                REVOKE UPDATE, DELETE, TRUNCATE ON access_policy_versions FROM mash_hub_app;
+            END IF;
+        END
+        $$
+        """
+    )
     op.create_table(
         "access_justifications",
         sa.Column("id", sa.Uuid(), nullable=False),
