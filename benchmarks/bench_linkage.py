@@ -1,6 +1,6 @@
 """Record linkage end to end on synthetic data: ingest, train, link, evaluate, re-run.
 
-    python benchmarks/bench_linkage.py --people 10000 [--seed 2026] [--json]
+    python benchmarks/bench_linkage.py --people 10000 [--seed 2026] [--json] [--incremental N]
 
 Generates a population, ingests the three extracts into a fresh embedded PostgreSQL (or
 MASH_DATABASE_URL), trains the model on the decrypted records (in memory), runs linkage,
@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select, update
+from sqlalchemy.orm import Session
 
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.db import migrate
@@ -26,10 +29,57 @@ from mash_hub.db.embedded import EmbeddedPostgres
 from mash_hub.db.engine import Database, normalise_url
 from mash_hub.feeds.definition import feed_folders, load_feeds
 from mash_hub.feeds.ingest import ingest_file
+from mash_hub.matching.incremental import link_records
 from mash_hub.matching.model import LinkageModel
 from mash_hub.matching.service import evaluate_current, run_linkage, train_model
+from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import PersonStore
 from mash_hub.synth import generate
+
+
+def incremental(db: Database, store: PersonStore, model: LinkageModel, n: int) -> dict[str, Any]:
+    """Unlink ``n`` sampled records (in a transaction rolled back at the end), link them again
+    incrementally: 20 one at a time, the rest as one batch. How many rejoin their person."""
+    with Session(db.engine) as session:
+        current = session.execute(
+            select(SourceRecord.id, SourceRecord.person_id).where(SourceRecord.is_current)
+        ).all()
+        chosen = random.Random(7).sample(sorted(current), n)
+        before = dict(chosen)
+        session.execute(update(SourceRecord), [{"id": r, "person_id": None} for r, _ in chosen])
+        singles = []
+        for rid, _ in chosen[:20]:
+            began = time.perf_counter()
+            link_records(session, store, model, [rid], actor="bench")
+            singles.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        batch = link_records(session, store, model, [r for r, _ in chosen[20:]], actor="bench")
+        batch_seconds = time.perf_counter() - began
+        after = dict(
+            session.execute(
+                select(SourceRecord.id, SourceRecord.person_id).where(
+                    SourceRecord.id.in_([r for r, _ in chosen])
+                )
+            ).all()
+        )
+        session.rollback()
+    singles.sort()
+    # Agreement with the full run: a record whose person keeps other (not unlinked) records
+    # should rejoin it; a record whose person had no other record should get a new person.
+    kept = {p for rid, p in current if rid not in before}
+    back = sum(1 for rid, person in before.items() if (after[rid] == person) == (person in kept))
+    return {
+        "records": n,
+        "single_record_ms_median": round(singles[len(singles) // 2] * 1000, 1),
+        "single_record_ms_max": round(singles[-1] * 1000, 1),
+        "batch_records": n - 20,
+        "batch_ms_per_record": round(batch_seconds * 1000 / (n - 20), 1),
+        "batch_seconds": batch.seconds,
+        "batch_candidate_records": batch.candidate_records,
+        "agrees_with_full_run": round(back / n, 4),
+        "new_persons": batch.new_persons,
+    }
+
 
 FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 
@@ -42,6 +92,9 @@ def main() -> None:
     parser.add_argument("--save-model", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None, help="use this model, no training")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--incremental", type=int, default=0, help="also time incremental linkage of N records"
+    )
     args = parser.parse_args()
     feeds = load_feeds(feed_folders())
     result: dict[str, object] = {"people": args.people, "seed": args.seed}
@@ -85,6 +138,8 @@ def main() -> None:
                 "persons_created": second.persons_created,
                 "seconds": second.seconds["total"],
             }
+            if args.incremental:
+                result["incremental"] = incremental(db, store, model, args.incremental)
             engine.dispose()
         finally:
             if embedded is not None:

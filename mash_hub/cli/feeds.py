@@ -24,6 +24,7 @@ from mash_hub.cli._common import (
     progress_bar,
     settings,
 )
+from mash_hub.cli.link import link_after_ingest
 from mash_hub.feeds.definition import (
     FeedDefinition,
     FeedDefinitionError,
@@ -36,6 +37,7 @@ from mash_hub.feeds.ingest import BatchReport, PreparePool, apply_records, inges
 from mash_hub.feeds.mapping import map_record
 from mash_hub.feeds.quarantine import QuarantineError, get_open, list_rows, raw_values, resolve
 from mash_hub.feeds.reader import MalformedFileError, RawRecord
+from mash_hub.matching.model import DEFAULT_MODEL_PATH
 from mash_hub.persons.store import PersonStore
 
 feeds_app = typer.Typer(help="List, show and validate feed definitions.", no_args_is_help=True)
@@ -123,7 +125,7 @@ def validate(
         console.print(f"{file}: feed {definition.name!r} is valid.")
 
 
-def ingest(
+def ingest(  # noqa: PLR0917 - one parameter per CLI option
     files: Annotated[list[Path], typer.Argument(help="Extract files of that feed.")],
     feed: Annotated[str, typer.Option("--feed", help="Which feed definition the files follow.")],
     feeds_dir: FeedsDirOption = None,
@@ -134,6 +136,17 @@ def ingest(
         ),
     ] = None,
     as_json: JsonOption = False,
+    link: Annotated[
+        bool | None,
+        typer.Option(
+            "--link/--no-link",
+            help="Link the new records into persons afterwards (default: when a linkage model "
+            "and a full linkage run exist).",
+        ),
+    ] = None,
+    link_model: Annotated[
+        Path, typer.Option("--link-model", help="Trained linkage model JSON.")
+    ] = DEFAULT_MODEL_PATH,
 ) -> None:
     """Ingest agency extracts: standardise, encrypt, index; quarantine what fails validation.
 
@@ -168,8 +181,17 @@ def ingest(
             reports.append(report)
             if not as_json:
                 _print_report(report)
+        batches = [r.batch_id for r in reports if r.status == "ingested" and r.batch_id]
+        linkage = link_after_ingest(db, store, batches, requested=link, model=link_model)
+    if linkage and linkage.get("linked") and not as_json:
+        for item in linkage["batches"]:
+            console.print(
+                f"linked {item['records']:,} new records: {item['joined_existing']:,} joined "
+                f"existing persons, {item['new_persons']:,} new persons, "
+                f"{item['review_pairs']:,} pairs for review"
+            )
     if as_json:
-        emit_json({"reports": [r.as_dict() for r in reports]})
+        emit_json({"reports": [r.as_dict() for r in reports], "linkage": linkage})
 
 
 def _print_report(report: BatchReport) -> None:

@@ -1,17 +1,28 @@
-"""``mash-hub link``: train the linkage model, link records into persons, evaluate."""
+"""``mash-hub link``: train the linkage model, link records into persons, evaluate; link a new
+batch incrementally; and the review queue (``link review list / show / decide``)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.table import Table
 
-from mash_hub.cli._common import ExitCode, actor, console, emit_json, fail, open_hub
+from mash_hub.cli._common import ExitCode, actor, console, emit_json, fail, open_hub, stdout
+from mash_hub.matching import review as reviewing
+from mash_hub.matching.incremental import batch_records, has_index, link_records
 from mash_hub.matching.model import DEFAULT_MODEL_PATH, LinkageModel, ModelMismatchError
 from mash_hub.matching.service import evaluate_current, run_linkage, train_model
 from mash_hub.persons.store import PersonStore
 
 app = typer.Typer(help="Record linkage: which agency records are the same person.")
+review_app = typer.Typer(
+    help="The review queue: pairs a person decides (same person or different people).",
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
 
 MODEL_OPTION = typer.Option(DEFAULT_MODEL_PATH, "--model", help="Trained model JSON.")
 TRUTH_OPTION = typer.Option(
@@ -74,3 +85,178 @@ def evaluate(
         return
     for key, value in result.items():
         console.print(f"{key:>22}: {value}", highlight=False)
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        fail(f"the {what} must be a UUID", ExitCode.BAD_INPUT)
+
+
+def _print(document: dict[str, Any]) -> None:
+    for key, value in document.items():
+        console.print(f"{key:>22}: {value}", highlight=False)
+
+
+@app.command("new")
+def link_new(
+    batch: str = typer.Option(..., "--batch", help="Feed batch id (from `mash-hub ingest`)."),
+    model: Path = MODEL_OPTION,
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Link a batch's new records into the existing persons (no full relink)."""
+    batch_id = _uuid(batch, "batch id")
+    trained = _load(model)
+    with open_hub() as (db, provider), db.transaction() as session:
+        if not has_index(session):
+            fail("no full linkage run yet: run `mash-hub link run` first", ExitCode.BAD_INPUT)
+        store = PersonStore.from_provider(provider)
+        report = link_records(
+            session, store, trained, batch_records(session, batch_id), actor=actor()
+        )
+    if json_output:
+        emit_json(report.as_dict())
+    else:
+        _print(report.as_dict())
+
+
+@review_app.command("list")
+def review_list(
+    status: str = typer.Option("open", help="open, decided, closed or all."),
+    limit: int = typer.Option(100, min=1, max=10_000),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Review tasks, strongest first: ids, score, explanation (no personal data)."""
+    if status not in ("open", "decided", "closed", "all"):
+        fail("--status must be open, decided, closed or all", ExitCode.BAD_INPUT)
+    with open_hub() as (db, _provider), db.transaction() as session:
+        tasks = reviewing.list_tasks(
+            session, actor=actor(), status=None if status == "all" else status, limit=limit
+        )
+        items = [reviewing.task_summary(t) for t in tasks]
+    if json_output:
+        emit_json(items)
+        return
+    table = Table(title=f"Review queue ({status})")
+    for column in ("task", "kind", "weight", "status", "explanation"):
+        table.add_column(column)
+    for item in items:
+        table.add_row(
+            item["id"],
+            item["kind"],
+            f"{item['match_weight']:+.1f}",
+            item["status"],
+            item["explanation"],
+        )
+    console.print(table)
+
+
+@review_app.command("show")
+def review_show(
+    task: str = typer.Argument(..., help="Task id."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """One task with both records decrypted side by side (the view is audited)."""
+    task_id = _uuid(task, "task id")
+    with open_hub() as (db, provider), db.transaction() as session:
+        try:
+            document = reviewing.show_task(
+                session, PersonStore.from_provider(provider), task_id, actor=actor()
+            )
+        except reviewing.ReviewError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+    if json_output:
+        emit_json(document)
+        return
+    records = document.pop("records")
+    _print(document)
+    table = Table(title="Records")
+    table.add_column("field")
+    for record in records:
+        table.add_column(f"{record['feed']} {record['id'][:8]}")
+    fields = sorted(
+        {(g, f) for r in records for g, v in r.items() if isinstance(v, dict) for f in v}
+    )
+    for group, name in fields:
+        table.add_row(f"{group}.{name}", *(str(r.get(group, {}).get(name, "")) for r in records))
+    stdout.print(table)
+
+
+@review_app.command("decide")
+def review_decide(
+    task: str = typer.Argument(..., help="Task id."),
+    decision: str = typer.Option(..., "--decision", help="same or different."),
+    reason_code: str = typer.Option(
+        ...,
+        "--reason-code",
+        help="same: same_identifier, same_details, agency_confirmed, other; different: twin, "
+        "sibling_or_relative, namesake, different_details, agency_confirmed, other.",
+    ),
+    reason: str | None = typer.Option(
+        None, "--reason", help="Free text (may name people: stored encrypted)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Decide a task: a must-link or cannot-link every later run obeys."""
+    task_id = _uuid(task, "task id")
+    with open_hub() as (db, provider), db.transaction() as session:
+        try:
+            made = reviewing.decide(
+                session,
+                PersonStore.from_provider(provider).keys,
+                task_id,
+                decision=decision,
+                reason_code=reason_code,
+                reason=reason,
+                actor=actor(),
+            )
+        except reviewing.ReviewError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        document = {
+            "decision_id": str(made.id),
+            "task_id": str(task_id),
+            "decision": made.decision,
+            "reason_code": made.reason_code,
+            "takes_effect": "next `mash-hub link run` (and every incremental run)",
+        }
+    if json_output:
+        emit_json(document)
+    else:
+        _print(document)
+
+
+def link_after_ingest(
+    db: Any, store: PersonStore, batch_ids: list[str], *, requested: bool | None, model: Path
+) -> dict[str, Any] | None:
+    """After ``mash-hub ingest``: link the new batches' records incrementally when asked to,
+    or by default when a trained model and a full linkage run exist. Each batch is linked in
+    its own transaction, after the ingest transaction committed."""
+    if requested is False or not batch_ids:
+        return None
+    reason = None
+    trained = None
+    if not model.is_file():
+        reason = f"no linkage model at {model}"
+    else:
+        try:
+            trained = LinkageModel.load(model)
+        except ModelMismatchError as exc:
+            reason = str(exc)
+    if trained is not None:
+        with db.transaction() as session:
+            if not has_index(session):
+                reason = "no full linkage run yet (`mash-hub link run`)"
+    if reason is not None or trained is None:
+        if requested:
+            console.print(f"[yellow]not linked:[/] {reason}", highlight=False)
+        return {"linked": False, "reason": reason} if requested else None
+    reports = []
+    for batch in batch_ids:
+        with db.transaction() as session:
+            reports.append(
+                link_records(
+                    session, store, trained, batch_records(session, uuid.UUID(batch)), actor=actor()
+                ).as_dict()
+            )
+    return {"linked": True, "batches": reports}

@@ -11,8 +11,15 @@ strongest first and two clusters only merge when:
 * a merge of two multi-record clusters is carried by at least two strong links, or one very
   strong one: a single weak edge cannot chain two people together.
 
-Blocked strong links and links in the review band go to the review queue. Must-link /
-cannot-link decisions from that queue can later enter as extra edges and conflicts here.
+Blocked strong links and links in the review band go to the review queue.
+
+Reviewers' decisions enter as :class:`Constraints`: a cannot-link pair is a hard conflict like
+two different identifiers (its two records never share a cluster, not even through other
+records); a must-link pair is joined before any model edge, ignoring the twin and
+contradiction guards, unless that would put two different identifiers (or a cannot-link
+pair) in one person: then it is not joined and is reported in ``Clustering.conflicts``.
+For incremental linkage, ``Constraints.groups`` pre-joins the records of existing persons
+and never merges two of them (that is left to a full run).
 """
 
 from __future__ import annotations
@@ -95,6 +102,33 @@ def pair_status(
     return REJECTED
 
 
+def pair_key(a: str, b: str) -> tuple[str, str]:
+    """A pair of record ids in the order every table and :class:`ScoredPair` uses."""
+    return (a, b) if a <= b else (b, a)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Reviewers' decisions (and, incrementally, existing persons) the clustering obeys."""
+
+    must_link: tuple[tuple[str, str], ...] = ()
+    cannot_link: tuple[tuple[str, str], ...] = ()
+    # record id -> existing person: these start joined, and two persons never merge.
+    groups: Mapping[str, str] = field(default_factory=dict)
+
+    def decided(self) -> set[tuple[str, str]]:
+        return {pair_key(a, b) for a, b in (*self.must_link, *self.cannot_link)}
+
+
+@dataclass(frozen=True)
+class ConstraintConflict:
+    """A must-link pair left apart, and why (a code: no personal data)."""
+
+    left: str
+    right: str
+    reason: str  # identifier_conflict | cannot_link | existing_persons
+
+
 @dataclass
 class Clustering:
     """Records grouped into persons, with each pair's status and the review queue."""
@@ -102,6 +136,7 @@ class Clustering:
     clusters: list[list[str]]
     status: dict[tuple[str, str], str]
     review: list[ScoredPair] = field(default_factory=list)
+    conflicts: list[ConstraintConflict] = field(default_factory=list)
 
     def cluster_of(self) -> dict[str, int]:
         return {rid: i for i, members in enumerate(self.clusters) for rid in members}
@@ -118,6 +153,10 @@ class _Clusters:
             rid: {c: {row[c]} if row.get(c) else set() for c in IDENTIFIER_COLUMNS}
             for rid, row in rows.items()
         }
+        # Records each cluster must never be joined with (cannot-link decisions).
+        self.apart: dict[str, set[str]] = defaultdict(set)
+        # Existing persons each cluster holds (incremental runs never merge two).
+        self.groups: dict[str, set[str]] = defaultdict(set)
 
     def find(self, rid: str) -> str:
         root = rid
@@ -130,6 +169,14 @@ class _Clusters:
     def compatible_ids(self, a: str, b: str) -> bool:
         return all(len(self.ids[a][c] | self.ids[b][c]) <= 1 for c in IDENTIFIER_COLUMNS)
 
+    def kept_apart(self, a: str, b: str) -> bool:
+        """A cannot-link decision (direct or through members) forbids joining ``a`` and ``b``."""
+        small, other = (a, b) if len(self.members[a]) <= len(self.members[b]) else (b, a)
+        return any(m in self.apart[other] for m in self.members[small])
+
+    def separate_persons(self, a: str, b: str) -> bool:
+        return len(self.groups[a] | self.groups[b]) > 1
+
     def union(self, a: str, b: str) -> None:
         if len(self.members[a]) < len(self.members[b]):
             a, b = b, a
@@ -138,14 +185,59 @@ class _Clusters:
         for c in IDENTIFIER_COLUMNS:
             self.ids[a][c] |= self.ids[b][c]
         del self.ids[b]
+        self.apart[a] |= self.apart.pop(b, set())
+        self.groups[a] |= self.groups.pop(b, set())
+
+
+def _join_groups(state: _Clusters, groups: Mapping[str, str], rows: Mapping[str, object]) -> None:
+    by_person: dict[str, list[str]] = defaultdict(list)
+    for rid, person in sorted(groups.items()):
+        if rid in rows:
+            state.groups[rid].add(person)
+            by_person[person].append(rid)
+    for members in by_person.values():
+        for rid in members[1:]:
+            a, b = state.find(members[0]), state.find(rid)
+            if a != b:
+                state.union(a, b)
+
+
+def _apply_constraints(
+    state: _Clusters, constraints: Constraints, rows: Mapping[str, object]
+) -> list[ConstraintConflict]:
+    for a, b in constraints.cannot_link:
+        if a in rows and b in rows:
+            state.apart[a].add(b)
+            state.apart[b].add(a)
+    _join_groups(state, constraints.groups, rows)
+    conflicts = []
+    for left, right in sorted(pair_key(a, b) for a, b in constraints.must_link):
+        if left not in rows or right not in rows:
+            continue
+        a, b = state.find(left), state.find(right)
+        if a == b:
+            continue
+        if not state.compatible_ids(a, b):
+            conflicts.append(ConstraintConflict(left, right, CONFLICT))
+        elif state.kept_apart(a, b):
+            conflicts.append(ConstraintConflict(left, right, "cannot_link"))
+        elif state.separate_persons(a, b):
+            # Incremental runs leave merging two existing persons to the next full run.
+            conflicts.append(ConstraintConflict(left, right, "existing_persons"))
+        else:
+            state.union(a, b)
+    return conflicts
 
 
 def cluster(
     rows: Mapping[str, Mapping[str, Any]],
     pairs: Iterable[ScoredPair],
     thresholds: Thresholds,
+    constraints: Constraints | None = None,
 ) -> Clustering:
-    """Cluster records (``rows`` by id) from scored pairs with the guards above."""
+    """Cluster records (``rows`` by id) from scored pairs with the guards above, obeying
+    reviewers' decisions (``constraints``)."""
+    constraints = constraints or Constraints()
     pairs = list(pairs)
     status: dict[tuple[str, str], str] = {}
     neighbours: dict[str, list[tuple[str, ScoredPair, str]]] = defaultdict(list)
@@ -155,6 +247,8 @@ def cluster(
         neighbours[p.left].append((p.right, p, s))
         neighbours[p.right].append((p.left, p, s))
     state = _Clusters(rows)
+    conflicts = _apply_constraints(state, constraints, rows)
+    decided = constraints.decided()
     blocked: list[ScoredPair] = []
     strong = sorted(
         (p for p in pairs if status[(p.left, p.right)] == AUTO),
@@ -175,9 +269,10 @@ def cluster(
         if status[(p.left, p.right)] in (REVIEW, POSSIBLE_TWIN, AUTO)
         and p.match_weight >= thresholds.review
         and state.find(p.left) != state.find(p.right)
+        and (p.left, p.right) not in decided
     ]
     review.sort(key=lambda p: (-p.match_weight, p.left, p.right))
-    return Clustering(clusters, status, review)
+    return Clustering(clusters, status, review, conflicts)
 
 
 def _may_merge(
@@ -188,7 +283,7 @@ def _may_merge(
     thresholds: Thresholds,
 ) -> bool:
     a, b = roots
-    if not state.compatible_ids(a, b):
+    if not state.compatible_ids(a, b) or state.kept_apart(a, b) or state.separate_persons(a, b):
         return False
     small, other = (a, b) if len(state.members[a]) <= len(state.members[b]) else (b, a)
     strong_links = 0

@@ -198,11 +198,47 @@ def predict(
     if min_weight is not None:
         kwargs["threshold_match_weight"] = min_weight
     predictions = linker.inference.predict(**kwargs)
+    out = _scored(con, predictions.physical_name, {str(r["unique_id"]): r for r in rows}, model)
+    con.close()
+    return out
+
+
+def predict_new(
+    new: list[dict[str, Any]], existing: list[dict[str, Any]], model: LinkageModel
+) -> list[ScoredPair]:
+    """Incremental scoring: new records against existing ones (``predict_between``) and
+    against each other (``predict_within``), with the same blocking rules and parameters as
+    a full run; pairs among existing records are not scored."""
+    _quiet_splink()
+    if not new:
+        return []
+    from splink import DuckDBAPI, Linker  # noqa: PLC0415
+
+    con = connect()
+    api = DuckDBAPI(connection=con)
+    new_sdf = api.register(feature_table(new), dataset_display_name="new_records")
+    settings = comp.splink_settings(model.parameters, model.prior)
+    linker = Linker(new_sdf, settings, log_level=None)
+    by_id = {str(r["unique_id"]): r for r in [*new, *existing]}
+    out: list[ScoredPair] = []
+    if len(new) > 1:
+        within = linker.inference.predict_within(new_sdf, warning_mode="never")
+        out += _scored(con, within.physical_name, by_id, model)
+    if existing:
+        old_sdf = api.register(feature_table(existing), dataset_display_name="existing_records")
+        between = linker.inference.predict_between(new_sdf, old_sdf, warning_mode="never")
+        out += _scored(con, between.physical_name, by_id, model)
+    con.close()
+    out.sort(key=lambda p: (p.left, p.right))
+    return out
+
+
+def _scored(
+    con: Any, table: str, by_id: dict[str, dict[str, Any]], model: LinkageModel
+) -> list[ScoredPair]:
     names = [c.name for c in comp.COMPARISONS]
     columns = ", ".join(["unique_id_l", "unique_id_r", "match_weight"] + [f"mw_{n}" for n in names])
-    result = con.execute(f"SELECT {columns} FROM {predictions.physical_name}").fetchall()  # noqa: S608
-    con.close()
-    by_id = {str(row["unique_id"]): row for row in rows}
+    result = con.execute(f"SELECT {columns} FROM {table}").fetchall()  # noqa: S608
     out = []
     for row in result:
         left, right = str(row[0]), str(row[1])

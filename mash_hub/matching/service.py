@@ -4,6 +4,10 @@ One run is one transaction: read every current record's identity, identifiers an
 groups, build features, score and cluster, then write ``source_records.person_id`` (new
 ``persons`` rows where needed), the run and its links. Person ids stay stable across runs:
 each cluster keeps the previous id that most of its records had.
+
+Reviewers' decisions (:mod:`mash_hub.matching.review`) enter every run as must-link /
+cannot-link constraints; the run refreshes the review queue, and records what it did to
+persons (``create``, ``join``, ``merge``, ``split``) in ``link_events`` and the audit log.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import csv
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +28,11 @@ from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
 from mash_hub.db.engine import Database
 from mash_hub.matching import cluster as clustering
+from mash_hub.matching import review as reviewing
 from mash_hub.matching.evaluate import evaluate
 from mash_hub.matching.features import feature_rows
 from mash_hub.matching.model import LinkageModel, ScoredPair, explain, predict, train
-from mash_hub.matching.models import LinkRun, PersonLink
+from mash_hub.matching.models import LinkEvent, LinkRun, PersonLink
 from mash_hub.persons.models import Person, SourceRecord
 from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, PersonStore
 
@@ -87,6 +93,13 @@ class RunReport:
     review_records: int
     possible_twins: int
     identifier_conflicts: int
+    decisions_applied: int = 0
+    decision_conflicts: int = 0
+    review_tasks_opened: int = 0
+    review_tasks_closed: int = 0
+    merges: int = 0
+    splits: int = 0
+    records_joined: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,10 +120,13 @@ def run_linkage(db: Database, store: PersonStore, model: LinkageModel, *, actor:
         timings["predict"] = time.perf_counter() - mark
         mark = time.perf_counter()
         by_id = {str(r["unique_id"]): r for r in rows}
-        result = clustering.cluster(by_id, pairs, model.thresholds)
+        constraints = reviewing.load_constraints(session)
+        result = clustering.cluster(by_id, pairs, model.thresholds, constraints)
         timings["cluster"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        report = _write(session, model, result, pairs, previous, actor=actor)
+        report = _write(
+            session, model, result, pairs, previous, constraints=constraints, actor=actor
+        )
         timings["write"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - began
     report.seconds = {k: round(v, 2) for k, v in timings.items()}
@@ -124,6 +140,7 @@ def _write(
     pairs: list[ScoredPair],
     previous: Mapping[str, uuid.UUID | None],
     *,
+    constraints: clustering.Constraints,
     actor: str,
 ) -> RunReport:
     kept = clustering.stable_person_ids(result.clusters, previous)
@@ -132,8 +149,10 @@ def _write(
     session.flush()
     fresh = iter(p.id for p in new_persons)
     moves: list[dict[str, uuid.UUID]] = []
+    assigned: list[tuple[list[str], uuid.UUID]] = []
     for members, pid in zip(result.clusters, kept, strict=True):
         person = pid if pid is not None else next(fresh)
+        assigned.append((members, person))
         moves.extend(
             {"id": uuid.UUID(rid), "person_id": person}
             for rid in members
@@ -141,15 +160,7 @@ def _write(
         )
     if moves:
         session.execute(update(SourceRecord), moves)
-    run = LinkRun(
-        id=uuid.uuid4(),
-        actor=actor,
-        model_version=model.version,
-        model_definition=model.definition,
-        counts={},
-    )
-    session.add(run)
-    session.flush()
+    run = new_run(session, model, actor=actor, mode="full")
     cluster_of = result.cluster_of()
     stored = [
         p
@@ -157,23 +168,16 @@ def _write(
         if result.status[(p.left, p.right)] == clustering.AUTO
         and cluster_of[p.left] == cluster_of[p.right]
     ]
-    links = [(p, "auto") for p in stored] + [(p, "review") for p in result.review]
-    if links:
-        session.execute(
-            insert(PersonLink),
-            [
-                {
-                    "run_id": run.id,
-                    "record_id_l": uuid.UUID(p.left),
-                    "record_id_r": uuid.UUID(p.right),
-                    "status": status,
-                    "match_weight": round(p.match_weight, 2),
-                    "weights": p.weights,
-                    "explanation": explain(p),
-                }
-                for p, status in links
-            ],
-        )
+    store_links(session, run.id, stored, result.review)
+    tasks = reviewing.sync_tasks(
+        session,
+        run.id,
+        reviewing.kinds(result.review, result.status),
+        result.conflicts,
+        full=True,
+    )
+    events = person_events(assigned, previous)
+    write_events(session, run.id, events, actor=actor)
     statuses = list(result.status.values())
     report = RunReport(
         run_id=str(run.id),
@@ -188,6 +192,13 @@ def _write(
         review_records=len(result.review_records()),
         possible_twins=statuses.count(clustering.POSSIBLE_TWIN),
         identifier_conflicts=statuses.count(clustering.CONFLICT),
+        decisions_applied=len(constraints.must_link) + len(constraints.cannot_link),
+        decision_conflicts=len(result.conflicts),
+        review_tasks_opened=tasks.opened,
+        review_tasks_closed=tasks.closed,
+        merges=sum(1 for e in events if e["kind"] == "merge"),
+        splits=sum(1 for e in events if e["kind"] == "split"),
+        records_joined=sum(e["records"] for e in events if e["kind"] == "join"),
     )
     counts = {k: v for k, v in report.as_dict().items() if isinstance(v, int)}
     run.counts = counts
@@ -202,6 +213,124 @@ def _write(
         ),
     )
     return report
+
+
+def new_run(session: Session, model: LinkageModel, *, actor: str, mode: str) -> LinkRun:
+    run = LinkRun(
+        id=uuid.uuid4(),
+        actor=actor,
+        model_version=model.version,
+        model_definition=model.definition,
+        counts={},
+        mode=mode,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def store_links(
+    session: Session, run_id: uuid.UUID, auto: Iterable[ScoredPair], review: Iterable[ScoredPair]
+) -> None:
+    """The run's auto links inside persons and its review pairs, with explanations."""
+    links = [(p, "auto") for p in auto] + [(p, "review") for p in review]
+    if links:
+        session.execute(
+            insert(PersonLink),
+            [
+                {
+                    "run_id": run_id,
+                    "record_id_l": uuid.UUID(p.left),
+                    "record_id_r": uuid.UUID(p.right),
+                    "status": status,
+                    "match_weight": round(p.match_weight, 2),
+                    "weights": p.weights,
+                    "explanation": explain(p),
+                }
+                for p, status in links
+            ],
+        )
+
+
+def person_events(
+    assigned: Iterable[tuple[list[str], uuid.UUID]], previous: Mapping[str, uuid.UUID | None]
+) -> list[dict[str, Any]]:
+    """What a run did to persons, from each cluster's person and its records' previous ones.
+
+    * ``create``: a new person whose records had none before;
+    * ``join``: records with no person before added to an existing person;
+    * ``merge``: records of two or more previous persons now one (``[kept, absorbed...]``);
+    * ``split``: a previous person's records now in two or more persons (``[old, parts...]``).
+    """
+    events: list[dict[str, Any]] = []
+    now_of: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    size_of: Counter[uuid.UUID] = Counter()
+    for members, person in assigned:
+        olds = Counter(p for rid in members if (p := previous.get(rid)) is not None)
+        fresh = sum(1 for rid in members if previous.get(rid) is None)
+        for old, n in olds.items():
+            now_of[old].add(person)
+            size_of[old] += n
+        if not olds:
+            events.append(_event("create", [person], len(members)))
+            continue
+        if fresh:
+            events.append(_event("join", [person], fresh))
+        if len(olds) > 1:
+            absorbed = sorted((p for p in olds if p != person), key=str)
+            events.append(
+                _event("merge", [person, *absorbed], len(members), from_persons=len(olds))
+            )
+    for old, persons in sorted(now_of.items(), key=lambda item: str(item[0])):
+        if len(persons) > 1:
+            parts = sorted((p for p in persons if p != old), key=str)
+            head = [old] if old in persons else []
+            events.append(_event("split", [*head, *parts], size_of[old], parts=len(persons)))
+    return events
+
+
+def _event(kind: str, persons: list[uuid.UUID], records: int, **counts: int) -> dict[str, Any]:
+    return {"kind": kind, "person_ids": [str(p) for p in persons], "records": records, **counts}
+
+
+def write_events(
+    session: Session, run_id: uuid.UUID, events: list[dict[str, Any]], *, actor: str
+) -> None:
+    """Store the events; merges and splits also get an audit entry each (creates and joins
+    are counted in the run's own entry: a first run creates thousands of persons)."""
+    if not events:
+        return
+    session.execute(
+        insert(LinkEvent),
+        [
+            {
+                "run_id": run_id,
+                "kind": e["kind"],
+                "person_ids": e["person_ids"],
+                "records": e["records"],
+                "counts": {
+                    k: v for k, v in e.items() if k not in ("kind", "person_ids", "records")
+                },
+            }
+            for e in events
+        ],
+    )
+    for e in events:
+        if e["kind"] in ("merge", "split"):
+            audit(
+                session,
+                AuditEvent(
+                    actor=actor,
+                    action=f"linkage.{e['kind']}",
+                    subject_type="person",
+                    subject_id=e["person_ids"][0],
+                    details={
+                        "run_id": str(run_id),
+                        "person_ids": e["person_ids"],
+                        "records": e["records"],
+                    },
+                ),
+            )
 
 
 def truth_by_record(session: Session, store: PersonStore, truth_csv: Path) -> dict[str, str]:

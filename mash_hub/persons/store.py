@@ -386,15 +386,25 @@ class PersonStore:
             raise UnknownPersonError(f"no person with id {person_id}")
         record_ids = self.records_of_person(session, person_id)
         # Free-text purposes and break-glass justifications about the person may name them.
-        # (Imported here: the access-policy package itself builds on this module.)
+        # (Imported here: the access-policy and matching packages build on this module.)
         from mash_hub.authz.models import AccessJustification  # noqa: PLC0415
+        from mash_hub.matching.models import LinkDecision  # noqa: PLC0415
 
         justifications = list(
             session.scalars(
                 select(AccessJustification.id).where(AccessJustification.person_id == person_id)
             )
         )
-        destroyed = self.keys.shred(session, [*record_ids, *justifications])
+        # Reviewers' reasons about links of the person's records may name them too.
+        decisions = list(
+            session.scalars(
+                select(LinkDecision.id).where(
+                    LinkDecision.record_id_l.in_(record_ids)
+                    | LinkDecision.record_id_r.in_(record_ids)
+                )
+            )
+        )
+        destroyed = self.keys.shred(session, [*record_ids, *justifications, *decisions])
         removed = 0
         if record_ids:
             result = session.execute(

@@ -1,7 +1,9 @@
-"""``mash-hub link train / run / evaluate`` as an operator runs them (subprocess, real server)."""
+"""``mash-hub link train / run / evaluate / review / new`` and ``ingest --link`` as an operator
+runs them (subprocess, real server)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -46,3 +48,64 @@ def test_train_run_evaluate_from_the_command_line(hub_env: dict[str, str], tmp_p
     metrics = json.loads(scored.stdout)
     assert metrics["false_merge_people"] == 0
     assert metrics["cluster"]["recall"] > 0.9
+
+    # The review queue: list (no personal data), show (audited), decide.
+    listed = run_hub("link", "review", "list", "--json", env=hub_env)
+    assert listed.returncode == 0, listed.stderr
+    tasks = json.loads(listed.stdout)
+    assert tasks and {"id", "explanation", "match_weight"} <= set(tasks[0])
+    shown = run_hub("link", "review", "show", tasks[0]["id"], "--json", env=hub_env)
+    assert shown.returncode == 0, shown.stderr
+    assert len(json.loads(shown.stdout)["records"]) == 2
+    bad = run_hub(
+        "link",
+        "review",
+        "decide",
+        tasks[0]["id"],
+        "--decision",
+        "maybe",
+        "--reason-code",
+        "x",
+        env=hub_env,
+    )
+    assert bad.returncode == 2
+    decided = run_hub(
+        "link",
+        "review",
+        "decide",
+        tasks[0]["id"],
+        "--decision",
+        "different",
+        "--reason-code",
+        "twin",
+        "--reason",
+        "checked with school",
+        "--json",
+        env=hub_env,
+    )
+    assert decided.returncode == 0, decided.stderr
+    assert json.loads(decided.stdout)["decision"] == "different"
+    # A later police extract re-sends three known people under new agency ids: ingest links
+    # them into the existing persons by default (a model and a full run exist).
+    with (tmp_path / "synth" / "police.csv").open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)[:3]
+    later = tmp_path / "police_later.csv"
+    with later.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "NOMINAL_ID": "NEW" + row["NOMINAL_ID"]})
+    ingested = run_hub(
+        "ingest", "--feed", "police", str(later), "--json", "--link-model", str(model), env=hub_env
+    )
+    assert ingested.returncode == 0, ingested.stderr
+    linkage = json.loads(ingested.stdout)["linkage"]
+    assert linkage["linked"] is True
+    assert linkage["batches"][0]["records"] == 3
+    assert linkage["batches"][0]["joined_existing"] == 3
+    batch = json.loads(ingested.stdout)["reports"][0]["batch_id"]
+    again = run_hub("link", "new", "--batch", batch, "--model", str(model), "--json", env=hub_env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["records"] == 0  # already linked

@@ -234,3 +234,36 @@ def test_arbitrary_unicode_round_trips_through_the_store(
     )
     [rid] = store.add(session, [record])
     assert store.read(session, [rid], set(groups))[rid].groups == groups
+
+
+def test_erasure_shreds_reviewers_reasons_about_the_persons_records(
+    session: Session, store: PersonStore
+) -> None:
+    from mash_hub.matching.models import LinkDecision  # noqa: PLC0415
+
+    person = store.new_person(session)
+    mine, theirs = store.add(
+        session, [person_record("SC-1", person_id=person), person_record("SC-2", given="Zofia")]
+    )
+    decision_id = uuid.uuid4()
+    issued = store.keys.issue(decision_id)
+    store.keys.save(session, [issued.row])
+    session.add(
+        LinkDecision(
+            id=decision_id,
+            record_id_l=mine,
+            record_id_r=theirs,
+            decision="different",
+            reason_code="agency_confirmed",
+            reason_ciphertext=issued.cipher.encrypt_group(
+                {"text": "the mother says these are different children"},
+                table="link_decisions",
+                group="reason",
+                row_id=decision_id,
+            ),
+            actor="reviewer:a",
+        )
+    )
+    session.flush()
+    store.erase_person(session, person, actor="cli:test", reason="ERASE-3")
+    assert store.keys.ciphers(session, [decision_id]) == {}

@@ -1,0 +1,312 @@
+"""Incremental linkage: new records matched against the existing persons, no full relink.
+
+For a batch of records without a person (a new feed batch, a later referral):
+
+1. decrypt only those records and build their features;
+2. find candidates through the blind indexes (:meth:`PersonStore.candidates` with
+   :meth:`BlindIndexer.query_terms` on the indexes that mirror the prediction blocking
+   rules), then take every current record of the candidates' persons, so the identifier
+   and twin guards see whole persons; decrypt only those;
+3. score new-against-existing (Splink ``predict_between``) and new-against-new
+   (``predict_within``) with the trained model and the same blocking rules as a full run;
+4. cluster with the same guards as a full run (twins never auto-link, identifier conflicts
+   and cannot-link decisions block), existing persons pre-joined and never merged with each
+   other (that is left to a full run, and such pairs go to review);
+5. each new record joins an existing person, or a new person (alone or with other new
+   records); undecided pairs become review tasks; ``link_events`` get ``join`` / ``create``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from mash_hub.audit import AuditEvent
+from mash_hub.audit import record as audit
+from mash_hub.crypto.blind_index import IndexTerm
+from mash_hub.matching import cluster as clustering
+from mash_hub.matching import review as reviewing
+from mash_hub.matching.features import record_features
+from mash_hub.matching.model import LinkageModel, predict_new
+from mash_hub.matching.models import LinkRun
+from mash_hub.matching.service import GROUPS, new_run, person_events, store_links, write_events
+from mash_hub.persons.models import Person, SourceRecord
+from mash_hub.persons.store import PersonStore
+
+# Blind indexes that cover the prediction blocking rules (comparisons.PREDICTION_BLOCKING):
+# identifiers; DOB (+ family phonetic, + district, or alone for DOB + first-name phonetic);
+# postcode (for postcode + first-name phonetic); full-name tokens; family phonetic + year.
+CANDIDATE_INDEXES = (
+    "nhs_number",
+    "upn",
+    "pnc_id",
+    "dob",
+    "family_phonetic_dob",
+    "dob_postcode_district",
+    "postcode",
+    "given_family_token",
+    "family_phonetic_birth_year",
+)
+LOOKUP_CHUNK = 100  # new records per candidate query
+
+
+@dataclass
+class IncrementalReport:
+    """What an incremental run did (no personal data)."""
+
+    run_id: str | None
+    records: int
+    candidate_records: int = 0
+    candidate_persons: int = 0
+    scored_pairs: int = 0
+    joined_existing: int = 0
+    new_persons: int = 0
+    review_pairs: int = 0
+    possible_twins: int = 0
+    identifier_conflicts: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def index_fields(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The fields ingestion indexed a record by, rebuilt from its decrypted groups."""
+    identity = groups.get("identity", {})
+    identifiers = groups.get("identifiers", {})
+    addresses = groups.get("contact", {}).get("addresses") or []
+    return {
+        "given_names": identity.get("given_names") or [],
+        "family_name": identity.get("family_name"),
+        "other_names": identity.get("other_names") or [],
+        "date_of_birth": identity.get("date_of_birth"),
+        "postcodes": [
+            a["postcode"] for a in addresses if isinstance(a, dict) and a.get("postcode")
+        ],
+        "nhs_number": identifiers.get("nhs_number"),
+        "upn": identifiers.get("upn"),
+        "pnc_id": identifiers.get("pnc_id"),
+    }
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def unlinked(session: Session, record_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
+    """Of these records, the current ones that have no person yet."""
+    if not record_ids:
+        return []
+    return list(
+        session.scalars(
+            select(SourceRecord.id)
+            .where(
+                SourceRecord.id.in_(list(record_ids)),
+                SourceRecord.is_current.is_(True),
+                SourceRecord.erased_at.is_(None),
+                SourceRecord.person_id.is_(None),
+            )
+            .order_by(SourceRecord.id)
+        )
+    )
+
+
+def batch_records(session: Session, batch_id: uuid.UUID) -> list[uuid.UUID]:
+    """The current records of a feed batch that have no person yet."""
+    return list(
+        session.scalars(
+            select(SourceRecord.id).where(
+                SourceRecord.batch_id == batch_id,
+                SourceRecord.is_current.is_(True),
+                SourceRecord.erased_at.is_(None),
+                SourceRecord.person_id.is_(None),
+            )
+        )
+    )
+
+
+def has_index(session: Session) -> bool:
+    """Whether a full run has linked this hub (incremental linkage needs persons to match)."""
+    return session.scalar(select(LinkRun.id).where(LinkRun.mode == "full").limit(1)) is not None
+
+
+def link_records(
+    session: Session,
+    store: PersonStore,
+    model: LinkageModel,
+    record_ids: Collection[uuid.UUID],
+    *,
+    actor: str,
+) -> IncrementalReport:
+    """Link new records (those of ``record_ids`` without a person) into the existing persons,
+    in the caller's transaction."""
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('link-run', 0))"))
+    ids = unlinked(session, record_ids)
+    report = IncrementalReport(run_id=None, records=len(ids))
+    if not ids:
+        return report
+    new_rows: list[dict[str, Any]] = []
+    terms: list[list[IndexTerm]] = []
+    for rid, stored in store.read(session, ids, GROUPS).items():
+        if stored.groups:
+            new_rows.append(record_features(str(rid), stored.feed, stored.groups))
+            terms.append(
+                store.indexer.query_terms(index_fields(stored.groups), indexes=CANDIDATE_INDEXES)
+            )
+    timings["read_new"] = time.perf_counter() - began
+    mark = time.perf_counter()
+    candidates: set[uuid.UUID] = set()
+    for chunk in _chunks(terms, LOOKUP_CHUNK):
+        candidates |= store.candidates(session, [t for record in chunk for t in record])
+    new_ids = {uuid.UUID(str(r["unique_id"])) for r in new_rows}
+    existing = _records_of_candidate_persons(session, candidates - new_ids)
+    report.candidate_records = len(existing)
+    report.candidate_persons = len(set(existing.values()))
+    timings["candidates"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    old_rows = [
+        record_features(str(rid), stored.feed, stored.groups)
+        for rid, stored in store.read(session, list(existing), GROUPS).items()
+        if stored.groups
+    ]
+    timings["read_candidates"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    pairs = predict_new(new_rows, old_rows, model)
+    report.scored_pairs = len(pairs)
+    timings["predict"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    by_id = {str(r["unique_id"]): r for r in [*new_rows, *old_rows]}
+    decisions = reviewing.load_constraints(session)
+    person_of = {str(rid): person for rid, person in existing.items()}
+    constraints = clustering.Constraints(
+        must_link=decisions.must_link,
+        cannot_link=decisions.cannot_link,
+        groups={rid: str(person) for rid, person in person_of.items()},
+    )
+    result = clustering.cluster(by_id, pairs, model.thresholds, constraints)
+    timings["cluster"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    _write(
+        session,
+        model,
+        result,
+        pairs,
+        person_of=person_of,
+        new_ids={str(r) for r in new_ids},
+        report=report,
+        actor=actor,
+    )
+    timings["write"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - began
+    report.seconds = {k: round(v, 4) for k, v in timings.items()}
+    return report
+
+
+def _records_of_candidate_persons(
+    session: Session, candidates: set[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Every current record of the persons the candidate records belong to."""
+    persons: set[uuid.UUID] = set()
+    for chunk in _chunks(sorted(candidates), 5_000):
+        persons.update(
+            p
+            for p in session.scalars(
+                select(SourceRecord.person_id).where(
+                    SourceRecord.id.in_(chunk),
+                    SourceRecord.is_current.is_(True),
+                    SourceRecord.erased_at.is_(None),
+                    SourceRecord.person_id.is_not(None),
+                )
+            )
+            if p is not None
+        )
+    out: dict[uuid.UUID, uuid.UUID] = {}
+    for chunk in _chunks(sorted(persons), 5_000):
+        for rid, person in session.execute(
+            select(SourceRecord.id, SourceRecord.person_id).where(
+                SourceRecord.person_id.in_(chunk),
+                SourceRecord.is_current.is_(True),
+                SourceRecord.erased_at.is_(None),
+            )
+        ):
+            if person is not None:
+                out[rid] = person
+    return out
+
+
+def _write(
+    session: Session,
+    model: LinkageModel,
+    result: clustering.Clustering,
+    pairs: list[Any],
+    *,
+    person_of: Mapping[str, uuid.UUID],
+    new_ids: set[str],
+    report: IncrementalReport,
+    actor: str,
+) -> None:
+    assigned: list[tuple[list[str], uuid.UUID]] = []
+    moves: list[dict[str, uuid.UUID]] = []
+    for members in result.clusters:
+        fresh = [rid for rid in members if rid in new_ids]
+        if not fresh:
+            continue
+        persons = {person_of[rid] for rid in members if rid in person_of}
+        if persons:
+            (person,) = persons  # existing persons are never merged here
+            report.joined_existing += len(fresh)
+        else:
+            person = uuid.uuid4()
+            session.add(Person(id=person))
+            report.new_persons += 1
+        assigned.append((members, person))
+        moves.extend({"id": uuid.UUID(rid), "person_id": person} for rid in fresh)
+    session.flush()
+    if moves:
+        session.execute(update(SourceRecord), moves)
+    run = new_run(session, model, actor=actor, mode="incremental")
+    report.run_id = str(run.id)
+    cluster_of = result.cluster_of()
+    auto = [
+        p
+        for p in pairs
+        if result.status[(p.left, p.right)] == clustering.AUTO
+        and cluster_of[p.left] == cluster_of[p.right]
+    ]
+    store_links(session, run.id, auto, result.review)
+    reviewing.sync_tasks(
+        session,
+        run.id,
+        reviewing.kinds(result.review, result.status),
+        [c for c in result.conflicts if c.left in new_ids or c.right in new_ids],
+        full=False,
+        touching=new_ids,
+    )
+    previous: dict[str, uuid.UUID | None] = dict.fromkeys(new_ids)
+    previous.update(person_of)
+    write_events(session, run.id, person_events(assigned, previous), actor=actor)
+    statuses = list(result.status.values())
+    report.review_pairs = len(result.review)
+    report.possible_twins = statuses.count(clustering.POSSIBLE_TWIN)
+    report.identifier_conflicts = statuses.count(clustering.CONFLICT)
+    counts = {k: v for k, v in report.as_dict().items() if isinstance(v, int)}
+    run.counts = counts
+    audit(
+        session,
+        AuditEvent(
+            actor=actor,
+            action="linkage.incremental",
+            subject_type="link_run",
+            subject_id=str(run.id),
+            details={"model_version": model.version, **counts},
+        ),
+    )

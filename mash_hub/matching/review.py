@@ -1,0 +1,419 @@
+"""The review queue: pairs a person decides, and the decisions every later run obeys.
+
+Each run turns the pairs it could not decide (review band, possible twins, strong links a
+guard blocked) into ``review_tasks``, one row per record pair, refreshed by later runs and
+closed when a full run no longer needs them. A reviewer decides *same person* or *different
+people*; the decision (``link_decisions``) records who, when, a reason code and, optionally,
+a free-text reason. The text may name people, so it is encrypted under a data key of its own
+(issued for the decision's id, as the quarantine does for raw rows); codes, ids and counts
+are all that reach the audit log.
+
+Decisions are must-link / cannot-link constraints (:class:`~mash_hub.matching.cluster.
+Constraints`) for every later run, full or incremental. They name record ids, and a record
+re-sent by its agency becomes a new version with a new id: constraints are resolved to the
+*current* version through the keyed source key, so a decision survives re-ingestion.
+They are also the labelled pairs for training (:func:`labelled_pairs`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_, select, text, update
+from sqlalchemy.orm import Session
+
+from mash_hub.audit import AuditEvent
+from mash_hub.audit import record as audit
+from mash_hub.crypto.keystore import KeyStore
+from mash_hub.matching.cluster import ConstraintConflict, Constraints, pair_key
+from mash_hub.matching.model import ScoredPair, explain
+from mash_hub.matching.models import LinkDecision, ReviewTask
+from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, PersonStore
+
+TABLE = "link_decisions"
+GROUP = "reason"
+SAME = "same"
+DIFFERENT = "different"
+DECISIONS = (SAME, DIFFERENT)
+REASON_CODES = {
+    SAME: ("same_identifier", "same_details", "agency_confirmed", "other"),
+    DIFFERENT: (
+        "twin",
+        "sibling_or_relative",
+        "namesake",
+        "different_details",
+        "agency_confirmed",
+        "other",
+    ),
+}
+OPEN, DECIDED, CLOSED = "open", "decided", "closed"
+MUST_LINK_CONFLICT = "must_link_conflict"
+_CONFLICT_TEXT = {
+    "identifier_conflict": "decided same person, but the records hold different identifiers",
+    "cannot_link": "decided same person, but another decision keeps them apart",
+    "existing_persons": "decided same person; they are two persons until the next full run",
+}
+
+
+class ReviewError(LookupError):
+    """No such task, or a decision that is not allowed."""
+
+
+# -- constraints ---------------------------------------------------------------------------
+
+_ACTIVE = text(
+    """
+    SELECT d.decision, cl.id AS left_id, cr.id AS right_id
+    FROM link_decisions d
+    JOIN source_records ol ON ol.id = d.record_id_l
+    JOIN source_records orr ON orr.id = d.record_id_r
+    JOIN source_records cl ON cl.feed = ol.feed AND cl.source_key = ol.source_key
+        AND cl.is_current AND cl.erased_at IS NULL
+    JOIN source_records cr ON cr.feed = orr.feed AND cr.source_key = orr.source_key
+        AND cr.is_current AND cr.erased_at IS NULL
+    WHERE d.superseded_at IS NULL
+    ORDER BY d.decided_at, d.id
+    """
+)
+
+
+def load_constraints(session: Session) -> Constraints:
+    """Every decision in force, as must-link / cannot-link pairs of current record ids."""
+    must: list[tuple[str, str]] = []
+    cannot: list[tuple[str, str]] = []
+    for decision, left, right in session.execute(_ACTIVE):
+        pair = pair_key(str(left), str(right))
+        (must if decision == SAME else cannot).append(pair)
+    return Constraints(must_link=tuple(must), cannot_link=tuple(cannot))
+
+
+def labelled_pairs(session: Session) -> dict[str, int]:
+    """Counts of the decisions in force, by decision: the training labels available."""
+    constraints = load_constraints(session)
+    return {SAME: len(constraints.must_link), DIFFERENT: len(constraints.cannot_link)}
+
+
+# -- tasks from a run ----------------------------------------------------------------------
+
+
+@dataclass
+class TaskCounts:
+    opened: int = 0
+    refreshed: int = 0
+    closed: int = 0
+    conflicts_flagged: int = 0
+
+
+def sync_tasks(
+    session: Session,
+    run_id: uuid.UUID,
+    review: Iterable[tuple[ScoredPair, str]],
+    conflicts: Iterable[ConstraintConflict] = (),
+    *,
+    full: bool,
+    touching: Collection[str] = (),
+) -> TaskCounts:
+    """Turn a run's review pairs (with their kind) into tasks; a full run closes the open
+    tasks it no longer needs. Must-link decisions the run could not honour reopen their
+    pair's task as ``must_link_conflict``, so a person sees them."""
+    counts = TaskCounts()
+    query = select(ReviewTask)
+    if not full:
+        ids = [uuid.UUID(r) for r in touching]
+        query = query.where(or_(ReviewTask.record_id_l.in_(ids), ReviewTask.record_id_r.in_(ids)))
+    existing = {(str(t.record_id_l), str(t.record_id_r)): t for t in session.scalars(query)}
+    now = dt.datetime.now(dt.UTC)
+    seen: set[tuple[str, str]] = set()
+    new_rows: list[dict[str, Any]] = []
+
+    def upsert(key: tuple[str, str], values: dict[str, Any], reopen: bool) -> None:
+        seen.add(key)
+        task = existing.get(key)
+        if task is None:
+            new_rows.append(
+                {
+                    "id": uuid.uuid4(),
+                    "record_id_l": uuid.UUID(key[0]),
+                    "record_id_r": uuid.UUID(key[1]),
+                    "created_run_id": run_id,
+                    "last_run_id": run_id,
+                    "status": OPEN,
+                    **values,
+                }
+            )
+            counts.opened += 1
+            return
+        for name, value in values.items():
+            setattr(task, name, value)
+        task.last_run_id = run_id
+        task.updated_at = now
+        if task.status == CLOSED or (reopen and task.status != OPEN):
+            task.status = OPEN
+        counts.refreshed += 1
+
+    for pair, kind in review:
+        upsert(
+            (pair.left, pair.right),
+            {
+                "kind": kind,
+                "match_weight": round(pair.match_weight, 2),
+                "weights": pair.weights,
+                "explanation": explain(pair),
+            },
+            reopen=False,
+        )
+    for conflict in conflicts:
+        upsert(
+            pair_key(conflict.left, conflict.right),
+            {
+                "kind": MUST_LINK_CONFLICT,
+                "match_weight": 0.0,
+                "weights": {},
+                "explanation": _CONFLICT_TEXT.get(conflict.reason, conflict.reason),
+            },
+            reopen=True,
+        )
+        counts.conflicts_flagged += 1
+    if new_rows:
+        session.add_all(ReviewTask(**row) for row in new_rows)
+    if full:
+        for key, task in existing.items():
+            if key not in seen and task.status == OPEN:
+                task.status = CLOSED
+                task.updated_at = now
+                counts.closed += 1
+    session.flush()
+    return counts
+
+
+# -- reviewing -----------------------------------------------------------------------------
+
+
+def list_tasks(
+    session: Session, *, actor: str, status: str | None = OPEN, limit: int = 100
+) -> list[ReviewTask]:
+    """Tasks, strongest first (ids, scores, explanations: no personal data). Audited."""
+    query = select(ReviewTask).order_by(
+        ReviewTask.match_weight.desc(), ReviewTask.record_id_l, ReviewTask.record_id_r
+    )
+    if status is not None:
+        query = query.where(ReviewTask.status == status)
+    tasks = list(session.scalars(query.limit(limit)))
+    audit(
+        session,
+        AuditEvent(
+            actor=actor,
+            action="linkage.review.list",
+            subject_type="review_task",
+            details={"status": status or "all", "count": len(tasks)},
+        ),
+    )
+    return tasks
+
+
+def _task(session: Session, task_id: uuid.UUID, *, lock: bool = False) -> ReviewTask:
+    task = session.get(ReviewTask, task_id, with_for_update=lock)
+    if task is None:
+        raise ReviewError(f"no review task {task_id}")
+    return task
+
+
+def active_decision(session: Session, task: ReviewTask) -> LinkDecision | None:
+    return session.scalar(
+        select(LinkDecision)
+        .where(
+            LinkDecision.record_id_l == task.record_id_l,
+            LinkDecision.record_id_r == task.record_id_r,
+            LinkDecision.superseded_at.is_(None),
+        )
+        .order_by(LinkDecision.decided_at.desc())
+        .limit(1)
+    )
+
+
+def reason_text(session: Session, keys: KeyStore, decision: LinkDecision) -> str | None:
+    """Decrypt a decision's free-text reason (``None``: none given, or shredded)."""
+    if decision.reason_ciphertext is None:
+        return None
+    cipher = keys.ciphers(session, [decision.id]).get(decision.id)
+    if cipher is None:
+        return None
+    value = cipher.decrypt_group(
+        bytes(decision.reason_ciphertext), table=TABLE, group=GROUP, row_id=decision.id
+    )
+    return str(value["text"])
+
+
+def show_task(
+    session: Session, store: PersonStore, task_id: uuid.UUID, *, actor: str
+) -> dict[str, Any]:
+    """A task with both records decrypted side by side, for the reviewer. Audited (ids and
+    the groups shown, never values)."""
+    task = _task(session, task_id)
+    groups = (IDENTITY, IDENTIFIERS, CONTACT)
+    records = store.read(session, [task.record_id_l, task.record_id_r], groups)
+    decision = active_decision(session, task)
+    out: dict[str, Any] = {
+        **task_summary(task),
+        "records": [
+            {
+                "id": str(rid),
+                "feed": records[rid].feed if rid in records else None,
+                "person_id": str(records[rid].person_id)
+                if rid in records and records[rid].person_id
+                else None,
+                **(records[rid].groups if rid in records else {}),
+            }
+            for rid in (task.record_id_l, task.record_id_r)
+        ],
+        "decision": None,
+    }
+    if decision is not None:
+        out["decision"] = {
+            "decision": decision.decision,
+            "reason_code": decision.reason_code,
+            "reason": reason_text(session, store.keys, decision),
+            "actor": decision.actor,
+            "decided_at": decision.decided_at.isoformat() if decision.decided_at else None,
+        }
+    audit(
+        session,
+        AuditEvent(
+            actor=actor,
+            action="linkage.review.show",
+            subject_type="review_task",
+            subject_id=str(task.id),
+            details={
+                "records": [str(task.record_id_l), str(task.record_id_r)],
+                "groups": list(groups),
+                "decision_reason_shown": bool(out["decision"] and out["decision"]["reason"]),
+            },
+        ),
+    )
+    return out
+
+
+def task_summary(task: ReviewTask) -> dict[str, Any]:
+    return {
+        "id": str(task.id),
+        "record_id_l": str(task.record_id_l),
+        "record_id_r": str(task.record_id_r),
+        "kind": task.kind,
+        "match_weight": task.match_weight,
+        "explanation": task.explanation,
+        "status": task.status,
+        "created_run_id": str(task.created_run_id),
+        "last_run_id": str(task.last_run_id),
+    }
+
+
+def decide(
+    session: Session,
+    keys: KeyStore,
+    task_id: uuid.UUID,
+    *,
+    decision: str,
+    reason_code: str,
+    actor: str,
+    reason: str | None = None,
+) -> LinkDecision:
+    """Record a decision on a task's pair (a later decision on the same pair supersedes the
+    earlier one). Takes effect at the next run. Audited with codes and ids only."""
+    task = _task(session, task_id, lock=True)
+    made = record_decision(
+        session,
+        keys,
+        str(task.record_id_l),
+        str(task.record_id_r),
+        decision=decision,
+        reason_code=reason_code,
+        actor=actor,
+        reason=reason,
+        task=task,
+    )
+    task.status = DECIDED
+    task.updated_at = dt.datetime.now(dt.UTC)
+    return made
+
+
+def record_decision(
+    session: Session,
+    keys: KeyStore,
+    left: str,
+    right: str,
+    *,
+    decision: str,
+    reason_code: str,
+    actor: str,
+    reason: str | None = None,
+    task: ReviewTask | None = None,
+) -> LinkDecision:
+    """A decision on any pair of records (the task is optional)."""
+    if decision not in DECISIONS:
+        raise ReviewError(f"decision must be one of {', '.join(DECISIONS)}")
+    if reason_code not in REASON_CODES[decision]:
+        raise ReviewError(
+            f"reason code for {decision!r} must be one of {', '.join(REASON_CODES[decision])}"
+        )
+    if left == right:
+        raise ReviewError("a decision needs two different records")
+    left, right = pair_key(left, right)
+    ids = (uuid.UUID(left), uuid.UUID(right))
+    now = dt.datetime.now(dt.UTC)
+    superseded = session.execute(
+        update(LinkDecision)
+        .where(
+            LinkDecision.record_id_l == ids[0],
+            LinkDecision.record_id_r == ids[1],
+            LinkDecision.superseded_at.is_(None),
+        )
+        .values(superseded_at=now)
+    )
+    decision_id = uuid.uuid4()
+    ciphertext = None
+    if reason and reason.strip():
+        issued = keys.issue(decision_id)
+        keys.save(session, [issued.row])
+        ciphertext = issued.cipher.encrypt_group(
+            {"text": reason.strip()}, table=TABLE, group=GROUP, row_id=decision_id
+        )
+    made = LinkDecision(
+        id=decision_id,
+        task_id=task.id if task is not None else None,
+        record_id_l=ids[0],
+        record_id_r=ids[1],
+        decision=decision,
+        reason_code=reason_code,
+        reason_ciphertext=ciphertext,
+        actor=actor,
+        decided_at=now,
+    )
+    session.add(made)
+    session.flush()
+    audit(
+        session,
+        AuditEvent(
+            actor=actor,
+            action="linkage.review.decide",
+            subject_type="review_task" if task is not None else "record_pair",
+            subject_id=str(task.id) if task is not None else None,
+            details={
+                "decision_id": str(decision_id),
+                "decision": decision,
+                "reason_code": reason_code,
+                "records": [left, right],
+                "reason_text": ciphertext is not None,
+                "supersedes": int(getattr(superseded, "rowcount", 0) or 0),
+            },
+        ),
+    )
+    return made
+
+
+def kinds(review: Iterable[ScoredPair], status: Mapping[tuple[str, str], str]) -> list[Any]:
+    """Review pairs with their kind (the clustering status of the pair)."""
+    return [(p, status.get((p.left, p.right), "review")) for p in review]
