@@ -5,7 +5,8 @@
 Generates a synthetic population large enough for ``--records`` agency records, then times, in
 one run and on the same files: parsing alone; parsing + standardisation; + encryption and
 blind indexing (no database); and the full ingest into a fresh embedded PostgreSQL (or
-MASH_DATABASE_URL). Shares are differences between those passes. Not part of the test run.
+MASH_DATABASE_URL) with the worker pool. The single-process passes give the cost of each phase per
+record; the end-to-end figure is the product path. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from mash_hub.db import migrate
 from mash_hub.db.embedded import EmbeddedPostgres
 from mash_hub.db.engine import Database, normalise_url
 from mash_hub.feeds.definition import feed_folders, load_feeds
-from mash_hub.feeds.ingest import ingest_file, to_new_record
+from mash_hub.feeds.ingest import PreparePool, ingest_file, to_new_record
 from mash_hub.feeds.mapping import map_record
 from mash_hub.feeds.reader import read_records
 from mash_hub.persons.store import PersonStore
@@ -37,14 +38,21 @@ RECORDS_PER_PERSON = 0.87  # measured on the synthetic population with default r
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process and, separately, of its largest worker."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_children_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    workers = args.workers
     feeds = load_feeds(feed_folders())
 
     with tempfile.TemporaryDirectory(prefix="mash-bench-ingest-") as tmp:
@@ -88,30 +96,39 @@ def main() -> None:
             migrate.upgrade(engine)
             db = Database(engine)
             begin = time.perf_counter()
-            reports = [
-                ingest_file(db, store, feeds[feed], root / "synth" / name, actor="bench")
-                for feed, name in FILES.items()
-            ]
+            reports = []
+            for feed, name in FILES.items():
+                with PreparePool(store, feeds[feed], workers) as pool:
+                    reports.append(
+                        ingest_file(
+                            db, store, feeds[feed], root / "synth" / name, actor="bench", pool=pool
+                        )
+                    )
             ingest_s = time.perf_counter() - begin
             engine.dispose()
         finally:
             if embedded is not None:
                 embedded.release()
 
+    per_record = 1e6 / total
     result = {
         "records": total,
+        "workers": workers,
         "people": people,
         "generate_seconds": round(generate_s, 1),
         "ingest_seconds": round(ingest_s, 1),
         "records_per_second": round(total / ingest_s),
-        "share_parse": round(parse_s / ingest_s, 3),
-        "share_standardise": round((map_s - parse_s) / ingest_s, 3),
-        "share_encrypt_and_index": round((crypto_s - map_s) / ingest_s, 3),
-        "share_database_and_rest": round((ingest_s - crypto_s) / ingest_s, 3),
+        "single_process_us_per_record": {
+            "parse": round(parse_s * per_record, 1),
+            "standardise": round((map_s - parse_s) * per_record, 1),
+            "encrypt_and_index": round((crypto_s - map_s) * per_record, 1),
+        },
+        "end_to_end_us_per_record": round(ingest_s * per_record, 1),
         "quarantined": sum(r.quarantined for r in reports),
         "accepted": sum(r.accepted for r in reports),
         "updated": sum(r.updated for r in reports),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_worker_rss_mb": round(peak_children_rss_mb(), 1),
     }
     if args.json:
         print(json.dumps(result, indent=2))

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         le=64,
         description="Processes that standardise and encrypt during ingestion: 0 = one per CPU.",
     )
+    linkage_model: Path | None = Field(
+        default=None,
+        description="The trained linkage model JSON; default: one trained in the data dir, "
+        "else the model shipped in linkage/.",
+    )
     keyring_path: Path | None = Field(
         default=None, description="The keyring file; default <data_dir>/keyring.json."
     )

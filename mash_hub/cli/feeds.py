@@ -37,7 +37,7 @@ from mash_hub.feeds.ingest import BatchReport, PreparePool, apply_records, inges
 from mash_hub.feeds.mapping import map_record
 from mash_hub.feeds.quarantine import QuarantineError, get_open, list_rows, raw_values, resolve
 from mash_hub.feeds.reader import MalformedFileError, RawRecord
-from mash_hub.matching.model import DEFAULT_MODEL_PATH
+from mash_hub.matching.model import model_path
 from mash_hub.persons.store import PersonStore
 
 feeds_app = typer.Typer(help="List, show and validate feed definitions.", no_args_is_help=True)
@@ -145,8 +145,8 @@ def ingest(  # noqa: PLR0917 - one parameter per CLI option
         ),
     ] = None,
     link_model: Annotated[
-        Path, typer.Option("--link-model", help="Trained linkage model JSON.")
-    ] = DEFAULT_MODEL_PATH,
+        Path | None, typer.Option("--link-model", help="Trained linkage model JSON.")
+    ] = None,
 ) -> None:
     """Ingest agency extracts: standardise, encrypt, index; quarantine what fails validation.
 
@@ -182,7 +182,8 @@ def ingest(  # noqa: PLR0917 - one parameter per CLI option
             if not as_json:
                 _print_report(report)
         batches = [r.batch_id for r in reports if r.status == "ingested" and r.batch_id]
-        linkage = link_after_ingest(db, store, batches, requested=link, model=link_model)
+        model = model_path(settings().data_dir, link_model or settings().linkage_model)
+        linkage = link_after_ingest(db, store, batches, requested=link, model=model)
     if linkage and linkage.get("linked") and not as_json:
         for item in linkage["batches"]:
             console.print(

@@ -10,10 +10,24 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from mash_hub.cli._common import ExitCode, actor, console, emit_json, fail, open_hub, stdout
+from mash_hub.cli._common import (
+    ExitCode,
+    actor,
+    console,
+    emit_json,
+    fail,
+    open_hub,
+    settings,
+    stdout,
+)
 from mash_hub.matching import review as reviewing
 from mash_hub.matching.incremental import batch_records, has_index, link_records
-from mash_hub.matching.model import DEFAULT_MODEL_PATH, LinkageModel, ModelMismatchError
+from mash_hub.matching.model import (
+    LinkageModel,
+    ModelMismatchError,
+    model_path,
+    trained_model_path,
+)
 from mash_hub.matching.service import evaluate_current, run_linkage, train_model
 from mash_hub.persons.store import PersonStore
 
@@ -24,13 +38,24 @@ review_app = typer.Typer(
 )
 app.add_typer(review_app, name="review")
 
-MODEL_OPTION = typer.Option(DEFAULT_MODEL_PATH, "--model", help="Trained model JSON.")
+MODEL_OPTION = typer.Option(
+    None,
+    "--model",
+    help="Trained model JSON (default: MASH_LINKAGE_MODEL, else <data dir>/linkage-model.json "
+    "when trained here, else the model shipped in linkage/).",
+)
 TRUTH_OPTION = typer.Option(
     ..., "--truth", exists=True, dir_okay=False, help="truth.csv: feed,source_record_id,person_key"
 )
 
 
-def _load(path: Path) -> LinkageModel:
+def _model(configured: Path | None) -> Path:
+    cfg = settings()
+    return model_path(cfg.data_dir, configured or cfg.linkage_model)
+
+
+def _load(configured: Path | None) -> LinkageModel:
+    path = _model(configured)
     if not path.is_file():
         fail(f"no linkage model at {path}: run `mash-hub link train` first", ExitCode.BAD_INPUT)
     try:
@@ -41,11 +66,17 @@ def _load(path: Path) -> LinkageModel:
 
 @app.command()
 def train(
-    model: Path = MODEL_OPTION,
+    model: Path | None = MODEL_OPTION,
     seed: int = typer.Option(2026, help="Seed for u sampling: same data + seed, same model."),
     json_output: bool = typer.Option(False, "--json", help="Print the model as JSON."),
 ) -> None:
-    """Train m/u parameters on the current records (decrypted in memory) and save them."""
+    """Train m/u parameters on the current records (decrypted in memory) and save them.
+
+    Saved to --model, else MASH_LINKAGE_MODEL, else <data dir>/linkage-model.json: the model
+    shipped in linkage/ is only replaced by a reviewed commit.
+    """
+    cfg = settings()
+    model = trained_model_path(cfg.data_dir, model or cfg.linkage_model)
     version = LinkageModel.load(model).version + 1 if model.is_file() else 1
     with open_hub() as (db, provider):
         trained = train_model(db, PersonStore.from_provider(provider), seed=seed, version=version)
@@ -58,7 +89,7 @@ def train(
 
 @app.command()
 def run(
-    model: Path = MODEL_OPTION,
+    model: Path | None = MODEL_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ) -> None:
     """Link every current record and assign persons (ids kept stable across runs)."""
@@ -102,7 +133,7 @@ def _print(document: dict[str, Any]) -> None:
 @app.command("new")
 def link_new(
     batch: str = typer.Option(..., "--batch", help="Feed batch id (from `mash-hub ingest`)."),
-    model: Path = MODEL_OPTION,
+    model: Path | None = MODEL_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Link a batch's new records into the existing persons (no full relink)."""

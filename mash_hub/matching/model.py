@@ -20,7 +20,31 @@ from mash_hub.matching import comparisons as comp
 from mash_hub.matching.duck import connect, feature_table
 
 FORMAT = "mash-hub-linkage-model"
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "linkage" / "model.json"
+
+
+def shipped_model_path() -> Path:
+    """The reviewed model in the repository's ``linkage/`` (or its copy bundled in the wheel)."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package.parent / "linkage", package / "_bundled" / "linkage"):
+        if (candidate / "model.json").is_file():
+            return candidate / "model.json"
+    return package.parent / "linkage" / "model.json"
+
+
+def model_path(data_dir: Path, configured: Path | None = None) -> Path:
+    """The model to use: the configured one, else one trained here, else the shipped one.
+
+    Training writes to ``<data dir>/linkage-model.json`` (see :func:`trained_model_path`), so
+    the reviewed model shipped with the hub is never overwritten by a local training run.
+    """
+    if configured is not None:
+        return configured
+    local = trained_model_path(data_dir)
+    return local if local.is_file() else shipped_model_path()
+
+
+def trained_model_path(data_dir: Path, configured: Path | None = None) -> Path:
+    return configured if configured is not None else data_dir / "linkage-model.json"
 
 
 M_FLOOR = 1e-3

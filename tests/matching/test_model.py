@@ -163,3 +163,15 @@ def test_stable_ids_follow_the_largest_overlap() -> None:
     # Person A split in two: the larger part keeps A; B gained a new record.
     kept = stable_person_ids([["1", "2"], ["3"], ["4", "5"]], previous)
     assert kept == [old_a, None, old_b]
+
+
+def test_training_never_overwrites_the_shipped_model(tmp_path: Path) -> None:
+    from mash_hub.matching.model import model_path, shipped_model_path, trained_model_path  # noqa: PLC0415
+
+    shipped = shipped_model_path()
+    assert shipped.is_file() and shipped.parent.name == "linkage"
+    assert trained_model_path(tmp_path) == tmp_path / "linkage-model.json" != shipped
+    assert model_path(tmp_path) == shipped  # nothing trained here yet
+    (tmp_path / "linkage-model.json").write_text("{}")
+    assert model_path(tmp_path) == tmp_path / "linkage-model.json"
+    assert model_path(tmp_path, tmp_path / "other.json") == tmp_path / "other.json"
