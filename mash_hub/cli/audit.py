@@ -24,6 +24,7 @@ from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
 from mash_hub.audit.checkpointer import AuditTamperedError, create_checkpoint
 from mash_hub.audit.models import AuditEntry
+from mash_hub.audit.reports import StaffTerms, UnusualAccessReport, staff_terms, unusual_access
 from mash_hub.audit.verify import verify as verify_log
 from mash_hub.cli._common import (
     ExitCode,
@@ -32,10 +33,12 @@ from mash_hub.cli._common import (
     emit_json,
     fail,
     open_db,
+    open_hub,
     progress_bar,
     settings,
     stdout,
 )
+from mash_hub.crypto.blind_index import BlindIndexer
 from mash_hub.crypto.errors import KeyConfigError
 from mash_hub.crypto.signing import AuditVerifyKey, load_signing_key
 from mash_hub.db import migrate
@@ -357,3 +360,165 @@ def export(
         emit_json({"file": str(out), "format": fmt, "rows": count})
     else:
         console.print(f"Exported {count:,} audit entries to {out}.")
+
+
+def _staff_directory(path: Path, indexer: BlindIndexer) -> dict[str, StaffTerms]:
+    """actor -> blind-index terms of a CSV (actor,family_name,postcode); kept in memory only."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not {"actor", "family_name", "postcode"} <= set(reader.fieldnames or ()):
+                fail(f"{path} needs the columns actor,family_name,postcode", ExitCode.BAD_INPUT)
+            staff: dict[str, StaffTerms] = {}
+            for line, row in enumerate(reader, start=2):
+                who = (row.get("actor") or "").strip()
+                if not who:
+                    fail(f"{path}:{line}: no actor", ExitCode.BAD_INPUT)
+                staff[who] = staff_terms(
+                    indexer,
+                    family_name=(row.get("family_name") or "").strip() or None,
+                    postcode=(row.get("postcode") or "").strip() or None,
+                )
+            return staff
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        fail(f"cannot read {path}: {exc}", ExitCode.BAD_INPUT)
+
+
+def _print_report(report: UnusualAccessReport) -> None:
+    def seqs(values: list[int]) -> str:
+        shown = ", ".join(str(v) for v in values[:8])
+        return shown + (f", … ({len(values)})" if len(values) > 8 else "")
+
+    tables: list[tuple[str, list[str], list[list[str]]]] = [
+        (
+            "Volume outliers",
+            ["actor", "day", "views", "peer limit", "own limit", "why", "seqs"],
+            [
+                [
+                    f.actor,
+                    f.day.isoformat(),
+                    str(f.views),
+                    f"{f.peer_limit:g}",
+                    "-" if f.own_limit is None else f"{f.own_limit:g}",
+                    "+".join(f.reasons),
+                    seqs(f.seqs),
+                ]
+                for f in report.volume_outliers
+            ],
+        ),
+        (
+            "Out-of-hours views",
+            ["seq", "actor", "person", f"local time ({report.timezone})", "why"],
+            [
+                [
+                    str(f.seq),
+                    f.actor,
+                    f.person_id or "",
+                    f.local_time.isoformat(" ", "minutes"),
+                    f.why,
+                ]
+                for f in report.out_of_hours
+            ],
+        ),
+        (
+            "Break-glass views",
+            ["seq", "actor", "person", "time (UTC)", "review"],
+            [
+                [
+                    str(f.seq),
+                    f.actor,
+                    f.person_id or "",
+                    f.occurred_at.astimezone(dt.UTC).isoformat(" ", "minutes")[:16],
+                    f.review_state + (f" ({f.review_outcome})" if f.review_outcome else ""),
+                ]
+                for f in report.break_glass
+            ],
+        ),
+        (
+            "Views with no related referral",
+            ["actor", "reason code", "views", "seqs"],
+            [[f.actor, f.code or "", str(f.views), seqs(f.seqs)] for f in report.unreferred],
+        ),
+        (
+            "Repeated denials",
+            ["actor", "day", "denials", "reasons", "seqs"],
+            [
+                [
+                    f.actor,
+                    f.day.isoformat(),
+                    str(f.denials),
+                    ", ".join(f"{k} {v}" for k, v in sorted(f.reasons.items())),
+                    seqs(f.seqs),
+                ]
+                for f in report.denials
+            ],
+        ),
+    ]
+    if report.staff_related is not None:
+        tables.append(
+            (
+                "Staff viewing people who share their family name or postcode",
+                ["seq", "actor", "person", "matched"],
+                [
+                    [str(f.seq), f.actor, f.person_id, ", ".join(f.matched)]
+                    for f in report.staff_related
+                ],
+            )
+        )
+    rules = report.rules()
+    keys = [*rules][: len(tables)]
+    for (title, columns, rows), key in zip(tables, keys, strict=True):
+        table = Table(title=f"{title} ({len(rows)})", caption=rules[key])
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        stdout.print(table)
+
+
+@app.command()
+def unusual(
+    *,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    staff_directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--staff-directory",
+            help="CSV actor,family_name,postcode: also report staff viewing people who share "
+            "their family name or postcode (needs the keys; the file is read, never stored).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Report unusual access: volume outliers, out-of-hours and break-glass views, views
+    with no referral, repeated denials (and, with a staff directory, related persons).
+
+    The window defaults to the 30 days before now. Times are Europe/London; bank holidays
+    are not modelled. The report is audited as ``audit.report`` (finding counts only).
+    """
+    end = _parse_time(until, "--until") or dt.datetime.now(dt.UTC)
+    start = _parse_time(since, "--since") or end - dt.timedelta(days=30)
+    if start >= end:
+        fail("--since must be before --until", ExitCode.BAD_INPUT)
+    with contextlib.ExitStack() as stack:
+        staff: dict[str, StaffTerms] | None = None
+        if staff_directory is not None:
+            db, provider = stack.enter_context(open_hub())
+            staff = _staff_directory(staff_directory, BlindIndexer.from_provider(provider))
+        else:
+            db = stack.enter_context(_open())
+        with db.transaction() as session:
+            report = unusual_access(session, actor=actor(), since=start, until=end, staff=staff)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    _print_report(report)
+    counts = report.counts()
+    console.print(
+        "Unusual access "
+        f"{start.isoformat(timespec='minutes')} – {end.isoformat(timespec='minutes')}: "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v is not None)
+        + f" (audit entry {report.audit_seq}).",
+        highlight=False,
+    )
