@@ -10,6 +10,7 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from mash_hub.cli._common import ExitCode, actor, console, emit_json, fail, open_hub
+from mash_hub.db.engine import Database
 from mash_hub.persons.store import PersonStore, UnknownPersonError
 
 
@@ -56,10 +57,7 @@ def erase(
         # Dead row versions of the destroyed keys stay in the table files until vacuumed.
         # The erasure has committed by now, so a failure here is a warning, not an error.
         try:
-            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                connection.exec_driver_sql(
-                    "VACUUM data_keys, blind_index, record_field_groups, source_records, persons"
-                )
+            _vacuum_person_store(db)
         except SQLAlchemyError as exc:
             console.print(
                 f"[yellow]warning:[/] erased, but VACUUM failed ({exc.__class__.__name__}); "
@@ -73,3 +71,19 @@ def erase(
             f"{report.data_keys_destroyed} data key(s) destroyed, "
             f"{report.index_entries_removed} index entries removed."
         )
+
+
+def _vacuum_person_store(db: Database) -> None:
+    """VACUUM as the table owner: before PostgreSQL 17 the application role may not.
+
+    The connection leaves the application role for this, so it is discarded afterwards
+    rather than returned to the pool.
+    """
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        try:
+            connection.exec_driver_sql("RESET ROLE")
+            connection.exec_driver_sql(
+                "VACUUM data_keys, blind_index, record_field_groups, source_records, persons"
+            )
+        finally:
+            connection.invalidate()

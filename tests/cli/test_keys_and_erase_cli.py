@@ -19,8 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, select
+from sqlalchemy.engine import make_url
 
 from mash_hub.audit.models import AuditEntry
 from mash_hub.crypto.keys import LocalKeyringProvider
@@ -337,6 +339,13 @@ def test_erase_crypto_shreds_a_person(hub_env: dict[str, str]) -> None:
     assert report["records"] == 2
     assert report["data_keys_destroyed"] == 2
     assert report["index_entries_removed"] > 0
+    # The destroyed keys' dead row versions were vacuumed away (as the owner, not the app role).
+    libpq = make_url(hub_env["MASH_DATABASE_URL"]).set(drivername="postgresql")
+    with psycopg.connect(libpq.render_as_string(hide_password=False)) as conn:
+        vacuumed = conn.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL"
+        ).fetchall()
+    assert {"data_keys", "blind_index", "record_field_groups"} <= {row[0] for row in vacuumed}
 
     store = fresh_store(hub_env)
     with hub_database(hub_env) as db, db.transaction() as session:
