@@ -88,6 +88,44 @@ class Settings(BaseSettings):
         default=None, description="A secret file holding MASH_AUDIT_SIGNING_KEY's value."
     )
 
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="Largest request body the API accepts (413 above)."
+    )
+    rate_limit_per_minute: int = Field(
+        default=600,
+        ge=1,
+        description="API requests per minute per authenticated principal (burst the same).",
+    )
+    auth_failures_per_minute: int = Field(
+        default=10,
+        ge=1,
+        description="Failed authentications per minute per client IP before answering 429.",
+    )
+    token_signing_key_path: Path | None = Field(
+        default=None,
+        description="Secret signing hub-issued staff tokens; default <data_dir>/token-signing.key",
+    )
+    token_signing_key: SecretStr | None = Field(
+        default=None, description="The token signing secret (base64, 32 bytes)."
+    )
+    token_signing_key_file: Path | None = Field(
+        default=None, description="A secret file holding MASH_TOKEN_SIGNING_KEY's value."
+    )
+    token_issuer: str = Field(default="mash-hub", description="`iss` of hub-issued tokens.")
+    token_audience: str = Field(default="mash-hub-api", description="`aud` of hub-issued tokens.")
+    oidc_issuer: str | None = Field(
+        default=None, description="Issuer of staff OIDC access tokens; unset disables OIDC."
+    )
+    oidc_audience: str | None = Field(default=None, description="Required `aud` of OIDC tokens.")
+    oidc_jwks_url: str | None = Field(default=None, description="The OIDC provider's JWKS URL.")
+    oidc_jwks_file: Path | None = Field(
+        default=None, description="A local JWKS file instead of the URL (air-gapped use)."
+    )
+    oidc_role_claim: str = Field(default="mash_role", description="OIDC claim holding the role.")
+    oidc_agency_claim: str = Field(
+        default="mash_agency", description="OIDC claim holding the agency."
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -114,6 +152,11 @@ class Settings(BaseSettings):
     @property
     def resolved_audit_signing_key_path(self) -> Path:
         path = self.audit_signing_key_path or self.data_dir / "audit-signing.key"
+        return path.expanduser().absolute()
+
+    @property
+    def resolved_token_signing_key_path(self) -> Path:
+        path = self.token_signing_key_path or self.data_dir / "token-signing.key"
         return path.expanduser().absolute()
 
     @property

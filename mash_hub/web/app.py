@@ -13,19 +13,34 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from mash_hub import __version__
+from mash_hub.crypto.tokens import TokenKey
 from mash_hub.db import migrate
 from mash_hub.db.engine import Database
+from mash_hub.settings import Settings, get_settings
+from mash_hub.web import api
+from mash_hub.web.auth import Authenticator
+from mash_hub.web.errors import PROBLEM_JSON, install_error_handlers
+from mash_hub.web.middleware import ApiMiddleware
+from mash_hub.web.ratelimit import RateLimiter
 
-PROBLEM_JSON = "application/problem+json"
 
-
-def create_app(database: Database) -> FastAPI:
+def create_app(
+    database: Database, *, settings: Settings | None = None, token_key: TokenKey | None = None
+) -> FastAPI:
+    """The app; ``settings`` default to the process's, ``token_key`` is loaded when needed."""
+    cfg = settings or get_settings()
     app = FastAPI(
         title="MASH Hub",
         version=__version__,
         summary="Shared, encrypted, audited person index for a Multi-Agency Safeguarding Hub.",
     )
     app.state.database = database
+    app.state.authenticator = Authenticator(cfg, token_key)
+    app.state.rate_limiter = RateLimiter(cfg.rate_limit_per_minute)
+    app.state.failure_limiter = RateLimiter(cfg.auth_failures_per_minute)
+    install_error_handlers(app)
+    app.add_middleware(ApiMiddleware, max_body_bytes=cfg.max_body_bytes)
+    app.include_router(api.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,253 @@
+"""``mash-hub users``, ``mash-hub clients`` and ``mash-hub token``: who may call the API.
+
+None of these commands need the encryption keys, so they open the database without them
+(migrating the embedded one, as every command does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mash_hub.audit import AuditEvent
+from mash_hub.audit import record as audit
+from mash_hub.cli._common import (
+    ExitCode,
+    actor,
+    console,
+    emit_json,
+    fail,
+    open_db,
+    settings,
+)
+from mash_hub.crypto.tokens import load_token_key
+from mash_hub.db import migrate
+from mash_hub.db.engine import Database
+from mash_hub.users.service import (
+    MAX_TOKEN_MINUTES,
+    UserError,
+    add_client,
+    add_user,
+    disable_user,
+    find_user,
+    issue_token,
+    list_clients,
+    list_users,
+    revoke_client,
+)
+
+users_app = typer.Typer(
+    help="Staff users who sign in with hub-issued tokens.", no_args_is_help=True
+)
+clients_app = typer.Typer(help="Partner agencies' API clients (API keys).", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON document for scripts.")]
+
+
+@contextlib.contextmanager
+def _open() -> Iterator[Database]:
+    with open_db() as db:
+        db.ping()
+        if settings().uses_embedded_database:
+            migrate.upgrade(db.engine)
+        yield db
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="Login name (letters, digits, . _ @ -).")],
+    role: Annotated[str, typer.Option("--role", help="One of the policy's staff roles.")],
+    agency: Annotated[str, typer.Option("--agency", help="The agency the user works for.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Add a member of staff with one role in one agency (audited as users.add)."""
+    with _open() as db, db.transaction() as session:
+        try:
+            user = add_user(session, name, role, agency)
+        except UserError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        audit(
+            session,
+            AuditEvent(
+                actor(), "users.add", "user", str(user.id), {"role": role, "agency": agency}
+            ),
+        )
+    if as_json:
+        emit_json({"id": str(user.id), "name": name, "role": role, "agency": agency})
+    else:
+        console.print(f"Added user {name} ({role}, {agency}) with id {user.id}.", highlight=False)
+
+
+@users_app.command("list")
+def users_list(as_json: JsonOption = False) -> None:
+    """Every user, with role, agency and whether disabled."""
+    with _open() as db, db.transaction() as session:
+        rows = [
+            {
+                "id": str(u.id),
+                "name": u.name,
+                "role": u.role,
+                "agency": u.agency,
+                "disabled": u.disabled,
+                "created_at": u.created_at.isoformat(),
+            }
+            for u in list_users(session)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="Users")
+    for column in ("name", "role", "agency", "disabled", "id"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row["name"]),
+            str(row["role"]),
+            str(row["agency"]),
+            "yes" if row["disabled"] else "",
+            str(row["id"]),
+        )
+    console.print(table)
+
+
+@users_app.command("disable")
+def users_disable(
+    name: Annotated[str, typer.Argument(help="The user to disable.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Disable a user: their tokens stop working at their next request (audited)."""
+    with _open() as db, db.transaction() as session:
+        try:
+            user = disable_user(session, name)
+        except UserError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        audit(session, AuditEvent(actor(), "users.disable", "user", str(user.id)))
+    if as_json:
+        emit_json({"id": str(user.id), "name": name, "disabled": True})
+    else:
+        console.print(f"Disabled user {name}.", highlight=False)
+
+
+def token(
+    name: Annotated[str, typer.Argument(help="The user the token is for.")],
+    minutes: Annotated[
+        int, typer.Option(min=1, max=MAX_TOKEN_MINUTES, help="How long the token lasts.")
+    ] = 15,
+    as_json: JsonOption = False,
+) -> None:
+    """Print a short-lived signed API token for a user (audited as auth.token_issued).
+
+    The token alone goes to stdout, so `$(mash-hub token NAME)` can be used in scripts.
+    """
+    cfg = settings()
+    key = load_token_key(cfg, create=True)
+    with _open() as db, db.transaction() as session:
+        try:
+            user = find_user(session, name)
+            issued = issue_token(
+                user,
+                key,
+                issuer=cfg.token_issuer,
+                audience=cfg.token_audience,
+                minutes=minutes,
+            )
+        except UserError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        audit(
+            session,
+            AuditEvent(
+                actor(),
+                "auth.token_issued",
+                "user",
+                str(user.id),
+                {
+                    "jti": issued.jti,
+                    "minutes": minutes,
+                    "expires_at": issued.expires_at.isoformat(),
+                },
+            ),
+        )
+    if as_json:
+        emit_json({"token": issued.token, "expires_at": issued.expires_at.isoformat()})
+    else:
+        typer.echo(issued.token)
+        console.print(f"Expires {issued.expires_at.isoformat()}.", highlight=False)
+
+
+@clients_app.command("add")
+def clients_add(
+    agency: Annotated[str, typer.Option("--agency", help="The partner agency.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Create an API client for a partner agency and print its key ONCE (audited)."""
+    with _open() as db, db.transaction() as session:
+        try:
+            client, key = add_client(session, agency)
+        except UserError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        audit(
+            session,
+            AuditEvent(actor(), "clients.add", "client", str(client.id), {"agency": agency}),
+        )
+    if as_json:
+        emit_json({"id": str(client.id), "agency": agency, "api_key": key})
+    else:
+        typer.echo(key)
+        console.print(
+            f"Created client {client.id} for {agency}. The key above is shown only now; "
+            "store it in the partner's secret store.",
+            highlight=False,
+        )
+
+
+@clients_app.command("list")
+def clients_list(as_json: JsonOption = False) -> None:
+    """Every API client: agency, created, last used, revoked (never the key)."""
+    with _open() as db, db.transaction() as session:
+        rows = [
+            {
+                "id": str(c.id),
+                "agency": c.agency,
+                "created_at": c.created_at.isoformat(),
+                "last_used_at": c.last_used_at.isoformat() if c.last_used_at else None,
+                "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+            }
+            for c in list_clients(session)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="API clients")
+    for column in ("id", "agency", "created", "last used", "revoked"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            *(
+                str(row[k] or "")
+                for k in ("id", "agency", "created_at", "last_used_at", "revoked_at")
+            )
+        )
+    console.print(table)
+
+
+@clients_app.command("revoke")
+def clients_revoke(
+    client_id: Annotated[str, typer.Argument(metavar="ID", help="The client to revoke.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke a client's key: refused from its next request (audited)."""
+    with _open() as db, db.transaction() as session:
+        try:
+            client = revoke_client(session, client_id)
+        except UserError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        audit(session, AuditEvent(actor(), "clients.revoke", "client", str(client.id)))
+    assert client.revoked_at is not None
+    if as_json:
+        emit_json({"id": str(client.id), "revoked_at": client.revoked_at.isoformat()})
+    else:
+        console.print(f"Revoked client {client.id}.", highlight=False)

@@ -1,0 +1,149 @@
+"""Managing staff users and partner API clients, and issuing hub tokens.
+
+Audit entries are written by the callers (the CLI today, an admin API later) in the same
+transaction, with ids and codes only: a user's name is not put in the audit log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mash_hub.authz.vocabulary import AGENCIES, ROLES
+from mash_hub.crypto.tokens import TokenKey, api_key_hash, new_api_key_secret
+from mash_hub.users.models import ApiClient, User
+
+PARTNER_ROLE = "partner_agency"
+STAFF_ROLES: tuple[str, ...] = tuple(role for role in ROLES if role != PARTNER_ROLE)
+API_KEY_PREFIX = "mash_pk_"
+MAX_TOKEN_MINUTES = 480  # one working shift
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+_API_KEY_RE = re.compile(r"^mash_pk_([0-9a-f]{32})_([A-Za-z0-9_-]{20,200})$")
+
+
+class UserError(ValueError):
+    """A request the service refuses (unknown role, duplicate name, ...); safe to show."""
+
+
+def check_staff_role(role: str, agency: str) -> None:
+    """Refuse a role or agency outside the vocabulary, and the partner role for staff."""
+    if role not in STAFF_ROLES:
+        raise UserError(f"unknown staff role {role!r}; one of: {', '.join(STAFF_ROLES)}")
+    check_agency(agency)
+
+
+def check_agency(agency: str) -> None:
+    if agency not in AGENCIES:
+        raise UserError(f"unknown agency {agency!r}; one of: {', '.join(AGENCIES)}")
+
+
+def add_user(session: Session, name: str, role: str, agency: str) -> User:
+    if not _NAME_RE.fullmatch(name):
+        raise UserError(
+            "a user name is 1-100 characters: letters, digits and . _ @ - "
+            "(starting with a letter or digit)"
+        )
+    check_staff_role(role, agency)
+    if session.scalar(select(User.id).where(User.name == name)) is not None:
+        raise UserError(f"a user named {name!r} already exists")
+    user = User(id=uuid.uuid4(), name=name, role=role, agency=agency, disabled=False)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def find_user(session: Session, name: str) -> User:
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise UserError(f"no user named {name!r}")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.name)))
+
+
+def disable_user(session: Session, name: str) -> User:
+    user = find_user(session, name)
+    user.disabled = True
+    session.flush()
+    return user
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    jti: str
+    expires_at: dt.datetime
+
+
+def issue_token(
+    user: User,
+    key: TokenKey,
+    *,
+    issuer: str,
+    audience: str,
+    minutes: int,
+    now: dt.datetime | None = None,
+) -> IssuedToken:
+    """A signed, short-lived token for an enabled user."""
+    if user.disabled:
+        raise UserError(f"user {user.name!r} is disabled")
+    if not 1 <= minutes <= MAX_TOKEN_MINUTES:
+        raise UserError(f"a token lasts 1 to {MAX_TOKEN_MINUTES} minutes")
+    issued = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    expires = issued + dt.timedelta(minutes=minutes)
+    jti = uuid.uuid4().hex
+    claims: dict[str, Any] = {
+        "sub": str(user.id),
+        "role": user.role,
+        "agency": user.agency,
+        "iat": int(issued.timestamp()),
+        "exp": int(expires.timestamp()),
+        "iss": issuer,
+        "aud": audience,
+        "jti": jti,
+    }
+    return IssuedToken(key.sign(claims), jti, expires)
+
+
+def add_client(session: Session, agency: str) -> tuple[ApiClient, str]:
+    """A new partner client and its API key (shown once; only its hash is stored)."""
+    check_agency(agency)
+    secret = new_api_key_secret()
+    client = ApiClient(id=uuid.uuid4(), agency=agency, key_hash=api_key_hash(secret))
+    session.add(client)
+    session.flush()
+    return client, f"{API_KEY_PREFIX}{client.id.hex}_{secret}"
+
+
+def list_clients(session: Session) -> list[ApiClient]:
+    return list(session.scalars(select(ApiClient).order_by(ApiClient.created_at)))
+
+
+def revoke_client(session: Session, client_id: str) -> ApiClient:
+    try:
+        key = uuid.UUID(client_id)
+    except ValueError:
+        raise UserError(f"{client_id!r} is not a client id") from None
+    client = session.get(ApiClient, key)
+    if client is None:
+        raise UserError(f"no client {client_id}")
+    if client.revoked_at is None:
+        client.revoked_at = dt.datetime.now(dt.UTC)
+        session.flush()
+    return client
+
+
+def parse_api_key(text: str) -> tuple[uuid.UUID, str] | None:
+    """``(client id, secret)`` of a well-formed partner key, else None."""
+    match = _API_KEY_RE.fullmatch(text)
+    if match is None:
+        return None
+    return uuid.UUID(match.group(1)), match.group(2)

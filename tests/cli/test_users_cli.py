@@ -1,0 +1,116 @@
+"""``mash-hub users``, ``clients`` and ``token`` as an operator runs them, then used over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, select
+
+from mash_hub.audit.models import AuditEntry
+from mash_hub.db import migrate
+from mash_hub.db.engine import Database
+from mash_hub.settings import Settings
+from mash_hub.web.app import create_app
+from tests.cli.test_keys_and_erase_cli import json_output, refused, run_hub
+
+
+@pytest.fixture
+def hub_db(hub_env: dict[str, str]) -> Iterator[Database]:
+    engine = create_engine(hub_env["MASH_DATABASE_URL"], pool_size=2, max_overflow=0)
+    migrate.upgrade(engine)
+    try:
+        yield Database(engine)
+    finally:
+        engine.dispose()
+
+
+def api_client(db: Database, env: dict[str, str]) -> TestClient:
+    """An app bound to the CLI's database, reading the token secret the CLI created."""
+    return TestClient(create_app(db, settings=Settings(data_dir=Path(env["MASH_DATA_DIR"]))))
+
+
+def audit_entries(db: Database) -> list[AuditEntry]:
+    with db.transaction() as session:
+        return list(session.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
+
+
+def test_users_add_and_token_then_me_over_http(hub_env: dict[str, str], hub_db: Database) -> None:
+    added = json_output(
+        run_hub("users", "add", "j.smith", "--role", "social_worker", "--agency", "social_care",
+                "--json", env=hub_env)
+    )  # fmt: skip
+    issued = run_hub("token", "j.smith", "--minutes", "5", env=hub_env)
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    assert token.count(".") == 2 and "\n" not in token
+    key_file = Path(hub_env["MASH_DATA_DIR"]) / "token-signing.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+    client = api_client(hub_db, hub_env)
+    response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "id": f"user:{added['id']}", "kind": "staff", "role": "social_worker",
+        "agency": "social_care", "method": "hub_token",
+    }  # fmt: skip
+
+    listed = json_output(run_hub("users", "list", "--json", env=hub_env))
+    assert [(u["name"], u["disabled"]) for u in listed] == [("j.smith", False)]
+
+    json_output(run_hub("users", "disable", "j.smith", "--json", env=hub_env))
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert "disabled" in refused(run_hub("token", "j.smith", env=hub_env))
+
+    entries = audit_entries(hub_db)
+    actions = [e.action for e in entries]
+    assert actions[:4] == ["users.add", "auth.token_issued", "users.disable", "auth.failed"]
+    issued_entry = entries[1]
+    assert issued_entry.subject_id == added["id"]
+    assert set(issued_entry.details) == {"jti", "minutes", "expires_at"}
+    everything = json.dumps([[e.actor, e.subject_id, e.details] for e in entries])
+    assert "j.smith" not in everything  # names stay out of the audit log
+    assert token.split(".")[2] not in everything
+
+
+def test_users_add_refuses_bad_input(hub_env: dict[str, str], hub_db: Database) -> None:
+    assert "unknown staff role" in refused(
+        run_hub("users", "add", "a", "--role", "wizard", "--agency", "police", env=hub_env)
+    )
+    assert "unknown agency" in refused(
+        run_hub("users", "add", "a", "--role", "police_officer", "--agency", "mi5", env=hub_env)
+    )
+    json_output(run_hub("users", "add", "a", "--role", "auditor", "--agency", "council",
+                        "--json", env=hub_env))  # fmt: skip
+    assert "already exists" in refused(
+        run_hub("users", "add", "a", "--role", "auditor", "--agency", "council", env=hub_env)
+    )
+    assert "no user" in refused(run_hub("token", "nobody", env=hub_env))
+
+
+def test_clients_add_list_revoke(hub_env: dict[str, str], hub_db: Database) -> None:
+    created = json_output(run_hub("clients", "add", "--agency", "health", "--json", env=hub_env))
+    key = created["api_key"]
+    assert key.startswith(f"mash_pk_{created['id'].replace('-', '')}_")
+
+    client = api_client(hub_db, hub_env)
+    response = client.get("/api/v1/me", headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    assert response.json()["kind"] == "partner"
+    assert response.json()["agency"] == "health"
+
+    listed = json_output(run_hub("clients", "list", "--json", env=hub_env))
+    assert [c["id"] for c in listed] == [created["id"]]
+    assert listed[0]["last_used_at"] is not None
+    assert key.split("_")[-1] not in json.dumps(listed)
+
+    json_output(run_hub("clients", "revoke", created["id"], "--json", env=hub_env))
+    assert client.get("/api/v1/me", headers={"X-API-Key": key}).status_code == 401
+    assert "not a client id" in refused(run_hub("clients", "revoke", "nope", env=hub_env))
+
+    everything = json.dumps([e.details for e in audit_entries(hub_db)])
+    assert key not in everything
+    assert key.split("_", 3)[3] not in everything
