@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from mash_hub.web import persons
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import PROBLEM_JSON
 
@@ -20,6 +21,7 @@ PROBLEMS = {
 }
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS)  # type: ignore[arg-type]
+router.include_router(persons.router)
 
 
 class Me(BaseModel):

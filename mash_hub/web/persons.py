@@ -1,0 +1,477 @@
+"""Person records over HTTP: the masked person view and why its records are linked.
+
+Every call states a purpose of access in headers, never in the URL (so no free text lands in
+access logs or browser history):
+
+* ``X-Purpose-Code`` (a reason code) with ``X-Purpose-Text`` (a short explanation), or
+  ``X-Purpose-Referral`` (a referral reference, text optional);
+* ``X-Break-Glass-Justification`` asks for break-glass access (person view only).
+
+The view is :func:`~mash_hub.persons.view.view_person`, run in the request's unit of work; a
+refusal is caught inside the transaction so its ``authz.denied`` entry commits. A refused view
+and an unknown person get the same 403 body, so the API does not say which persons exist.
+No error body carries a value from the request.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mash_hub import audit as audit_log
+from mash_hub.audit import AuditEvent
+from mash_hub.authz.policy import AccessPolicy, Caller, Decisions, PolicyNotPublishedError
+from mash_hub.crypto.errors import KeyConfigError
+from mash_hub.crypto.keystore import load_key_provider
+from mash_hub.db.engine import Database
+from mash_hub.matching.models import LinkRun, PersonLink
+from mash_hub.persons.models import Person, SourceRecord
+from mash_hub.persons.store import PersonStore
+from mash_hub.persons.view import (
+    JUSTIFICATION_MAX,
+    JUSTIFICATION_MIN,
+    PURPOSE_TEXT_MAX,
+    PURPOSE_TEXT_MIN,
+    REASON_CODES,
+    AccessDeniedError,
+    BreakGlass,
+    InvalidPurposeError,
+    PersonView,
+    Purpose,
+    view_person,
+)
+from mash_hub.web.deps import CurrentPrincipal
+from mash_hub.web.errors import PROBLEM_JSON, ApiProblemError, problem_response
+
+H_CODE = "X-Purpose-Code"
+H_REFERRAL = "X-Purpose-Referral"
+H_TEXT = "X-Purpose-Text"
+H_GLASS = "X-Break-Glass-Justification"
+
+DENIED_DETAIL = "not allowed to view this person, or no such person"
+DENIED_CODE = "person_not_available"
+
+
+# -- OpenAPI: the problem documents this router answers ------------------------------------
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    code: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Field-level faults: loc, msg, type (never the input)."
+    )
+
+
+def _problem(description: str, example: dict[str, Any]) -> dict[str, Any]:
+    content = {"schema": Problem.model_json_schema(), "example": example}
+    return {"description": description, "content": {PROBLEM_JSON: content}}
+
+
+_RID = "3f0c2a9e6b1d4c57"
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem(
+        "No valid purpose of access (or break-glass justification); `errors` names the header",
+        {
+            "type": "about:blank",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": "a valid purpose of access is required",
+            "code": "purpose_invalid",
+            "request_id": _RID,
+            "errors": [
+                {
+                    "loc": ["header", H_CODE],
+                    "msg": f"give {H_CODE} (with {H_TEXT}) or {H_REFERRAL}",
+                    "type": "missing",
+                }
+            ],
+        },
+    ),
+    403: _problem(
+        "Not allowed to view this person, or no such person (the same body for both); "
+        "partner and auditor credentials always get this",
+        {
+            "type": "about:blank",
+            "title": "Forbidden",
+            "status": 403,
+            "detail": DENIED_DETAIL,
+            "code": DENIED_CODE,
+            "request_id": _RID,
+        },
+    ),
+    503: _problem(
+        "No access policy is published (everything is denied until one is)",
+        {
+            "type": "about:blank",
+            "title": "Service Unavailable",
+            "status": 503,
+            "detail": "no access policy is published",
+            "code": "policy_not_published",
+            "request_id": _RID,
+        },
+    ),
+}
+
+router = APIRouter(prefix="/persons", tags=["persons"], responses=RESPONSES)
+
+
+# -- response bodies -----------------------------------------------------------------------
+
+
+class RecordOut(BaseModel):
+    record_id: uuid.UUID
+    feed: str
+    groups: dict[str, dict[str, Any]] = Field(
+        description="Only the field groups the caller may see, by group name."
+    )
+
+
+class PersonViewOut(BaseModel):
+    person_id: uuid.UUID
+    policy_version: int | None
+    purpose: dict[str, str] = Field(description="The reason code or referral reference.")
+    break_glass: bool
+    audit_seq: int = Field(description="The `person.view` audit entry of this view.")
+    sources: dict[str, list[RecordOut]] = Field(
+        description="Per source agency, its current records (sources with nothing visible "
+        "to the caller are left out)."
+    )
+
+
+class LinkOut(BaseModel):
+    record_id_l: uuid.UUID
+    record_id_r: uuid.UUID
+    source_l: str
+    source_r: str
+    status: str
+    match_weight: float
+    weights: dict[str, float]
+    explanation: str = Field(description="The kinds of agreement, never a value.")
+    run_id: uuid.UUID
+    model_version: int
+
+
+class PersonLinksOut(BaseModel):
+    person_id: uuid.UUID
+    policy_version: int | None
+    audit_seq: int = Field(description="The `person.links.view` audit entry.")
+    links: list[LinkOut]
+
+
+# -- services the routes need (built once per app) ------------------------------------------
+
+_services_lock = threading.Lock()
+
+
+def _services(request: Request) -> tuple[Database, PersonStore, AccessPolicy]:
+    """The app's database, person store and access policy (store and policy made lazily;
+    tests may set ``app.state.person_store`` / ``app.state.access_policy`` beforehand)."""
+    state = request.app.state
+    store: PersonStore | None = getattr(state, "person_store", None)
+    policy: AccessPolicy | None = getattr(state, "access_policy", None)
+    if store is None or policy is None:
+        with _services_lock:
+            if getattr(state, "access_policy", None) is None:
+                state.access_policy = AccessPolicy()
+            if getattr(state, "person_store", None) is None:
+                try:
+                    provider = load_key_provider(state.authenticator.settings)
+                except KeyConfigError:
+                    raise ApiProblemError(
+                        503, "the encryption keys are not available", code="keys_unavailable"
+                    ) from None
+                state.person_store = PersonStore.from_provider(provider)
+            store, policy = state.person_store, state.access_policy
+    assert store is not None
+    assert policy is not None
+    return state.database, store, policy
+
+
+# -- purpose headers -------------------------------------------------------------------------
+
+
+def _fault(header: str, msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": ["header", header], "msg": msg, "type": kind}
+
+
+def _bad_request(request: Request, errors: list[dict[str, Any]]) -> JSONResponse:
+    return problem_response(
+        request,
+        400,
+        "a valid purpose of access is required",
+        code="purpose_invalid",
+        errors=errors,
+    )
+
+
+def parse_purpose(
+    code: str | None, referral: str | None, text: str | None
+) -> tuple[Purpose | None, list[dict[str, Any]]]:
+    """The purpose, or None and the faults (fixed messages: never the header's value)."""
+    if code is None and referral is None:
+        return None, [_fault(H_CODE, f"give {H_CODE} (with {H_TEXT}) or {H_REFERRAL}", "missing")]
+    errors: list[dict[str, Any]] = []
+    if code is not None and referral is not None:
+        errors.append(_fault(H_REFERRAL, f"give {H_CODE} or {H_REFERRAL}, not both", "conflict"))
+    if code is not None and code not in REASON_CODES:
+        errors.append(
+            _fault(H_CODE, f"unknown reason code; one of: {', '.join(REASON_CODES)}", "enum")
+        )
+    if referral is not None:
+        try:
+            Purpose(referral=referral)
+        except InvalidPurposeError:
+            errors.append(
+                _fault(
+                    H_REFERRAL,
+                    "a referral reference is 3-40 letters, digits, '/', '_' or '-' with a digit",
+                    "pattern",
+                )
+            )
+    if text is None and code is not None:
+        errors.append(_fault(H_TEXT, f"a reason code needs {H_TEXT}", "missing"))
+    if text is not None and not PURPOSE_TEXT_MIN <= len(text.strip()) <= PURPOSE_TEXT_MAX:
+        errors.append(_fault(H_TEXT, f"{PURPOSE_TEXT_MIN}-{PURPOSE_TEXT_MAX} characters", "length"))
+    if errors:
+        return None, errors
+    try:
+        return Purpose(code=code, referral=referral, text=text), []
+    except InvalidPurposeError:  # pragma: no cover - the checks above mirror Purpose's
+        return None, [_fault(H_CODE, "not a valid purpose of access", "invalid")]
+
+
+def parse_break_glass(justification: str | None) -> tuple[BreakGlass | None, list[dict[str, Any]]]:
+    if justification is None:
+        return None, []
+    try:
+        return BreakGlass(justification), []
+    except InvalidPurposeError:
+        return None, [
+            _fault(H_GLASS, f"{JUSTIFICATION_MIN}-{JUSTIFICATION_MAX} characters", "length")
+        ]
+
+
+def _denied() -> ApiProblemError:
+    return ApiProblemError(403, DENIED_DETAIL, code=DENIED_CODE)
+
+
+def _not_published() -> ApiProblemError:
+    return ApiProblemError(503, "no access policy is published", code="policy_not_published")
+
+
+PurposeCode = Annotated[
+    str | None,
+    Header(
+        alias=H_CODE,
+        description=f"Reason code: one of {', '.join(REASON_CODES)} (needs {H_TEXT}).",
+    ),
+]
+PurposeReferral = Annotated[
+    str | None, Header(alias=H_REFERRAL, description="Referral reference, e.g. `REF-2024-0042`.")
+]
+PurposeText = Annotated[
+    str | None,
+    Header(
+        alias=H_TEXT,
+        description=f"Why ({PURPOSE_TEXT_MIN}-{PURPOSE_TEXT_MAX} characters); stored encrypted.",
+    ),
+]
+GlassJustification = Annotated[
+    str | None,
+    Header(
+        alias=H_GLASS,
+        description=f"Break-glass justification ({JUSTIFICATION_MIN}-{JUSTIFICATION_MAX} "
+        "characters); stored encrypted, flagged for review.",
+    ),
+]
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+
+@router.get(
+    "/{person_id}",
+    summary="View a person (masked per source agency)",
+    response_model=PersonViewOut,
+)
+def get_person(
+    request: Request,
+    person_id: uuid.UUID,
+    *,
+    principal: CurrentPrincipal,
+    x_purpose_code: PurposeCode = None,
+    x_purpose_referral: PurposeReferral = None,
+    x_purpose_text: PurposeText = None,
+    x_break_glass_justification: GlassJustification = None,
+) -> Any:
+    """The person's current records, grouped by source agency, with only the field groups
+    the caller's role and agency may see (the break-glass mask when break-glass is asked
+    for). Every view writes one `person.view` audit entry before anything is decrypted;
+    every refusal writes `authz.denied` (including a missing purpose)."""
+    purpose, faults = parse_purpose(x_purpose_code, x_purpose_referral, x_purpose_text)
+    glass, glass_faults = parse_break_glass(x_break_glass_justification)
+    database, store, policy = _services(request)
+    caller = principal.caller()
+    view: PersonView | None = None
+    denied: str | None = None
+    with database.transaction() as session:
+        try:
+            may_view = policy.for_session(session).may_view_persons(caller)
+        except PolicyNotPublishedError:
+            raise _not_published() from None
+        # A malformed justification from someone who could otherwise view: 400, nothing read.
+        if not (may_view and purpose is not None and glass_faults):
+            try:
+                view = view_person(session, store, policy, caller, person_id, purpose, glass)
+            except AccessDeniedError as refusal:
+                denied = refusal.reason  # its authz.denied entry commits with the transaction
+    if denied == "purpose_missing" and may_view:
+        return _bad_request(request, faults + glass_faults)
+    if denied is not None:
+        raise _denied()
+    if view is None:
+        return _bad_request(request, glass_faults)
+    return PersonViewOut.model_validate(view.to_dict())
+
+
+@router.get(
+    "/{person_id}/links",
+    summary="Why the person's records are linked",
+    response_model=PersonLinksOut,
+)
+def get_person_links(
+    request: Request,
+    person_id: uuid.UUID,
+    *,
+    principal: CurrentPrincipal,
+    x_purpose_code: PurposeCode = None,
+    x_purpose_referral: PurposeReferral = None,
+    x_purpose_text: PurposeText = None,
+) -> Any:
+    """For each linked pair of the person's current records (in sources the caller may
+    see), the latest linkage decision and its explanation: the kinds of agreement and their
+    weights, never a value. Audited as `person.links.view` (ids only)."""
+    purpose, faults = parse_purpose(x_purpose_code, x_purpose_referral, x_purpose_text)
+    database, _, policy = _services(request)
+    caller = principal.caller()
+    with database.transaction() as session:
+        try:
+            decisions = policy.for_session(session)
+        except PolicyNotPublishedError:
+            raise _not_published() from None
+        reason: str | None = None
+        if not decisions.may_view_persons(caller):
+            reason = "role_not_permitted"
+        elif purpose is None:
+            reason = "purpose_missing"
+        else:
+            person = session.get(Person, person_id)
+            if person is None or person.erased_at is not None:
+                reason = "unknown_person"
+        if reason is not None or purpose is None:
+            _audit_links_denied(session, caller, person_id, reason or "purpose_missing", decisions)
+        else:
+            links = _links(session, decisions, caller, person_id)
+            seq = audit_log.record(
+                session,
+                AuditEvent(
+                    caller.user_id,
+                    "person.links.view",
+                    "person",
+                    str(person_id),
+                    {
+                        "role": caller.role,
+                        "agency": caller.agency,
+                        "policy_version": decisions.version,
+                        "purpose": purpose.audit_fields(),
+                        "links": sorted(
+                            [str(link.record_id_l), str(link.record_id_r)] for link in links
+                        ),
+                    },
+                ),
+            )
+            return PersonLinksOut(
+                person_id=person_id, policy_version=decisions.version, audit_seq=seq, links=links
+            )
+    if reason == "purpose_missing":
+        return _bad_request(request, faults)
+    raise _denied()
+
+
+def _audit_links_denied(
+    session: Session, caller: Caller, person_id: uuid.UUID, reason: str, decisions: Decisions
+) -> None:
+    audit_log.record(
+        session,
+        AuditEvent(
+            caller.user_id,
+            "authz.denied",
+            "person",
+            str(person_id),
+            {
+                "reason": reason,
+                "requested": "person.links.view",
+                "role": caller.role,
+                "agency": caller.agency,
+                "policy_version": decisions.version,
+            },
+        ),
+    )
+
+
+def _links(
+    session: Session, decisions: Decisions, caller: Caller, person_id: uuid.UUID
+) -> list[LinkOut]:
+    """The latest link of each pair of the person's current records in visible sources."""
+    source_of = {
+        record_id: source
+        for record_id, source in session.execute(
+            select(SourceRecord.id, SourceRecord.source_agency).where(
+                SourceRecord.person_id == person_id,
+                SourceRecord.is_current.is_(True),
+                SourceRecord.erased_at.is_(None),
+            )
+        )
+        if decisions.mask(caller, source)
+    }
+    if not source_of:
+        return []
+    ids = list(source_of)
+    rows = session.execute(
+        select(PersonLink, LinkRun.model_version)
+        .join(LinkRun, LinkRun.id == PersonLink.run_id)
+        .where(PersonLink.record_id_l.in_(ids), PersonLink.record_id_r.in_(ids))
+        .order_by(LinkRun.started_at.desc(), PersonLink.id.desc())
+    ).all()
+    latest: dict[frozenset[uuid.UUID], LinkOut] = {}
+    for link, model_version in rows:
+        pair = frozenset((link.record_id_l, link.record_id_r))
+        if pair in latest:
+            continue
+        latest[pair] = LinkOut(
+            record_id_l=link.record_id_l,
+            record_id_r=link.record_id_r,
+            source_l=source_of[link.record_id_l],
+            source_r=source_of[link.record_id_r],
+            status=link.status,
+            match_weight=link.match_weight,
+            weights=dict(link.weights),
+            explanation=link.explanation,
+            run_id=link.run_id,
+            model_version=model_version,
+        )
+    return sorted(latest.values(), key=lambda out: (str(out.record_id_l), str(out.record_id_r)))
