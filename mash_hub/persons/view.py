@@ -94,9 +94,7 @@ class Purpose:
         if (self.code is None) == (self.referral is None):
             raise InvalidPurposeError("give either a reason code or a referral reference")
         if self.code is not None and self.code not in REASON_CODES:
-            raise InvalidPurposeError(
-                f"unknown reason code {self.code!r}: use one of {', '.join(REASON_CODES)}"
-            )
+            raise InvalidPurposeError(f"unknown reason code: use one of {', '.join(REASON_CODES)}")
         if self.referral is not None and not _REFERRAL.match(self.referral):
             raise InvalidPurposeError(
                 "a referral reference is 3-40 letters, digits, '/', '_' or '-' with a digit"
