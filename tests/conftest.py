@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 from psycopg import sql
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
@@ -25,6 +26,11 @@ from sqlalchemy.orm import Session
 from mash_hub.db import migrate
 from mash_hub.db.embedded import EmbeddedPostgres
 from mash_hub.db.engine import Database, normalise_url
+
+# Property tests talk to a real database on a shared 2-core machine: timing is not what they
+# test, so no per-example deadline anywhere (explicit @settings inherit this profile).
+settings.register_profile("mash-hub", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("mash-hub")
 
 
 class PostgresServer:
