@@ -35,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 
 from mash_hub.crypto.errors import (
     DecryptionError,
@@ -182,6 +183,58 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def create_key_file(path: Path, *, what: str) -> bytes:
+    """A new random 32-byte secret written to ``path`` (mode 0600); refuses to overwrite."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secret = secrets.token_bytes(KEY_BYTES)
+    try:
+        _atomic_write(path, (_encode_key(secret) + "\n").encode("ascii"), overwrite=False)
+    except KeyringExistsError:
+        raise KeyringExistsError(
+            f"{what} {path} already exists; refusing to overwrite it"
+        ) from None
+    return secret
+
+
+def load_secret(
+    direct: SecretStr | None,
+    file_name: Path | None,
+    path: Path,
+    *,
+    env: str,
+    what: str,
+    create: bool,
+) -> tuple[bytes, bool]:
+    """A 32-byte secret from ``env`` (base64), from ``<env>_FILE``, or from the 0600 key file
+    at ``path`` (generated when missing and ``create``). Returns (secret, created).
+
+    One path for every single-secret key (audit signing, token signing), so they share the
+    same checks: never both forms, strict base64, owner-only files, no symlinked key file.
+    """
+    if direct is not None and file_name is not None:
+        raise KeyConfigError(f"set either {env} or {env}_FILE, not both")
+    if direct is not None:
+        return _decode_key(direct.get_secret_value(), env), False
+    if file_name is not None:
+        raw = read_secret_file(file_name, what=f"{env}_FILE file", follow_symlinks=True)
+        return _decode_key(_ascii(raw, str(file_name)), str(file_name)), False
+    if create and not path.exists() and not path.is_symlink():
+        try:
+            return create_key_file(path, what=what), True
+        except KeyringExistsError:
+            pass  # another process created it first: load theirs
+    where = f"{what} {path}"
+    raw = read_secret_file(path, what=what, follow_symlinks=False)
+    return _decode_key(_ascii(raw, where), where), False
+
+
+def _ascii(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyConfigError(f"{where} is not base64 text") from None
 
 
 def _atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:

@@ -13,8 +13,6 @@ The file holds one line: the base64 encoding of the 32-byte Ed25519 seed.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 from pathlib import Path
@@ -24,8 +22,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from mash_hub.crypto.errors import KeyConfigError, KeyringExistsError
-from mash_hub.crypto.keys import _atomic_write, read_secret_file
+from mash_hub.crypto.errors import KeyConfigError
+from mash_hub.crypto.keys import create_key_file, load_secret
 from mash_hub.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,32 +81,9 @@ class AuditSigningKey(AuditVerifyKey):
         raise TypeError("audit signing keys cannot be pickled")
 
 
-def _decode_seed(text: str, where: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise KeyConfigError(f"{where} is not valid base64") from None
-    if len(raw) != SEED_BYTES:
-        raise KeyConfigError(f"{where} must decode to {SEED_BYTES} bytes, not {len(raw)}")
-    return raw
-
-
 def create_signing_key_file(path: Path) -> AuditSigningKey:
     """Generate a new signing key into ``path`` (mode 0600); refuses to overwrite."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    private = Ed25519PrivateKey.generate()
-    seed = private.private_bytes(
-        serialization.Encoding.Raw,
-        serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )
-    try:
-        _atomic_write(path, base64.b64encode(seed) + b"\n", overwrite=False)
-    except KeyringExistsError:
-        raise KeyringExistsError(
-            f"audit signing key {path} already exists; refusing to overwrite it"
-        ) from None
-    return AuditSigningKey(seed)
+    return AuditSigningKey(create_key_file(path, what="audit signing key"))
 
 
 def load_signing_key(settings: Settings, *, create: bool = False) -> AuditSigningKey:
@@ -119,38 +94,20 @@ def load_signing_key(settings: Settings, *, create: bool = False) -> AuditSignin
     ``create`` a missing key file is generated (with a warning to back it up); verification
     never creates one, since a new key cannot vouch for old checkpoints.
     """
-    direct, file_name = settings.audit_signing_key, settings.audit_signing_key_file
-    if direct is not None and file_name is not None:
-        raise KeyConfigError(
-            "set either MASH_AUDIT_SIGNING_KEY or MASH_AUDIT_SIGNING_KEY_FILE, not both"
+    seed, created = load_secret(
+        settings.audit_signing_key,
+        settings.audit_signing_key_file,
+        settings.resolved_audit_signing_key_path,
+        env="MASH_AUDIT_SIGNING_KEY",
+        what="audit signing key",
+        create=create,
+    )
+    key = AuditSigningKey(seed)
+    if created:
+        log.warning(
+            "created audit checkpoint signing key %s (key id %s); back it up: without it "
+            "existing checkpoints cannot be checked",
+            settings.resolved_audit_signing_key_path,
+            key.key_id,
         )
-    if direct is not None:
-        return AuditSigningKey(_decode_seed(direct.get_secret_value(), "MASH_AUDIT_SIGNING_KEY"))
-    if file_name is not None:
-        raw = read_secret_file(
-            file_name, what="MASH_AUDIT_SIGNING_KEY_FILE file", follow_symlinks=True
-        )
-        return AuditSigningKey(_decode_seed(_text(raw, file_name), f"{file_name}"))
-    path = settings.resolved_audit_signing_key_path
-    if create and not path.exists() and not path.is_symlink():
-        try:
-            key = create_signing_key_file(path)
-        except KeyringExistsError:
-            pass  # another process created it first: load theirs
-        else:
-            log.warning(
-                "created audit checkpoint signing key %s (key id %s); back it up: without it "
-                "existing checkpoints cannot be checked",
-                path,
-                key.key_id,
-            )
-            return key
-    raw = read_secret_file(path, what="audit signing key", follow_symlinks=False)
-    return AuditSigningKey(_decode_seed(_text(raw, path), f"audit signing key {path}"))
-
-
-def _text(raw: bytes, path: Path) -> str:
-    try:
-        return raw.decode("ascii")
-    except UnicodeDecodeError:
-        raise KeyConfigError(f"audit signing key {path} is not base64 text") from None
+    return key

@@ -18,8 +18,6 @@ Partner API keys are 256-bit random secrets, so one SHA-256 is a sufficient stor
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -29,8 +27,8 @@ from typing import Any
 
 import jwt
 
-from mash_hub.crypto.errors import KeyConfigError, KeyringExistsError
-from mash_hub.crypto.keys import _atomic_write, read_secret_file
+from mash_hub.crypto.errors import KeyConfigError
+from mash_hub.crypto.keys import load_secret
 from mash_hub.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,54 +74,22 @@ class TokenKey:
         raise TypeError("token signing keys cannot be pickled")
 
 
-def _decode(text: str, where: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise KeyConfigError(f"{where} is not valid base64") from None
-    if len(raw) != SECRET_BYTES:
-        raise KeyConfigError(f"{where} must decode to {SECRET_BYTES} bytes, not {len(raw)}")
-    return raw
-
-
-def _text(raw: bytes, where: str) -> str:
-    try:
-        return raw.decode("ascii")
-    except UnicodeDecodeError:
-        raise KeyConfigError(f"{where} is not base64 text") from None
-
-
 def load_token_key(settings: Settings, *, create: bool = False) -> TokenKey:
     """The configured token signing key; with ``create`` a missing key file is generated.
 
     Raises :class:`KeyConfigError` when it is missing (and not created) or unusable.
     """
-    direct, file_name = settings.token_signing_key, settings.token_signing_key_file
-    if direct is not None and file_name is not None:
-        raise KeyConfigError(
-            "set either MASH_TOKEN_SIGNING_KEY or MASH_TOKEN_SIGNING_KEY_FILE, not both"
-        )
-    if direct is not None:
-        return TokenKey(_decode(direct.get_secret_value(), "MASH_TOKEN_SIGNING_KEY"))
-    if file_name is not None:
-        raw = read_secret_file(
-            file_name, what="MASH_TOKEN_SIGNING_KEY_FILE file", follow_symlinks=True
-        )
-        return TokenKey(_decode(_text(raw, str(file_name)), str(file_name)))
-    path = settings.resolved_token_signing_key_path
-    if create and not path.exists() and not path.is_symlink():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        secret = secrets.token_bytes(SECRET_BYTES)
-        try:
-            _atomic_write(path, base64.b64encode(secret) + b"\n", overwrite=False)
-        except KeyringExistsError:
-            pass  # another process created it first: load theirs
-        else:
-            log.info("created token signing key %s", path)
-            return TokenKey(secret)
-    raw = read_secret_file(path, what="token signing key", follow_symlinks=False)
-    where = f"token signing key {path}"
-    return TokenKey(_decode(_text(raw, where), where))
+    secret, created = load_secret(
+        settings.token_signing_key,
+        settings.token_signing_key_file,
+        settings.resolved_token_signing_key_path,
+        env="MASH_TOKEN_SIGNING_KEY",
+        what="token signing key",
+        create=create,
+    )
+    if created:
+        log.info("created token signing key %s", settings.resolved_token_signing_key_path)
+    return TokenKey(secret)
 
 
 def api_key_hash(secret: str) -> bytes:
