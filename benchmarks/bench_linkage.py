@@ -5,6 +5,8 @@
 Generates a population, ingests the three extracts into a fresh embedded PostgreSQL (or
 MASH_DATABASE_URL), trains the model on the decrypted records (in memory), runs linkage,
 scores it against truth.csv, then runs linkage again to measure person-id stability.
+``--incremental N`` times incremental linkage, one record at a time with Splink's scoring and
+with the Python scorer in the same run, then the rest as one batch.
 Timings are wall-clock on a shared machine: noisy. Not part of the test run.
 """
 
@@ -15,10 +17,12 @@ import json
 import os
 import random
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session
@@ -29,17 +33,47 @@ from mash_hub.db.embedded import EmbeddedPostgres
 from mash_hub.db.engine import Database, normalise_url
 from mash_hub.feeds.definition import feed_folders, load_feeds
 from mash_hub.feeds.ingest import ingest_file
+from mash_hub.matching import incremental as incremental_module
 from mash_hub.matching.incremental import link_records
-from mash_hub.matching.model import LinkageModel
+from mash_hub.matching.model import LinkageModel, predict_new_splink
 from mash_hub.matching.service import evaluate_current, run_linkage, train_model
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import PersonStore
 from mash_hub.synth import generate
 
 
+def _link_one_by_one(
+    session: Session, store: PersonStore, model: LinkageModel, records: list[Any]
+) -> tuple[list[float], list[dict[str, float]]]:
+    """Link each record alone (after unlinking it); wall-clock per call and stage timings."""
+    session.execute(update(SourceRecord), [{"id": r, "person_id": None} for r in records])
+    times, stages = [], []
+    for rid in records:
+        began = time.perf_counter()
+        report = link_records(session, store, model, [rid], actor="bench")
+        times.append(time.perf_counter() - began)
+        stages.append(report.seconds)
+    return times, stages
+
+
+def _summary(times: list[float], stages: list[dict[str, float]]) -> dict[str, Any]:
+    ordered = sorted(times)
+    medians = {
+        stage: round(statistics.median(s.get(stage, 0.0) for s in stages) * 1000, 2)
+        for stage in ("read_new", "candidates", "read_candidates", "predict", "cluster", "write")
+    }
+    return {
+        "median_ms": round(ordered[len(ordered) // 2] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+        "stage_median_ms": medians,
+    }
+
+
 def incremental(db: Database, store: PersonStore, model: LinkageModel, n: int) -> dict[str, Any]:
     """Unlink ``n`` sampled records (in a transaction rolled back at the end), link them again
-    incrementally: 20 one at a time, the rest as one batch. How many rejoin their person."""
+    incrementally: 20 one at a time with Splink's ``predict_new`` (before) and then the same 20
+    with the Python scorer (after, what ``link_records`` uses), the rest as one batch. How many
+    rejoin their person."""
     with Session(db.engine) as session:
         current = session.execute(
             select(SourceRecord.id, SourceRecord.person_id).where(SourceRecord.is_current)
@@ -47,11 +81,11 @@ def incremental(db: Database, store: PersonStore, model: LinkageModel, n: int) -
         chosen = random.Random(7).sample(sorted(current), n)
         before = dict(chosen)
         session.execute(update(SourceRecord), [{"id": r, "person_id": None} for r, _ in chosen])
-        singles = []
-        for rid, _ in chosen[:20]:
-            began = time.perf_counter()
-            link_records(session, store, model, [rid], actor="bench")
-            singles.append(time.perf_counter() - began)
+        singles = [r for r, _ in chosen[:20]]
+        # "Before": the same link_records with the Splink scorer swapped back in.
+        with mock.patch.object(incremental_module, "predict_new", predict_new_splink):
+            splink_times, splink_stages = _link_one_by_one(session, store, model, singles)
+        scorer_times, scorer_stages = _link_one_by_one(session, store, model, singles)
         began = time.perf_counter()
         batch = link_records(session, store, model, [r for r, _ in chosen[20:]], actor="bench")
         batch_seconds = time.perf_counter() - began
@@ -63,15 +97,14 @@ def incremental(db: Database, store: PersonStore, model: LinkageModel, n: int) -
             ).all()
         )
         session.rollback()
-    singles.sort()
     # Agreement with the full run: a record whose person keeps other (not unlinked) records
     # should rejoin it; a record whose person had no other record should get a new person.
     kept = {p for rid, p in current if rid not in before}
     back = sum(1 for rid, person in before.items() if (after[rid] == person) == (person in kept))
     return {
         "records": n,
-        "single_record_ms_median": round(singles[len(singles) // 2] * 1000, 1),
-        "single_record_ms_max": round(singles[-1] * 1000, 1),
+        "single_record_splink": _summary(splink_times, splink_stages),
+        "single_record_scorer": _summary(scorer_times, scorer_stages),
         "batch_records": n - 20,
         "batch_ms_per_record": round(batch_seconds * 1000 / (n - 20), 1),
         "batch_seconds": batch.seconds,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mash_hub.audit import checkpoint as cp_file
 from mash_hub.audit.checkpoint import Checkpoint
+from mash_hub.audit.log import chain_pending
 from mash_hub.audit.models import AuditCheckpoint
 from mash_hub.audit.verify import Problem, verify_chain
 from mash_hub.crypto.signing import AuditSigningKey
@@ -33,7 +34,8 @@ def create_checkpoint(
     *,
     skip_if_unchanged: bool = False,
 ) -> Checkpoint | None:
-    """Verify the entries since the newest valid checkpoint, then sign and export the head.
+    """Chain what is committed, verify the entries since the newest valid checkpoint, then
+    sign and export the head.
 
     Refuses (:class:`AuditTamperedError`) to sign a head that does not verify, so a checkpoint
     never vouches for a tampered log. Returns None for an empty log, or with
@@ -44,6 +46,7 @@ def create_checkpoint(
     except cp_file.CheckpointFileError as exc:
         raise AuditTamperedError(Problem(None, "checkpoint_file", str(exc))) from None
     start = cp_file.latest(existing)
+    chain_pending(db.engine)
     report = verify_chain(db.engine, checkpoints=existing, verify_key=key, start=start)
     if report.problem is not None:
         raise AuditTamperedError(report.problem)

@@ -6,7 +6,17 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, LargeBinary, String, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Identity,
+    Index,
+    LargeBinary,
+    String,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -14,9 +24,21 @@ from mash_hub.db.base import Base
 
 
 class AuditEntry(Base):
-    __tablename__ = "audit_log"
+    """One entry. ``seq`` is its id (given at insert; gaps where transactions rolled back);
+    ``chain_seq``, ``prev_hash`` and ``entry_hash`` stay NULL until the entry is chained after
+    its commit (see :mod:`mash_hub.audit.log`); ``chain_seq`` is its gapless chain position."""
 
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        CheckConstraint(
+            "(chain_seq IS NULL) = (prev_hash IS NULL) "
+            "AND (chain_seq IS NULL) = (entry_hash IS NULL)",
+            name="chained_together",
+        ),
+        Index("ix_audit_log_unchained", "seq", postgresql_where=text("chain_seq IS NULL")),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     entry_id: Mapped[uuid.UUID] = mapped_column(unique=True)
     occurred_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
@@ -26,8 +48,9 @@ class AuditEntry(Base):
     subject_type: Mapped[str | None] = mapped_column(String(50))
     subject_id: Mapped[str | None] = mapped_column(String(100), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
-    prev_hash: Mapped[bytes] = mapped_column(LargeBinary)
-    entry_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    prev_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    entry_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class AuditCheckpoint(Base):

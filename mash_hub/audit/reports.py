@@ -256,11 +256,15 @@ def unusual_access(
     volume_threshold: int = DEFAULT_VOLUME_THRESHOLD,
     denial_threshold: int = DEFAULT_DENIAL_THRESHOLD,
     staff: Mapping[str, StaffTerms] | None = None,
+    audit_action: str = "audit.report",
+    audit_context: Mapping[str, Any] | None = None,
 ) -> UnusualAccessReport:
     """Every finding of the module docstring for ``[since, until)``, audited as ``audit.report``.
 
     ``actor`` is who runs the report (for its audit entry). ``staff`` (actor -> terms from
     :func:`staff_terms`) enables the staff-related check; it is used in this query only.
+    Callers with their own audit vocabulary (the API's ``audit.unusual``) pass
+    ``audit_action``, and ``audit_context`` (ids and codes only) to add to the entry's details.
     """
     _check_arguments(
         since=since,
@@ -290,8 +294,9 @@ def unusual_access(
         session,
         AuditEvent(
             actor,
-            "audit.report",
+            audit_action,
             details={
+                **(audit_context or {}),
                 "report": "unusual_access",
                 "since": since.astimezone(dt.UTC).isoformat(),
                 "until": until.astimezone(dt.UTC).isoformat(),

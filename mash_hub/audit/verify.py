@@ -1,16 +1,21 @@
 """Verifying the audit log: the hash chain from the first entry, and the signed checkpoints.
 
-What is checked, in one pass over ``audit_log`` in ``seq`` order (a server-side cursor, large
-batches, one REPEATABLE READ snapshot):
+What is checked, in one pass over ``audit_log`` in chain order (``chain_seq``: a COPY stream,
+one REPEATABLE READ snapshot):
 
-* ``seq`` runs 1, 2, 3, … with no gap (a gap is a deleted entry);
+* ``chain_seq`` runs 1, 2, 3, … with no gap (a gap is a deleted entry);
 * each entry's ``prev_hash`` is the hash of the entry before it (a break is an inserted,
   reordered or replaced entry);
 * each entry's ``entry_hash`` is SHA-256(prev_hash || canonical bytes of its contents),
   recomputed here in Python (an edited entry fails this);
-* at each signed checkpoint's ``seq`` the recomputed head equals the signed head hash (a
-  history rewritten *with* recomputed hashes fails this), and the log reaches the newest
-  checkpoint (a truncated tail fails this).
+* at each signed checkpoint's ``seq`` (a chain position) the recomputed head equals the signed
+  head hash (a history rewritten *with* recomputed hashes fails this), and the log reaches the
+  newest checkpoint (a truncated tail fails this).
+
+Positions, problems and checkpoints count chain positions. An entry's own ``seq`` (its id, in
+the hash) may have gaps where transactions rolled back; for entries written before migration
+0011 it equals the position. Entries committed but not yet chained (see
+:mod:`mash_hub.audit.log`) are counted in ``unchained``, not checked: they have no hash yet.
 
 Only the hashing and the canonical encoding happen here; the database just returns column
 values (as text), so a tampered database function cannot make a changed entry verify.
@@ -58,8 +63,8 @@ _DETAILS_CACHE_LIMIT = 4096
 
 # Columns whose text can never need escaping first, then the four text columns, then details.
 _COPY = (
-    "COPY (SELECT seq, entry_id, occurred_at, prev_hash, entry_hash, actor, action, "
-    "subject_type, subject_id, details FROM audit_log WHERE {where} ORDER BY seq) TO STDOUT"
+    "COPY (SELECT chain_seq, seq, entry_id, occurred_at, prev_hash, entry_hash, actor, action, "
+    "subject_type, subject_id, details FROM audit_log WHERE {where} ORDER BY chain_seq) TO STDOUT"
 )
 _COPY_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
 _COPY_ESCAPES = {
@@ -85,7 +90,8 @@ _PARALLEL_MIN_PER_WORKER = 100_000
 
 @dataclass(frozen=True)
 class Problem:
-    """The first thing wrong with the log. ``seq`` is the first bad entry (or checkpoint's)."""
+    """The first thing wrong with the log. ``seq`` is the chain position of the first bad entry
+    (or checkpoint's)."""
 
     seq: int | None
     kind: str
@@ -104,6 +110,7 @@ class VerifyReport:
     seconds: float = 0.0
     checkpoints: int = 0
     latest_checkpoint: Checkpoint | None = None
+    unchained: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -139,6 +146,7 @@ class VerifyReport:
             "checkpoints_checked": self.checkpoints,
             "latest_checkpoint_seq": self.latest_checkpoint.seq if self.latest_checkpoint else None,
             "unsigned_tail": self.unsigned_tail,
+            "unchained": self.unchained,
             "problem": None
             if problem is None
             else {"seq": problem.seq, "kind": problem.kind, "message": problem.message},
@@ -245,7 +253,10 @@ def verify_chain(
         conn: Any = raw.driver_connection
         conn.rollback()
         _begin(conn)
-        top = conn.execute("SELECT max(seq) FROM audit_log").fetchone()[0] or 0
+        top, report.unchained = conn.execute(
+            "SELECT max(chain_seq), count(*) FILTER (WHERE chain_seq IS NULL) FROM audit_log"
+        ).fetchone()
+        top = top or 0
         count = top - first + 1
         workers = min(workers or _default_workers(), count // max(1, min_per_worker))
         if workers > 1 and sys.executable:
@@ -509,14 +520,15 @@ def _unescape(field: bytes) -> bytes | None:
 
 
 def _slow_row(fields: list[bytes]) -> tuple[int, bytes, bytes, bytes, bytes]:
-    """(seq, prev hex, stored hex, details, body template) for rows with escapes or NULLs."""
-    if len(fields) != 10:
+    """(position, prev hex, stored hex, details, body template) for rows with escapes or
+    NULLs."""
+    if len(fields) != 11:
         raise ValueError(f"audit_log row with {len(fields)} fields")
     raw = [_unescape(f) for f in fields]
-    seq_b, entry_id, at, prev_x, entry_x, actor, action, s_type, s_id, details = raw
-    if None in (seq_b, entry_id, at, prev_x, entry_x, actor, action, details):
+    pos_b, seq_b, entry_id, at, prev_x, entry_x, actor, action, s_type, s_id, details = raw
+    if None in (pos_b, seq_b, entry_id, at, prev_x, entry_x, actor, action, details):
         raise ValueError("a NOT NULL column of audit_log is NULL")
-    assert seq_b and entry_id and at and prev_x and entry_x and details is not None
+    assert pos_b and seq_b and entry_id and at and prev_x and entry_x and details is not None
 
     def text(value: bytes | None) -> str:
         return "null" if value is None else _encode_str(value.decode("utf-8"))
@@ -527,7 +539,7 @@ def _slow_row(fields: list[bytes]) -> tuple[int, bytes, bytes, bytes, bytes]:
         f'"entry_id":"{entry_id.decode()}","occurred_at":"{_canonical_time(at.decode())}",'
         f'"seq":{seq},"subject_id":{text(s_id)},"subject_type":{text(s_type)}}}'
     ).encode()
-    return seq, prev_x[2:], entry_x[2:], details, template
+    return int(pos_b), prev_x[2:], entry_x[2:], details, template
 
 
 def _scan(  # noqa: PLR0912, PLR0915 - one hot loop, kept flat for speed
@@ -568,7 +580,8 @@ def _scan(  # noqa: PLR0912, PLR0915 - one hot loop, kept flat for speed
     problem: Problem | None = None
     broken_link: tuple[int, bytes] | None = None
     query = _COPY.format(
-        where=f"seq >= {int(first)}" + ("" if last is None else f" AND seq <= {int(last)}")
+        where=f"chain_seq >= {int(first)}"
+        + ("" if last is None else f" AND chain_seq <= {int(last)}")
     )
     try:
         with contextlib.closing(_copy_out(conn, query)) as stream:
@@ -577,14 +590,16 @@ def _scan(  # noqa: PLR0912, PLR0915 - one hot loop, kept flat for speed
                 fields = row[:-1].split(b"\t")
                 details = fields[-1]
                 if (
-                    len(fields) == 10
+                    len(fields) == 11
                     and row.count(b"\\") == 4  # only the two bytea fields' "\\x"
-                    and len((text := b"\t".join(fields[5:9])).translate(None, special)) == len(text)
-                    and fields[2][-3:] == b"+00"
-                    and len(fields[2]) >= 22
+                    and len(text := b"\t".join(fields[6:10])) == len(text.translate(None, special))
+                    and fields[3][-3:] == b"+00"
+                    and len(fields[3]) >= 22
                 ):
-                    seq_b, entry_id, at, prev_x, entry_x, actor, action, s_type, s_id = fields[:9]
-                    seq = int(seq_b)
+                    pos_b, seq_b, entry_id, at, prev_x, entry_x, actor, action, s_type, s_id = (
+                        fields[:10]
+                    )
+                    seq = int(pos_b)
                     prev_x, entry_x = prev_x[3:], entry_x[3:]
                     template = None
                 else:
@@ -681,7 +696,8 @@ def _checkpoint_problem(cp: Checkpoint, after: int) -> Problem:
 def _link_problem(conn: Any, seq: int, prev_hash: bytes) -> Problem:
     """Say why entry ``seq`` does not follow the entry before it."""
     row = conn.execute(
-        "SELECT seq FROM audit_log WHERE entry_hash = %s ORDER BY seq LIMIT 1", (prev_hash,)
+        "SELECT chain_seq FROM audit_log WHERE entry_hash = %s ORDER BY chain_seq LIMIT 1",
+        (prev_hash,),
     ).fetchone()
     if row is not None and row[0] < seq - 1:
         first = row[0] + 1

@@ -30,6 +30,7 @@ from mash_hub.authz.files import MODEL_FILE, PolicyTexts, Problem, Rule, parse_p
 from mash_hub.authz.models import AccessPolicyVersion
 from mash_hub.authz.vocabulary import (
     AGENCIES,
+    FIELD_ACTIONS,
     READ,
     READ_BREAK_GLASS,
     RESOURCE_ACTIONS,
@@ -94,11 +95,18 @@ class Decisions:
     break_glass_callers: frozenset[tuple[str, str]]  # (role, agency) with any read_break_glass
     actions: Mapping[tuple[str, str], frozenset[str]]  # (role, agency) -> resource actions
     compile_seconds: float = field(default=0.0, compare=False)
+    # Each field action's own mask (read, read_break_glass, subject_access, ...), by action.
+    field_actions: Mapping[str, Mapping[MaskKey, frozenset[str]]] = field(default_factory=dict)
 
     def mask(self, caller: Caller, source: str, *, break_glass: bool = False) -> frozenset[str]:
         """The field groups of ``source`` records the caller may see; empty if unknown."""
         table = self.break_glass if break_glass else self.read
         return table.get((caller.role, caller.agency, source), EMPTY)
+
+    def action_mask(self, caller: Caller, source: str, action: str) -> frozenset[str]:
+        """The groups of ``source`` records the caller may use for one field ``action`` alone
+        (e.g. ``subject_access``); unlike :meth:`mask`, break-glass is not added to read."""
+        return self.field_actions.get(action, {}).get((caller.role, caller.agency, source), EMPTY)
 
     def may_break_glass(self, caller: Caller) -> bool:
         return (caller.role, caller.agency) in self.break_glass_callers
@@ -169,6 +177,7 @@ def compile_policy(texts: PolicyTexts, version: int | None = None) -> Decisions:
     glass: dict[MaskKey, frozenset[str]] = {}
     glass_callers: set[tuple[str, str]] = set()
     actions: dict[tuple[str, str], frozenset[str]] = {}
+    per_action: dict[str, dict[MaskKey, frozenset[str]]] = {a: {} for a in FIELD_ACTIONS}
     with ENFORCE_LOCK:  # held once for the whole compilation (re-entrancy not needed)
         decide = enforcer.enforce
         try:
@@ -176,12 +185,13 @@ def compile_policy(texts: PolicyTexts, version: int | None = None) -> Decisions:
                 for agency in AGENCIES:
                     for source in SOURCES:
                         fields = source_fields(source)  # only the groups this source supplies
-                        allowed = frozenset(
-                            f for f in fields if decide(role, agency, source, f, READ)
-                        )
-                        extra = frozenset(
-                            f for f in fields if decide(role, agency, source, f, READ_BREAK_GLASS)
-                        )
+                        key = (role, agency, source)
+                        for action, masks in per_action.items():
+                            masks[key] = frozenset(
+                                f for f in fields if decide(role, agency, source, f, action)
+                            )
+                        allowed = per_action[READ][key]
+                        extra = per_action[READ_BREAK_GLASS][key]
                         read[(role, agency, source)] = allowed
                         glass[(role, agency, source)] = allowed | extra
                         if extra:
@@ -202,6 +212,7 @@ def compile_policy(texts: PolicyTexts, version: int | None = None) -> Decisions:
         break_glass_callers=frozenset(glass_callers),
         actions=actions,
         compile_seconds=time.perf_counter() - started,
+        field_actions=per_action,
     )
 
 

@@ -18,13 +18,15 @@ ROLES: tuple[str, ...] = (
     "auditor",
     "partner_agency",
     "admin",
+    "information_governance",
 )
 
 # Agencies staff work for (the Casbin domain).
 AGENCIES: tuple[str, ...] = ("police", "council", "social_care", "health", "education")
 
-# Agencies that supply records (a record's ``source_agency``).
-SOURCES: tuple[str, ...] = ("police", "council", "social_care")
+# Agencies that supply records (a record's ``source_agency``). ``referral``: the subjects of
+# referrals submitted through the API (mash_hub.referrals), whatever agency referred them.
+SOURCES: tuple[str, ...] = ("police", "council", "social_care", "referral")
 
 IDENTITY_FIELDS: tuple[str, ...] = (IDENTITY, IDENTIFIERS, CONTACT)
 
@@ -33,6 +35,8 @@ SOURCE_DETAILS: dict[str, tuple[str, ...]] = {
     "police": ("details.warning_markers", "details.incidents"),
     "council": ("details.education", "details.housing"),
     "social_care": ("details.case",),
+    # The referral a subject record came from: reference, subject role, concerns.
+    "referral": ("details.referral",),
 }
 
 DETAIL_FIELDS: tuple[str, ...] = tuple(f for groups in SOURCE_DETAILS.values() for f in groups)
@@ -43,17 +47,24 @@ PERSON_FIELDS: tuple[str, ...] = IDENTITY_FIELDS + DETAIL_FIELDS
 # Actions on person field groups.
 READ = "read"
 READ_BREAK_GLASS = "read_break_glass"
-FIELD_ACTIONS: tuple[str, ...] = (READ, READ_BREAK_GLASS)
+# Disclosure to the person themselves (UK GDPR Art. 15), only through a subject-access export.
+SUBJECT_ACCESS = "subject_access"
+FIELD_ACTIONS: tuple[str, ...] = (READ, READ_BREAK_GLASS, SUBJECT_ACCESS)
 
 # Actions on things that are not person data, with the one resource each applies to.
 RESOURCE_ACTIONS: dict[str, str] = {
     "audit_read": "audit_log",
     "referral_submit": "referral",
     "referral_status": "referral",
+    # The MASH triage queue: RAG ratings, decisions and feedback on every referral.
+    "referral_triage": "referral",
     "users_manage": "users",
     "clients_manage": "clients",
     "keys_manage": "keys",
     "policy_publish": "policy",
+    # The linkage review queue: deciding whether two records are one person (mash_hub.matching
+    # .review), which changes the person index every agency sees.
+    "linkage_review": "review_queue",
 }
 RESOURCES: tuple[str, ...] = tuple(dict.fromkeys(RESOURCE_ACTIONS.values()))
 

@@ -17,8 +17,10 @@ from mash_hub.cli import feeds as feed_commands
 from mash_hub.cli import keys as key_commands
 from mash_hub.cli import link as link_commands
 from mash_hub.cli import policy as policy_commands
+from mash_hub.cli import sar as sar_commands
 from mash_hub.cli import users as user_commands
 from mash_hub.cli._common import ExitCode, console, settings
+from mash_hub.cli.demo import demo
 from mash_hub.cli.erase import erase
 from mash_hub.cli.serve import serve
 from mash_hub.cli.synth import synth
@@ -42,11 +44,13 @@ app.add_typer(db_commands.app, name="db")
 app.add_typer(key_commands.app, name="keys")
 app.add_typer(link_commands.app, name="link")
 app.add_typer(policy_commands.app, name="policy")
+app.add_typer(sar_commands.app, name="sar")
 app.add_typer(feed_commands.feeds_app, name="feeds")
 app.add_typer(feed_commands.quarantine_app, name="quarantine")
 app.add_typer(user_commands.users_app, name="users")
 app.add_typer(user_commands.clients_app, name="clients")
 app.command()(feed_commands.ingest)
+app.command()(demo)
 app.command()(erase)
 app.command()(serve)
 app.command()(synth)

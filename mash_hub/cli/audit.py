@@ -90,7 +90,7 @@ def verify(as_json: JsonOption = False) -> None:
         verify_key = None  # fine while there are no checkpoints; otherwise reported below
     with _open() as db:
         with db.engine.connect() as connection:
-            total = connection.execute(select(func.max(AuditEntry.seq))).scalar()
+            total = connection.execute(select(func.max(AuditEntry.chain_seq))).scalar()
         with progress_bar(disable=as_json) as progress:
             task = progress.add_task("Verifying the audit log", total=total)
             report = verify_log(
@@ -121,7 +121,7 @@ def verify(as_json: JsonOption = False) -> None:
     console.print(
         f"Audit log OK: {report.entries:,} entries checked in {report.seconds:.2f} s "
         f"({report.rate:,.0f} entries/s); {signed}; {report.unsigned_tail:,} newer "
-        "entries chain-checked only.",
+        f"entries chain-checked only; {report.unchained:,} committed, not yet chained.",
         highlight=False,
     )
 
@@ -210,6 +210,7 @@ def _filtered(
 def _row(entry: AuditEntry) -> dict[str, Any]:
     return {
         "seq": entry.seq,
+        "chain_seq": entry.chain_seq,
         "entry_id": str(entry.entry_id),
         "occurred_at": entry.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
         "actor": entry.actor,
@@ -217,8 +218,8 @@ def _row(entry: AuditEntry) -> dict[str, Any]:
         "subject_type": entry.subject_type,
         "subject_id": entry.subject_id,
         "details": entry.details,
-        "prev_hash": bytes(entry.prev_hash).hex(),
-        "entry_hash": bytes(entry.entry_hash).hex(),
+        "prev_hash": None if entry.prev_hash is None else bytes(entry.prev_hash).hex(),
+        "entry_hash": None if entry.entry_hash is None else bytes(entry.entry_hash).hex(),
     }
 
 
@@ -269,6 +270,7 @@ def query(
 
 _CSV_COLUMNS = (
     "seq",
+    "chain_seq",
     "entry_id",
     "occurred_at",
     "actor",

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
+from mash_hub.authz.vocabulary import source_fields
 from mash_hub.cli._common import (
     ExitCode,
     actor,
@@ -24,7 +25,13 @@ from mash_hub.cli._common import (
     progress_bar,
     settings,
 )
-from mash_hub.cli.link import link_after_ingest
+from mash_hub.cli.link import (
+    AS_OPTION,
+    audit_refusal,
+    link_after_ingest,
+    policy_decisions,
+    staff_caller,
+)
 from mash_hub.feeds.definition import (
     FeedDefinition,
     FeedDefinitionError,
@@ -255,18 +262,62 @@ def list_quarantine(
 
 
 @quarantine_app.command("show")
-def show_quarantined(row: str, as_json: JsonOption = False) -> None:
-    """Decrypt one quarantined row's raw values to correct it (this access is audited)."""
+def show_quarantined(
+    row: str,
+    as_user: Annotated[str, AS_OPTION],
+    feeds_dir: FeedsDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Decrypt one quarantined row's raw values to correct it, for a member of staff.
+
+    A quarantined row is the agency's raw row, not split into field groups: it may hold any
+    field of the extract. So only a user whose role may read every field group of the feed's
+    source agency (identity, identifiers, contact and all its detail groups) may see it;
+    anyone else is refused, and the refusal audited. The view is audited (with the user as
+    actor) before anything is decrypted.
+    """
     row_id = _row_id(row)
+    missing: list[str] = []
     with open_hub() as (db, provider), db.transaction() as session:
         store = PersonStore.from_provider(provider)
+        caller = staff_caller(session, as_user)
         try:
             quarantined = get_open(session, row_id)
-            values = raw_values(session, store.keys, quarantined)
         except QuarantineError as exc:
             fail(str(exc), ExitCode.BAD_INPUT)
-        audit(session, AuditEvent(actor(), "quarantine.view", "quarantined_row", str(row_id)))
+        source = _feed(quarantined.feed, feeds_dir).agency
+        decisions = policy_decisions(session)
+        missing = sorted(set(source_fields(source)) - decisions.mask(caller, source))
+        subject = {"quarantined_row": str(row_id), "source": source}
+        if missing:
+            audit_refusal(session, caller, decisions, "quarantine.view", **subject)
+        else:
+            audit(
+                session,
+                AuditEvent(
+                    caller.user_id,
+                    "quarantine.view",
+                    "quarantined_row",
+                    str(row_id),
+                    {
+                        "role": caller.role,
+                        "agency": caller.agency,
+                        "policy_version": decisions.version,
+                        "source": source,
+                        "via": "cli",
+                    },
+                ),
+            )
+            try:
+                values = raw_values(session, store.keys, quarantined)
+            except QuarantineError as exc:
+                fail(str(exc), ExitCode.BAD_INPUT)
         reasons = quarantined.reasons
+    if missing:
+        fail(
+            f"the user's role ({caller.role}) may not read {', '.join(missing)} of {source} "
+            "records, and a quarantined row may hold any of them (the refusal is audited)"
+        )
     if as_json:
         emit_json({"id": str(row_id), "reasons": reasons, "raw": values})
     else:

@@ -1,5 +1,10 @@
 """``mash-hub link``: train the linkage model, link records into persons, evaluate; link a new
-batch incrementally; and the review queue (``link review list / show / decide``)."""
+batch incrementally; and the review queue (``link review list / show / decide``).
+
+Commands that show personal data act for a named member of staff (``--as``, an active user of
+the ``users`` table): that user's role and agency go through the access policy exactly as an
+API call would, only the allowed field groups are decrypted, and the audit entry names the
+user as actor (:func:`staff_caller`)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,12 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from sqlalchemy.orm import Session
 
+from mash_hub.audit import AuditEvent
+from mash_hub.audit import record as audit
+from mash_hub.authz.policy import AccessPolicy, Caller, Decisions, PolicyNotPublishedError
+from mash_hub.authz.vocabulary import SOURCES
 from mash_hub.cli._common import (
     ExitCode,
     actor,
@@ -30,6 +40,7 @@ from mash_hub.matching.model import (
 )
 from mash_hub.matching.service import evaluate_current, run_linkage, train_model
 from mash_hub.persons.store import PersonStore
+from mash_hub.users.service import UserError, find_user
 
 app = typer.Typer(help="Record linkage: which agency records are the same person.")
 review_app = typer.Typer(
@@ -44,6 +55,13 @@ MODEL_OPTION = typer.Option(
     help="Trained model JSON (default: MASH_LINKAGE_MODEL, else <data dir>/linkage-model.json "
     "when trained here, else the model shipped in linkage/).",
 )
+AS_OPTION = typer.Option(
+    ...,
+    "--as",
+    help="The member of staff (a user name from `mash-hub users list`) the command acts for: "
+    "the access policy decides by that user's role and agency, and the audit log names them.",
+)
+REVIEW_ACTION = "linkage_review"
 TRUTH_OPTION = typer.Option(
     ..., "--truth", exists=True, dir_okay=False, help="truth.csv: feed,source_record_id,person_key"
 )
@@ -118,6 +136,47 @@ def evaluate(
         console.print(f"{key:>22}: {value}", highlight=False)
 
 
+def staff_caller(session: Session, name: str) -> Caller:
+    """The active user ``name`` as a policy caller (``user:<id>``, as its hub tokens are)."""
+    try:
+        user = find_user(session, name)
+    except UserError as exc:
+        fail(f"--as: {exc}", ExitCode.BAD_INPUT)
+    if user.disabled:
+        fail(f"--as: user {name!r} is disabled", ExitCode.BAD_INPUT)
+    return Caller(f"user:{user.id}", user.role, user.agency)
+
+
+def policy_decisions(session: Session) -> Decisions:
+    """The published policy's decisions for this unit of work (exit 2 when none is)."""
+    try:
+        return AccessPolicy().for_session(session)
+    except PolicyNotPublishedError as exc:
+        fail(str(exc), ExitCode.BAD_INPUT)
+
+
+def audit_refusal(
+    session: Session, caller: Caller, decisions: Decisions, requested: str, **details: Any
+) -> None:
+    """An ``authz.denied`` entry; the command commits it, then exits 1."""
+    audit(
+        session,
+        AuditEvent(
+            caller.user_id,
+            "authz.denied",
+            details={
+                "reason": "role_not_permitted",
+                "requested": requested,
+                "role": caller.role,
+                "agency": caller.agency,
+                "policy_version": decisions.version,
+                "via": "cli",
+                **details,
+            },
+        ),
+    )
+
+
 def _uuid(value: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -186,17 +245,39 @@ def review_list(
 @review_app.command("show")
 def review_show(
     task: str = typer.Argument(..., help="Task id."),
+    as_user: str = AS_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """One task with both records decrypted side by side (the view is audited)."""
+    """One task with both records side by side, for a reviewer (`linkage_review` in the
+    policy): each record's identity, identifiers and contact as far as the user's mask of its
+    source allows; nothing else is decrypted. Audited with the user as actor."""
     task_id = _uuid(task, "task id")
+    refused = False
     with open_hub() as (db, provider), db.transaction() as session:
-        try:
-            document = reviewing.show_task(
-                session, PersonStore.from_provider(provider), task_id, actor=actor()
-            )
-        except reviewing.ReviewError as exc:
-            fail(str(exc), ExitCode.BAD_INPUT)
+        caller = staff_caller(session, as_user)
+        decisions = policy_decisions(session)
+        if not decisions.allows(caller, REVIEW_ACTION):
+            audit_refusal(session, caller, decisions, "linkage.review.show", task=str(task_id))
+            refused = True
+        else:
+            try:
+                document = reviewing.show_task(
+                    session,
+                    PersonStore.from_provider(provider),
+                    task_id,
+                    actor=caller.user_id,
+                    masks={source: decisions.mask(caller, source) for source in SOURCES},
+                    audit_details={
+                        "role": caller.role,
+                        "agency": caller.agency,
+                        "policy_version": decisions.version,
+                        "via": "cli",
+                    },
+                )
+            except reviewing.ReviewError as exc:
+                fail(str(exc), ExitCode.BAD_INPUT)
+    if refused:
+        fail(f"the user's role ({caller.role}) may not review linkage (the refusal is audited)")
     if json_output:
         emit_json(document)
         return

@@ -7,9 +7,10 @@ ciphers by owner id (the id of the row whose fields the DEK protects).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, text, update
@@ -58,6 +59,16 @@ def load_key_provider(settings: Settings, *, create_dev_keys: bool | None = None
             "through MASH_KEKS and MASH_INDEX_ROOT_KEY"
         )
     return LocalKeyringProvider(path)
+
+
+def provider_batch(provider: KeyProvider) -> contextlib.AbstractContextManager[None]:
+    """One check of the provider's key source for many wrap/unwrap calls, where the provider
+    supports it (``batch()``, see :class:`~mash_hub.crypto.keys.LocalKeyringProvider`); other
+    providers (a KMS) are unaffected."""
+    batch: Callable[[], contextlib.AbstractContextManager[None]] | None = getattr(
+        provider, "batch", None
+    )
+    return batch() if batch is not None else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -119,10 +130,20 @@ class KeyStore:
                 DataKeyRow.owner_id.in_(list(owner_ids))
             )
         ).all()
-        return {
-            owner: FieldCipher(unwrap_data_key(self.provider, WrappedKey(kek, bytes(blob)), owner))
-            for owner, kek, blob in rows
-        }
+        return self.open_wrapped(rows)
+
+    def open_wrapped(
+        self, rows: Iterable[tuple[uuid.UUID, str, bytes]]
+    ) -> dict[uuid.UUID, FieldCipher]:
+        """Ciphers from ``(owner id, KEK id, wrapped DEK)`` rows a caller already fetched
+        (a bulk read joins them to the ciphertexts); the provider is checked once for all."""
+        with provider_batch(self.provider):
+            return {
+                owner: FieldCipher(
+                    unwrap_data_key(self.provider, WrappedKey(kek, bytes(blob)), owner)
+                )
+                for owner, kek, blob in rows
+            }
 
     def shred(self, session: Session, owner_ids: Collection[uuid.UUID]) -> int:
         """Destroy the DEKs of these owners: their ciphertexts, and every copy, become noise."""
@@ -194,16 +215,17 @@ class KeyStore:
         self.register_primary(session)
         now = dt.datetime.now(dt.UTC)
         updates = []
-        for owner, kek, blob in rows:
-            rewrapped = rewrap_data_key(self.provider, WrappedKey(kek, bytes(blob)), owner)
-            updates.append(
-                {
-                    "owner_id": owner,
-                    "kek_id": rewrapped.kek_id,
-                    "wrapped": rewrapped.blob,
-                    "rewrapped_at": now,
-                }
-            )
+        with provider_batch(self.provider):
+            for owner, kek, blob in rows:
+                rewrapped = rewrap_data_key(self.provider, WrappedKey(kek, bytes(blob)), owner)
+                updates.append(
+                    {
+                        "owner_id": owner,
+                        "kek_id": rewrapped.kek_id,
+                        "wrapped": rewrapped.blob,
+                        "rewrapped_at": now,
+                    }
+                )
         session.execute(update(DataKeyRow), updates)
         return len(rows)
 

@@ -9,6 +9,7 @@ from mash_hub.db.base import Base
 from mash_hub.feeds import models as feed_models
 from mash_hub.matching import models as matching_models
 from mash_hub.persons import models as person_models
+from mash_hub.referrals import models as referral_models
 from mash_hub.users import models as user_models
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "feed_models",
     "matching_models",
     "person_models",
+    "referral_models",
     "user_models",
 ]

@@ -146,19 +146,23 @@ class Clustering:
 
 
 class _Clusters:
+    """Union-find over records, built lazily: a record no pair or constraint touches stays a
+    cluster of its own without any state (most records of a relink have no pair; building
+    identifier sets for all of them took 4.2 s of a 10 s clustering at 173,583 records)."""
+
     def __init__(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
-        self.parent = {rid: rid for rid in rows}
-        self.members: dict[str, list[str]] = {rid: [rid] for rid in rows}
-        self.ids: dict[str, dict[str, set[str]]] = {
-            rid: {c: {row[c]} if row.get(c) else set() for c in IDENTIFIER_COLUMNS}
-            for rid, row in rows.items()
-        }
+        self.rows = rows
+        self.parent: dict[str, str] = {}
+        self.members: dict[str, list[str]] = {}
+        self.ids: dict[str, dict[str, set[str]]] = {}
         # Records each cluster must never be joined with (cannot-link decisions).
         self.apart: dict[str, set[str]] = defaultdict(set)
         # Existing persons each cluster holds (incremental runs never merge two).
         self.groups: dict[str, set[str]] = defaultdict(set)
 
     def find(self, rid: str) -> str:
+        if rid not in self.parent:
+            return rid
         root = rid
         while self.parent[root] != root:
             root = self.parent[root]
@@ -166,27 +170,55 @@ class _Clusters:
             self.parent[rid], rid = root, self.parent[rid]
         return root
 
+    def members_of(self, root: str) -> list[str]:
+        return self.members.get(root) or [root]
+
+    def size(self, root: str) -> int:
+        members = self.members.get(root)
+        return len(members) if members is not None else 1
+
+    def ids_of(self, root: str) -> dict[str, set[str]]:
+        ids = self.ids.get(root)
+        if ids is None:
+            row = self.rows[root]
+            ids = {c: {row[c]} if row.get(c) else set() for c in IDENTIFIER_COLUMNS}
+            self.ids[root] = ids
+        return ids
+
     def compatible_ids(self, a: str, b: str) -> bool:
-        return all(len(self.ids[a][c] | self.ids[b][c]) <= 1 for c in IDENTIFIER_COLUMNS)
+        ids_a, ids_b = self.ids_of(a), self.ids_of(b)
+        return all(len(ids_a[c] | ids_b[c]) <= 1 for c in IDENTIFIER_COLUMNS)
 
     def kept_apart(self, a: str, b: str) -> bool:
         """A cannot-link decision (direct or through members) forbids joining ``a`` and ``b``."""
-        small, other = (a, b) if len(self.members[a]) <= len(self.members[b]) else (b, a)
-        return any(m in self.apart[other] for m in self.members[small])
+        small, other = (a, b) if self.size(a) <= self.size(b) else (b, a)
+        apart = self.apart.get(other)
+        if not apart:
+            return False
+        return any(m in apart for m in self.members_of(small))
 
     def separate_persons(self, a: str, b: str) -> bool:
-        return len(self.groups[a] | self.groups[b]) > 1
+        return len(self.groups.get(a, set()) | self.groups.get(b, set())) > 1
 
     def union(self, a: str, b: str) -> None:
-        if len(self.members[a]) < len(self.members[b]):
+        if self.size(a) < self.size(b):
             a, b = b, a
+        ids_a, ids_b = self.ids_of(a), self.ids_of(b)
+        self.parent.setdefault(a, a)
         self.parent[b] = a
-        self.members[a].extend(self.members.pop(b))
+        self.members[a] = self.members_of(a)
+        self.members[a].extend(self.members.pop(b, [b]))
         for c in IDENTIFIER_COLUMNS:
-            self.ids[a][c] |= self.ids[b][c]
+            ids_a[c] |= ids_b[c]
         del self.ids[b]
         self.apart[a] |= self.apart.pop(b, set())
         self.groups[a] |= self.groups.pop(b, set())
+
+    def clusters(self) -> list[list[str]]:
+        """Every record's cluster, each sorted, in sorted order."""
+        joined = [sorted(m) for m in self.members.values()]
+        alone = [[rid] for rid in self.rows if rid not in self.parent]
+        return sorted(joined + alone)
 
 
 def _join_groups(state: _Clusters, groups: Mapping[str, str], rows: Mapping[str, object]) -> None:
@@ -262,7 +294,7 @@ def cluster(
             state.union(a, b)
         else:
             blocked.append(p)
-    clusters = sorted(sorted(m) for m in state.members.values())
+    clusters = state.clusters()
     review = [
         p
         for p in pairs
@@ -285,9 +317,9 @@ def _may_merge(
     a, b = roots
     if not state.compatible_ids(a, b) or state.kept_apart(a, b) or state.separate_persons(a, b):
         return False
-    small, other = (a, b) if len(state.members[a]) <= len(state.members[b]) else (b, a)
+    small, other = (a, b) if state.size(a) <= state.size(b) else (b, a)
     strong_links = 0
-    for rid in state.members[small]:
+    for rid in state.members_of(small):
         for nid, pair, s in neighbours.get(rid, ()):
             if state.find(nid) != other:
                 continue
@@ -295,7 +327,7 @@ def _may_merge(
                 return False
             if s == AUTO:
                 strong_links += 1
-    if len(state.members[a]) > 1 and len(state.members[b]) > 1:
+    if state.size(a) > 1 and state.size(b) > 1:
         return strong_links >= 2 or edge.match_weight >= thresholds.auto + BRIDGE_MARGIN
     return True
 

@@ -7,8 +7,10 @@ For a batch of records without a person (a new feed batch, a later referral):
    :meth:`BlindIndexer.query_terms` on the indexes that mirror the prediction blocking
    rules), then take every current record of the candidates' persons, so the identifier
    and twin guards see whole persons; decrypt only those;
-3. score new-against-existing (Splink ``predict_between``) and new-against-new
-   (``predict_within``) with the trained model and the same blocking rules as a full run;
+3. score new-against-existing and new-against-new with the trained model and the same
+   blocking rules as a full run (:func:`~mash_hub.matching.model.predict_new`: the Python
+   scorer, the same pairs and weights as Splink's ``predict_between`` + ``predict_within``
+   without a linker per call, so one record costs milliseconds, not ~0.4 s);
 4. cluster with the same guards as a full run (twins never auto-link, identifier conflicts
    and cannot-link decisions block), existing persons pre-joined and never merged with each
    other (that is left to a full run, and such pairs go to review);

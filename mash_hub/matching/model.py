@@ -12,12 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mash_hub.matching import comparisons as comp
 from mash_hub.matching.duck import connect, feature_table
+from mash_hub.matching.features import FeatureTable
+from mash_hub.matching.scorer import PairScore, PairScorer
+
+# Feature rows as dicts (tests, incremental linkage) or a whole run's compact table.
+Rows = list[dict[str, Any]] | FeatureTable
 
 FORMAT = "mash-hub-linkage-model"
 
@@ -115,6 +121,10 @@ class LinkageModel:
             definition=doc["definition"],
         )
 
+    def scorer(self) -> PairScorer:
+        """A Python scorer with these parameters (cheap: the level SQL is compiled once)."""
+        return PairScorer(self.parameters, self.prior)
+
     def weight(self, comparison: str, level: str) -> float:
         """log2(m/u) of one level (fixed levels from the code, trained ones from data)."""
         lv = next(c for c in comp.COMPARISONS if c.name == comparison).level(level)
@@ -129,11 +139,12 @@ def _quiet_splink() -> None:
     logging.getLogger("splink").setLevel(logging.ERROR)
 
 
-def _linker(rows: list[dict[str, Any]], settings: dict[str, Any], con: Any) -> Any:
+def _linker(rows: Rows, settings: dict[str, Any], con: Any) -> Any:
     from splink import DuckDBAPI, Linker  # noqa: PLC0415 - heavy import, only when linking
 
     api = DuckDBAPI(connection=con)
-    sdf = api.register(feature_table(rows), dataset_display_name="records")
+    table = rows.arrow() if isinstance(rows, FeatureTable) else feature_table(rows)
+    sdf = api.register(table, dataset_display_name="records")
     return Linker(sdf, settings, log_level=None)
 
 
@@ -162,7 +173,7 @@ def _trained_parameters(linker: Any) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def train(
-    rows: list[dict[str, Any]],
+    rows: Rows,
     *,
     seed: int = 2026,
     version: int = 1,
@@ -210,7 +221,7 @@ class ScoredPair:
 
 
 def predict(
-    rows: list[dict[str, Any]], model: LinkageModel, *, min_weight: float | None = None
+    rows: Rows, model: LinkageModel, *, min_weight: float | None = None
 ) -> list[ScoredPair]:
     """Score every candidate pair the blocking rules produce (weights per comparison)."""
     _quiet_splink()
@@ -222,7 +233,8 @@ def predict(
     if min_weight is not None:
         kwargs["threshold_match_weight"] = min_weight
     predictions = linker.inference.predict(**kwargs)
-    out = _scored(con, predictions.physical_name, {str(r["unique_id"]): r for r in rows}, model)
+    by_id = rows if isinstance(rows, FeatureTable) else {str(r["unique_id"]): r for r in rows}
+    out = _scored(con, predictions.physical_name, by_id, model)
     con.close()
     return out
 
@@ -230,9 +242,42 @@ def predict(
 def predict_new(
     new: list[dict[str, Any]], existing: list[dict[str, Any]], model: LinkageModel
 ) -> list[ScoredPair]:
-    """Incremental scoring: new records against existing ones (``predict_between``) and
-    against each other (``predict_within``), with the same blocking rules and parameters as
-    a full run; pairs among existing records are not scored."""
+    """Incremental scoring: new records against existing ones and against each other, with
+    the same blocking rules and parameters as a full run; pairs among existing records are
+    not scored.
+
+    Scored in Python (:mod:`mash_hub.matching.scorer`): the same pairs and weights as
+    Splink's ``predict_within`` + ``predict_between`` (:func:`predict_new_splink`, checked
+    against each other in the tests) without its ~0.4 s fixed cost per call. Measured faster
+    than Splink at every size tried (1 to 178,000 pairs), so there is no size switch.
+    """
+    if not new:
+        return []
+    scorer = model.scorer()
+    return [scored_pair(score) for score in scorer.predict_new(new, existing)]
+
+
+def scored_pair(score: PairScore) -> ScoredPair:
+    """The stored form of a scored pair (weights per comparison to two decimals)."""
+    return ScoredPair(
+        score.left,
+        score.right,
+        score.match_weight,
+        dict(score.levels),
+        {name: round(weight, 2) for name, weight in score.weights.items()},
+    )
+
+
+def predict_new_splink(
+    new: list[dict[str, Any]],
+    existing: list[dict[str, Any]],
+    model: LinkageModel,
+    *,
+    digits: int | None = 2,
+) -> list[ScoredPair]:
+    """:func:`predict_new` through Splink (``predict_between`` + ``predict_within``): the
+    reference the Python scorer is tested and benchmarked against (``digits=None`` keeps
+    the weights per comparison unrounded)."""
     _quiet_splink()
     if not new:
         return []
@@ -247,22 +292,28 @@ def predict_new(
     out: list[ScoredPair] = []
     if len(new) > 1:
         within = linker.inference.predict_within(new_sdf, warning_mode="never")
-        out += _scored(con, within.physical_name, by_id, model)
+        out += _scored(con, within.physical_name, by_id, model, digits=digits)
     if existing:
         old_sdf = api.register(feature_table(existing), dataset_display_name="existing_records")
         between = linker.inference.predict_between(new_sdf, old_sdf, warning_mode="never")
-        out += _scored(con, between.physical_name, by_id, model)
+        out += _scored(con, between.physical_name, by_id, model, digits=digits)
     con.close()
     out.sort(key=lambda p: (p.left, p.right))
     return out
 
 
 def _scored(
-    con: Any, table: str, by_id: dict[str, dict[str, Any]], model: LinkageModel
+    con: Any,
+    table: str,
+    by_id: Mapping[str, Mapping[str, Any]],
+    model: LinkageModel,
+    *,
+    digits: int | None = 2,
 ) -> list[ScoredPair]:
     names = [c.name for c in comp.COMPARISONS]
     columns = ", ".join(["unique_id_l", "unique_id_r", "match_weight"] + [f"mw_{n}" for n in names])
     result = con.execute(f"SELECT {columns} FROM {table}").fetchall()  # noqa: S608
+    levels = _LevelTable(model)
     out = []
     for row in result:
         left, right = str(row[0]), str(row[1])
@@ -274,31 +325,56 @@ def _scored(
                 left,
                 right,
                 float(row[2]),
-                _levels(model, by_id[left], by_id[right], weights),
-                {n: round(w, 2) for n, w in weights.items()},
+                levels.levels(by_id[left], by_id[right], weights),
+                {n: w if digits is None else round(w, digits) for n, w in weights.items()},
             )
         )
     out.sort(key=lambda p: (p.left, p.right))
     return out
 
 
-def _levels(
-    model: LinkageModel, left: dict[str, Any], right: dict[str, Any], weights: dict[str, float]
-) -> dict[str, str]:
+class _LevelTable:
     """The level each comparison took, recovered from its weight (Splink 5 keeps no gamma
-    columns in predictions); null levels are told apart from neutral ones by the data."""
-    out = {}
-    for comparison in comp.COMPARISONS:
-        null_columns = comp.null_columns(comparison)
-        if any(left.get(c) is None or right.get(c) is None for c in null_columns):
-            out[comparison.name] = "null"
-            continue
-        target = weights[comparison.name]
-        out[comparison.name] = min(
-            (lv for lv in comparison.levels if not lv.is_null),
-            key=lambda lv: abs(model.weight(comparison.name, lv.key) - target),
-        ).key
-    return out
+    columns in predictions); null levels are told apart from neutral ones by the data.
+
+    Each level's weight is computed once per model (recovering levels by calling
+    :meth:`LinkageModel.weight` per level per pair cost 2.3 M calls at 173,583 records), and
+    each distinct weight Splink returns is matched once: the nearest level, the first of
+    equals in definition order, exactly as before.
+    """
+
+    def __init__(self, model: LinkageModel) -> None:
+        self._plan = [
+            (
+                comparison.name,
+                comp.null_columns(comparison),
+                [
+                    (lv.key, model.weight(comparison.name, lv.key))
+                    for lv in comparison.levels
+                    if not lv.is_null
+                ],
+            )
+            for comparison in comp.COMPARISONS
+        ]
+        self._seen: dict[tuple[str, float], str] = {}
+
+    def _nearest(self, name: str, candidates: list[tuple[str, float]], target: float) -> str:
+        found = self._seen.get((name, target))
+        if found is None:
+            found = min(candidates, key=lambda kw: abs(kw[1] - target))[0]
+            self._seen[(name, target)] = found
+        return found
+
+    def levels(
+        self, left: Mapping[str, Any], right: Mapping[str, Any], weights: Mapping[str, float]
+    ) -> dict[str, str]:
+        out = {}
+        for name, null_columns, candidates in self._plan:
+            if any(left.get(c) is None or right.get(c) is None for c in null_columns):
+                out[name] = "null"
+            else:
+                out[name] = self._nearest(name, candidates, weights[name])
+        return out
 
 
 def explain(pair: ScoredPair) -> str:

@@ -51,6 +51,8 @@ REASON_CODES = {
     ),
 }
 OPEN, DECIDED, CLOSED = "open", "decided", "closed"
+# What a reviewer sees of each record: enough to tell whether two records are one person.
+REVIEW_GROUPS = (IDENTITY, IDENTIFIERS, CONTACT)
 MUST_LINK_CONFLICT = "must_link_conflict"
 _CONFLICT_TEXT = {
     "identifier_conflict": "decided same person, but the records hold different identifiers",
@@ -249,28 +251,70 @@ def reason_text(session: Session, keys: KeyStore, decision: LinkDecision) -> str
 
 
 def show_task(
-    session: Session, store: PersonStore, task_id: uuid.UUID, *, actor: str
+    session: Session,
+    store: PersonStore,
+    task_id: uuid.UUID,
+    *,
+    actor: str,
+    masks: Mapping[str, Collection[str]],
+    audit_details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A task with both records decrypted side by side, for the reviewer. Audited (ids and
-    the groups shown, never values)."""
+    """A task with both records side by side, for the reviewer.
+
+    ``masks`` is the caller's field mask per source agency (from the access policy). Of each
+    record only the review groups (identity, identifiers, contact) its source's mask allows
+    are read and decrypted; nothing else is. The view is audited before anything is decrypted
+    (ids, sources and the groups shown per record, never values); ``audit_details`` adds the
+    caller's role, agency, policy version and purpose.
+    """
     task = _task(session, task_id)
-    groups = (IDENTITY, IDENTIFIERS, CONTACT)
-    records = store.read(session, [task.record_id_l, task.record_id_r], groups)
+    ids = (task.record_id_l, task.record_id_r)
+    meta = store.read(session, ids, ())  # metadata only: nothing is decrypted
+    shown = {
+        rid: sorted(set(REVIEW_GROUPS) & set(masks.get(meta[rid].source_agency, ())))
+        if rid in meta
+        else []
+        for rid in ids
+    }
     decision = active_decision(session, task)
+    seq = audit(
+        session,
+        AuditEvent(
+            actor=actor,
+            action="linkage.review.show",
+            subject_type="review_task",
+            subject_id=str(task.id),
+            details={
+                **(audit_details or {}),
+                "records": [str(rid) for rid in ids],
+                "sources": {str(rid): meta[rid].source_agency for rid in ids if rid in meta},
+                "shown": {str(rid): groups for rid, groups in shown.items()},
+                "decision_reason_shown": bool(
+                    decision is not None and decision.reason_ciphertext is not None
+                ),
+            },
+        ),
+    )
+    records = dict(meta)
+    for groups in {tuple(g) for g in shown.values() if g}:
+        wanted = [rid for rid in ids if tuple(shown[rid]) == groups]
+        records.update(store.read(session, wanted, groups))
     out: dict[str, Any] = {
         **task_summary(task),
         "records": [
             {
                 "id": str(rid),
+                "source": records[rid].source_agency if rid in records else None,
                 "feed": records[rid].feed if rid in records else None,
                 "person_id": str(records[rid].person_id)
                 if rid in records and records[rid].person_id
                 else None,
                 **(records[rid].groups if rid in records else {}),
             }
-            for rid in (task.record_id_l, task.record_id_r)
+            for rid in ids
         ],
         "decision": None,
+        "audit_seq": seq,
     }
     if decision is not None:
         out["decision"] = {
@@ -280,20 +324,6 @@ def show_task(
             "actor": decision.actor,
             "decided_at": decision.decided_at.isoformat() if decision.decided_at else None,
         }
-    audit(
-        session,
-        AuditEvent(
-            actor=actor,
-            action="linkage.review.show",
-            subject_type="review_task",
-            subject_id=str(task.id),
-            details={
-                "records": [str(task.record_id_l), str(task.record_id_r)],
-                "groups": list(groups),
-                "decision_reason_shown": bool(out["decision"] and out["decision"]["reason"]),
-            },
-        ),
-    )
     return out
 
 
@@ -304,6 +334,7 @@ def task_summary(task: ReviewTask) -> dict[str, Any]:
         "record_id_r": str(task.record_id_r),
         "kind": task.kind,
         "match_weight": task.match_weight,
+        "weights": dict(task.weights),
         "explanation": task.explanation,
         "status": task.status,
         "created_run_id": str(task.created_run_id),

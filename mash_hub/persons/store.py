@@ -14,11 +14,12 @@ import datetime as dt
 import json
 import os
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import BigInteger, SmallInteger, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from mash_hub.audit import AuditEvent
@@ -29,6 +30,8 @@ from mash_hub.crypto.keystore import KeyStore
 from mash_hub.persons.models import BlindIndexEntry, Person, RecordFieldGroup, SourceRecord
 
 FIELD_TABLE = "record_field_groups"
+# Records per batch of the bulk read (:meth:`PersonStore.stream_groups`).
+STREAM_BATCH = 2_000
 
 # The policy's unit of access. Agency-specific detail groups are named "details.<name>".
 IDENTITY = "identity"
@@ -340,6 +343,58 @@ class PersonStore:
             if (cipher := ciphers.get(record_id)) is not None
         ]
 
+    def stream_groups(
+        self, session: Session, groups: Sequence[str], *, batch_size: int = STREAM_BATCH
+    ) -> Iterator[list[StoredRecord]]:
+        """Every current record with ``groups`` decrypted, in id order, ``batch_size`` at a
+        time: the bulk read a full relink needs (the caller audits it, as for :meth:`read`).
+
+        One statement joins each record to its wrapped data key and one ciphertext per group
+        and is read through a server-side cursor, instead of :meth:`read`'s three queries per
+        batch of ids; each batch's keys are unwrapped with one keyring check. A batch's
+        plaintext lives only as long as the caller keeps it. Records whose data key was
+        shredded come with no groups.
+        """
+        wanted = list(dict.fromkeys(groups))
+        for group in wanted:
+            _check_group_name(group)
+        # Only numbered aliases and placeholders are formatted in; group names are parameters.
+        columns = "".join(f", g{i}.ciphertext" for i in range(len(wanted)))
+        joins = "".join(
+            f" LEFT JOIN {FIELD_TABLE} g{i} ON g{i}.record_id = s.id AND g{i}.group_name = %s"
+            for i in range(len(wanted))
+        )
+        sql = (
+            "SELECT s.id, s.feed, s.source_agency, s.person_id, k.kek_id, k.wrapped"  # noqa: S608
+            f"{columns} FROM source_records s LEFT JOIN data_keys k ON k.owner_id = s.id{joins}"
+            " WHERE s.is_current AND s.erased_at IS NULL ORDER BY s.id"
+        )
+        connection: Any = session.connection().connection.driver_connection
+        name = f"stream_groups_{uuid.uuid4().hex}"
+        with connection.cursor(name=name, binary=True) as cursor:
+            cursor.itersize = batch_size
+            cursor.execute(sql, wanted)
+            while rows := cursor.fetchmany(batch_size):
+                yield self._open_joined(rows, wanted)
+
+    def _open_joined(self, rows: Sequence[Any], groups: Sequence[str]) -> list[StoredRecord]:
+        """Decrypt the rows of :meth:`stream_groups`: (id, feed, agency, person, KEK id,
+        wrapped key, one ciphertext per group)."""
+        ciphers = self.keys.open_wrapped((row[0], row[4], row[5]) for row in rows if row[5])
+        out = []
+        for row in rows:
+            record_id = row[0]
+            record = StoredRecord(record_id, row[1], row[2], row[3])
+            cipher = ciphers.get(record_id)
+            if cipher is not None:
+                for group, ciphertext in zip(groups, row[6:], strict=True):
+                    if ciphertext is not None:
+                        record.groups[group] = cipher.decrypt_group(
+                            bytes(ciphertext), table=FIELD_TABLE, group=group, row_id=record_id
+                        )
+            out.append(record)
+        return out
+
     def records_of_person(self, session: Session, person_id: uuid.UUID) -> list[uuid.UUID]:
         return list(
             session.scalars(
@@ -355,15 +410,28 @@ class PersonStore:
         self, session: Session, terms: Iterable[IndexTerm], *, require_all: bool = False
     ) -> set[uuid.UUID]:
         """Records whose blind index holds any (or every) term. Truncated indexes over-match:
-        callers decrypt the candidates they may see and re-check them."""
+        callers decrypt the candidates they may see and re-check them.
+
+        The terms are joined as two arrays (``unnest``): one statement text whatever the
+        number of terms, so it is prepared once; measured 4x faster than an ``OR`` of
+        per-term conditions for one search and 29x for 100 records' terms at once
+        (``benchmarks/bench_search.py``)."""
         wanted = list(dict.fromkeys(terms))
         if not wanted:
             return set()
-        conditions = [
-            (BlindIndexEntry.index_id == term.index_id) & (BlindIndexEntry.value == term.value)
-            for term in wanted
-        ]
-        query = select(BlindIndexEntry.record_id).where(or_(*conditions))
+        lookup = (
+            func.unnest(
+                bindparam("index_ids", [t.index_id for t in wanted], type_=ARRAY(SmallInteger)),
+                bindparam("values", [t.value for t in wanted], type_=ARRAY(BigInteger)),
+            )
+            .table_valued("index_id", "value")
+            .render_derived()
+        )
+        query = select(BlindIndexEntry.record_id).join(
+            lookup,
+            (BlindIndexEntry.index_id == lookup.c.index_id)
+            & (BlindIndexEntry.value == lookup.c.value),
+        )
         if require_all:
             query = query.group_by(BlindIndexEntry.record_id).having(
                 func.count(func.distinct(func.row(BlindIndexEntry.index_id, BlindIndexEntry.value)))

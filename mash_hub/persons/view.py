@@ -42,6 +42,12 @@ from mash_hub.authz.models import AccessJustification, BreakGlassView
 from mash_hub.authz.policy import AccessPolicy, Caller, Decisions
 from mash_hub.persons.models import Person, RecordFieldGroup, SourceRecord
 from mash_hub.persons.store import PersonStore
+from mash_hub.referrals.linked import (
+    REFERRAL_SOURCE,
+    LinkedReferral,
+    referrals_of_person,
+    with_concerns,
+)
 
 JUSTIFICATION_TABLE = "access_justifications"
 
@@ -141,6 +147,9 @@ class PersonView:
     break_glass: bool
     audit_seq: int
     sources: dict[str, list[RecordView]] = field(default_factory=dict)
+    # Referrals naming the person (when the caller sees their referral records); the
+    # concerns only where the policy let the view decrypt them.
+    referrals: list[LinkedReferral] = field(default_factory=list)
 
     def shown(self) -> dict[str, frozenset[str]]:
         """The groups shown per source."""
@@ -164,6 +173,7 @@ class PersonView:
                 ]
                 for source, records in self.sources.items()
             },
+            "referrals": [r.to_dict() for r in self.referrals],
         }
 
 
@@ -228,12 +238,14 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
         "records": {source: len(ids) for source, (ids, _) in plan.items()},
         "break_glass": use_glass,
     }
+    linked = referrals_of_person(session, person_id) if REFERRAL_SOURCE in plan else []
+    details["referrals"] = [str(r.id) for r in linked]
     if purpose.text is not None:
-        details["purpose_text"] = _seal_text(session, store, person_id, "purpose", purpose.text)
+        details["purpose_text"] = seal_text(session, store, person_id, "purpose", purpose.text)
     glass_id = uuid.uuid4()
     justification_id: uuid.UUID | None = None
     if break_glass is not None:
-        sealed = _seal_text(session, store, person_id, "break_glass", break_glass.justification)
+        sealed = seal_text(session, store, person_id, "break_glass", break_glass.justification)
         justification_id = uuid.UUID(sealed["id"])
         details |= {
             "justification": sealed,
@@ -267,6 +279,7 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
             for rid in record_ids
             if rid in records
         ]
+    shown_referrals = {r.record_id: r.groups for r in sources.get(REFERRAL_SOURCE, [])}
     return PersonView(
         person_id=person_id,
         policy_version=decisions.version,
@@ -274,6 +287,7 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
         break_glass=use_glass,
         audit_seq=seq,
         sources=sources,
+        referrals=with_concerns(linked, shown_referrals),
     )
 
 
@@ -335,7 +349,7 @@ def _present_groups(session: Session, record_ids: list[uuid.UUID]) -> dict[uuid.
     return out
 
 
-def _seal_text(
+def seal_text(
     session: Session, store: PersonStore, person_id: uuid.UUID, kind: str, text: str
 ) -> dict[str, str]:
     """Encrypt free text under its own data key; returns what the audit entry may hold."""

@@ -8,20 +8,56 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from mash_hub.web import persons
+from mash_hub.web import audit as audit_api
+from mash_hub.web import persons, search, subject_access
+from mash_hub.web import referrals as referrals_api
+from mash_hub.web import review as review_api
 from mash_hub.web.deps import CurrentPrincipal
-from mash_hub.web.errors import PROBLEM_JSON
+from mash_hub.web.errors import problem_doc, problem_example
 
+# Answers any operation may give; an operation documents its own 400/422 where it has more
+# to say. (FastAPI's default 422 schema is not what the hub sends, so it is replaced here.)
 PROBLEMS = {
-    status: {"description": description, "content": {PROBLEM_JSON: {}}}
-    for status, description in (
-        (401, "Missing or invalid credentials"),
-        (429, "Too many requests (see Retry-After)"),
-    )
+    400: problem_doc(
+        "The request could not be understood (e.g. a body that is not JSON)",
+        problem_example(400, "the request could not be understood"),
+    ),
+    401: problem_doc(
+        "Missing or invalid credentials",
+        problem_example(401, "missing or invalid credentials", "unauthenticated"),
+    ),
+    413: problem_doc(
+        "The request body is larger than MASH_MAX_BODY_BYTES",
+        problem_example(413, "the request body is too large"),
+    ),
+    422: problem_doc(
+        "A parameter or body field is invalid; `errors` names each one (never its value)",
+        problem_example(
+            422,
+            "the request is not valid",
+            "validation_failed",
+            errors=[
+                {
+                    "loc": ["path", "person_id"],
+                    "msg": "Input should be a valid UUID",
+                    "type": "uuid_parsing",
+                }
+            ],
+        ),
+    ),
+    429: problem_doc(
+        "Too many requests (see Retry-After)",
+        problem_example(429, "too many requests; retry later", "rate_limited"),
+    ),
 }
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS)  # type: ignore[arg-type]
+router.include_router(search.router)  # before persons: /persons/{id} must not shadow it
 router.include_router(persons.router)
+router.include_router(subject_access.router)  # /persons/{id}/subject-access: no clash
+router.include_router(audit_api.router)
+router.include_router(referrals_api.router)
+router.include_router(review_api.router)
 
 
 class Me(BaseModel):

@@ -15,9 +15,47 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+EXAMPLE_REQUEST_ID = "3f0c2a9e6b1d4c57"
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``): the OpenAPI schema of
+    every error answer."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    code: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Field-level faults: loc, msg, type (never the input)."
+    )
+
+
+def problem_example(
+    status: int, detail: str, code: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """An example problem body for the OpenAPI description."""
+    example: dict[str, Any] = {
+        "type": "about:blank",
+        "title": http.HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if code is not None:
+        example["code"] = code
+    return {**example, "request_id": EXAMPLE_REQUEST_ID, **extra}
+
+
+def problem_doc(description: str, example: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI response entry: a problem document with its schema and an example."""
+    content = {"schema": Problem.model_json_schema(), "example": example}
+    return {"description": description, "content": {PROBLEM_JSON: content}}
 
 
 class ApiProblemError(Exception):

@@ -15,6 +15,7 @@ No error body carries a value from the request.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import uuid
 from typing import Annotated, Any
@@ -48,7 +49,14 @@ from mash_hub.persons.view import (
     view_person,
 )
 from mash_hub.web.deps import CurrentPrincipal
-from mash_hub.web.errors import PROBLEM_JSON, ApiProblemError, problem_response
+from mash_hub.web.errors import (
+    EXAMPLE_REQUEST_ID as _RID,
+)
+from mash_hub.web.errors import (
+    ApiProblemError,
+    problem_doc,
+    problem_response,
+)
 
 H_CODE = "X-Purpose-Code"
 H_REFERRAL = "X-Purpose-Referral"
@@ -62,28 +70,8 @@ DENIED_CODE = "person_not_available"
 # -- OpenAPI: the problem documents this router answers ------------------------------------
 
 
-class Problem(BaseModel):
-    """An RFC 9457 problem document (``application/problem+json``)."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str | None = None
-    code: str | None = None
-    request_id: str | None = None
-    errors: list[dict[str, Any]] | None = Field(
-        default=None, description="Field-level faults: loc, msg, type (never the input)."
-    )
-
-
-def _problem(description: str, example: dict[str, Any]) -> dict[str, Any]:
-    content = {"schema": Problem.model_json_schema(), "example": example}
-    return {"description": description, "content": {PROBLEM_JSON: content}}
-
-
-_RID = "3f0c2a9e6b1d4c57"
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _problem(
+    400: problem_doc(
         "No valid purpose of access (or break-glass justification); `errors` names the header",
         {
             "type": "about:blank",
@@ -101,7 +89,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
             ],
         },
     ),
-    403: _problem(
+    403: problem_doc(
         "Not allowed to view this person, or no such person (the same body for both); "
         "partner and auditor credentials always get this",
         {
@@ -113,7 +101,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
             "request_id": _RID,
         },
     ),
-    503: _problem(
+    503: problem_doc(
         "No access policy is published (everything is denied until one is)",
         {
             "type": "about:blank",
@@ -140,6 +128,20 @@ class RecordOut(BaseModel):
     )
 
 
+class LinkedReferralOut(BaseModel):
+    id: uuid.UUID
+    reference: str
+    received_at: dt.datetime
+    status: str = Field(description="received, in_triage or decided.")
+    rag: str | None = Field(description="red, amber, green, or null before triage rates it.")
+    subject_role: str = Field(description="The person's role in the referral (child, ...).")
+    record_id: uuid.UUID = Field(description="The person's record made from the referral.")
+    concerns: str | None = Field(
+        description="The referral's concerns, only when the policy lets the caller see "
+        "`details.referral` of referral records (and only for the child or adult at risk)."
+    )
+
+
 class PersonViewOut(BaseModel):
     person_id: uuid.UUID
     policy_version: int | None
@@ -149,6 +151,11 @@ class PersonViewOut(BaseModel):
     sources: dict[str, list[RecordOut]] = Field(
         description="Per source agency, its current records (sources with nothing visible "
         "to the caller are left out)."
+    )
+    referrals: list[LinkedReferralOut] = Field(
+        default_factory=list,
+        description="Referrals naming the person, newest first (when the caller may see the "
+        "person's referral records).",
     )
 
 
@@ -177,7 +184,7 @@ class PersonLinksOut(BaseModel):
 _services_lock = threading.Lock()
 
 
-def _services(request: Request) -> tuple[Database, PersonStore, AccessPolicy]:
+def services(request: Request) -> tuple[Database, PersonStore, AccessPolicy]:
     """The app's database, person store and access policy (store and policy made lazily;
     tests may set ``app.state.person_store`` / ``app.state.access_policy`` beforehand)."""
     state = request.app.state
@@ -208,7 +215,7 @@ def _fault(header: str, msg: str, kind: str) -> dict[str, Any]:
     return {"loc": ["header", header], "msg": msg, "type": kind}
 
 
-def _bad_request(request: Request, errors: list[dict[str, Any]]) -> JSONResponse:
+def purpose_bad_request(request: Request, errors: list[dict[str, Any]]) -> JSONResponse:
     return problem_response(
         request,
         400,
@@ -269,7 +276,7 @@ def _denied() -> ApiProblemError:
     return ApiProblemError(403, DENIED_DETAIL, code=DENIED_CODE)
 
 
-def _not_published() -> ApiProblemError:
+def policy_not_published() -> ApiProblemError:
     return ApiProblemError(503, "no access policy is published", code="policy_not_published")
 
 
@@ -324,7 +331,7 @@ def get_person(
     every refusal writes `authz.denied` (including a missing purpose)."""
     purpose, faults = parse_purpose(x_purpose_code, x_purpose_referral, x_purpose_text)
     glass, glass_faults = parse_break_glass(x_break_glass_justification)
-    database, store, policy = _services(request)
+    database, store, policy = services(request)
     caller = principal.caller()
     view: PersonView | None = None
     denied: str | None = None
@@ -332,7 +339,7 @@ def get_person(
         try:
             may_view = policy.for_session(session).may_view_persons(caller)
         except PolicyNotPublishedError:
-            raise _not_published() from None
+            raise policy_not_published() from None
         # A malformed justification from someone who could otherwise view: 400, nothing read.
         if not (may_view and purpose is not None and glass_faults):
             try:
@@ -340,11 +347,11 @@ def get_person(
             except AccessDeniedError as refusal:
                 denied = refusal.reason  # its authz.denied entry commits with the transaction
     if denied == "purpose_missing" and may_view:
-        return _bad_request(request, faults + glass_faults)
+        return purpose_bad_request(request, faults + glass_faults)
     if denied is not None:
         raise _denied()
     if view is None:
-        return _bad_request(request, glass_faults)
+        return purpose_bad_request(request, glass_faults)
     return PersonViewOut.model_validate(view.to_dict())
 
 
@@ -366,13 +373,13 @@ def get_person_links(
     see), the latest linkage decision and its explanation: the kinds of agreement and their
     weights, never a value. Audited as `person.links.view` (ids only)."""
     purpose, faults = parse_purpose(x_purpose_code, x_purpose_referral, x_purpose_text)
-    database, _, policy = _services(request)
+    database, _, policy = services(request)
     caller = principal.caller()
     with database.transaction() as session:
         try:
             decisions = policy.for_session(session)
         except PolicyNotPublishedError:
-            raise _not_published() from None
+            raise policy_not_published() from None
         reason: str | None = None
         if not decisions.may_view_persons(caller):
             reason = "role_not_permitted"
@@ -408,7 +415,7 @@ def get_person_links(
                 person_id=person_id, policy_version=decisions.version, audit_seq=seq, links=links
             )
     if reason == "purpose_missing":
-        return _bad_request(request, faults)
+        return purpose_bad_request(request, faults)
     raise _denied()
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from mash_hub.audit import AuditEvent, record
+from mash_hub.audit.log import chain_pending
 from mash_hub.crypto.signing import AuditSigningKey, create_signing_key_file
 from mash_hub.db import migrate
 from mash_hub.db.engine import Database, use_app_role
@@ -52,10 +53,11 @@ def checkpoint_dir(tmp_path: Path) -> Path:
     return tmp_path / "audit-checkpoints"
 
 
-def append(db: Database, n: int, *, actor: str = "user:test") -> list[int]:
-    """``n`` entries in one committed transaction; returns their sequence numbers."""
+def append(db: Database, n: int, *, actor: str = "user:test", chain: bool = True) -> list[int]:
+    """``n`` entries in one committed transaction; returns their ids (``seq``). With ``chain``
+    they are chained before returning (not left to the chainer thread's timing)."""
     with db.transaction() as session:
-        return [
+        seqs = [
             record(
                 session,
                 AuditEvent(
@@ -68,3 +70,6 @@ def append(db: Database, n: int, *, actor: str = "user:test") -> list[int]:
             )
             for i in range(n)
         ]
+    if chain:
+        chain_pending(db.engine)
+    return seqs

@@ -13,7 +13,7 @@ import pytest
 from mash_hub.audit import AuditEvent, record
 from mash_hub.audit.checkpoint import Checkpoint, checkpoint_file
 from mash_hub.audit.checkpointer import AuditTamperedError, create_checkpoint
-from mash_hub.audit.log import GENESIS_HASH, canonical_bytes, chain_hash
+from mash_hub.audit.log import GENESIS_HASH, canonical_bytes, chain_hash, chain_pending
 from mash_hub.audit.verify import VerifyReport, _canonical_time, verify
 from mash_hub.crypto.signing import AuditSigningKey, create_signing_key_file
 from mash_hub.db.engine import Database
@@ -88,6 +88,7 @@ def test_the_fast_canonical_form_matches_the_writer_for_awkward_values(
     with app_db.transaction() as session:
         for event in awkward:
             record(session, event)
+    chain_pending(app_db.engine)
     report = check(app_db, signing_key, checkpoint_dir)
     assert report.ok, report.problem
     assert report.entries == len(awkward)
@@ -155,28 +156,27 @@ def test_an_inserted_entry_is_named(
     checkpoint_dir: Path,
     mode: str,
 ) -> None:
-    """The forger renumbers the later entries and chains a well-formed entry after 10."""
+    """The forger moves the later entries up the chain and chains a well-formed entry after
+    position 10 (with an unused id)."""
     append(app_db, 30)
     create_checkpoint(app_db, signing_key, checkpoint_dir)
-    prev = superuser.execute("SELECT entry_hash FROM audit_log WHERE seq = 10").fetchone()
+    prev = superuser.execute("SELECT entry_hash FROM audit_log WHERE chain_seq = 10").fetchone()
     assert prev is not None
     prev_hash = bytes(prev[0])  # type: ignore[call-overload]
     event = AuditEvent("user:forger", "person.view", "person", "p-1", {})
     entry_id, when = uuid.uuid4(), dt.datetime.now(dt.UTC)
-    entry_hash = chain_hash(prev_hash, canonical_bytes(11, entry_id, when, event))
+    entry_hash = chain_hash(prev_hash, canonical_bytes(5000, entry_id, when, event))
     tamper(
         superuser,
-        "UPDATE audit_log SET seq = seq + 1000 WHERE seq > 10",
-        "UPDATE audit_log SET seq = seq - 999 WHERE seq > 1000",
+        "UPDATE audit_log SET chain_seq = chain_seq + 1000 WHERE chain_seq > 10",
+        "UPDATE audit_log SET chain_seq = chain_seq - 999 WHERE chain_seq > 1000",
     )
-    superuser.execute("SET session_replication_role = replica")
     superuser.execute(
         "INSERT INTO audit_log (seq, entry_id, occurred_at, actor, action, subject_type,"
-        " subject_id, details, prev_hash, entry_hash) VALUES (11, %s, %s, %s, %s, %s, %s,"
-        " '{}', %s, %s)",
+        " subject_id, details, chain_seq, prev_hash, entry_hash) VALUES (5000, %s, %s, %s, %s,"
+        " %s, %s, '{}', 11, %s, %s)",
         (entry_id, when, event.actor, event.action, "person", "p-1", prev_hash, entry_hash),
     )
-    superuser.execute("RESET session_replication_role")
     report = check(app_db, signing_key, checkpoint_dir)
     assert first_problem(report) == (11, "inserted")
     assert report.entries == 11  # the forged entry itself chains correctly
@@ -193,11 +193,48 @@ def test_reordered_entries_are_named(
     create_checkpoint(app_db, signing_key, checkpoint_dir)
     tamper(
         superuser,
+        "UPDATE audit_log SET chain_seq = 1008 WHERE chain_seq = 8",
+        "UPDATE audit_log SET chain_seq = 8 WHERE chain_seq = 9",
+        "UPDATE audit_log SET chain_seq = 9 WHERE chain_seq = 1008",
+    )
+    assert first_problem(check(app_db, signing_key, checkpoint_dir)) == (8, "reordered")
+
+
+def test_swapped_entry_ids_are_named(
+    app_db: Database,
+    superuser: Conn,
+    signing_key: AuditSigningKey,
+    checkpoint_dir: Path,
+    mode: str,
+) -> None:
+    """An entry's id (``seq``, which break-glass rows and API answers quote) is in its hash."""
+    append(app_db, 30)
+    tamper(
+        superuser,
         "UPDATE audit_log SET seq = 1008 WHERE seq = 8",
         "UPDATE audit_log SET seq = 8 WHERE seq = 9",
         "UPDATE audit_log SET seq = 9 WHERE seq = 1008",
     )
-    assert first_problem(check(app_db, signing_key, checkpoint_dir)) == (8, "reordered")
+    assert first_problem(check(app_db, signing_key, checkpoint_dir)) == (8, "content")
+
+
+def test_an_entry_taken_out_of_the_chain_is_named(
+    app_db: Database,
+    superuser: Conn,
+    signing_key: AuditSigningKey,
+    checkpoint_dir: Path,
+    mode: str,
+) -> None:
+    """Un-chaining an entry (to pass it off as not yet chained) leaves a gap."""
+    append(app_db, 30)
+    tamper(
+        superuser,
+        "UPDATE audit_log SET chain_seq = NULL, prev_hash = NULL, entry_hash = NULL"
+        " WHERE chain_seq = 12",
+    )
+    report = check(app_db, signing_key, checkpoint_dir)
+    assert first_problem(report) == (12, "missing")
+    assert report.unchained == 1
 
 
 def test_truncation_back_before_a_checkpoint_is_detected(

@@ -23,6 +23,7 @@ from mash_hub.authz.vocabulary import (
     READ_BREAK_GLASS,
     ROLES,
     SOURCES,
+    SUBJECT_ACCESS,
     source_fields,
 )
 from mash_hub.persons.store import PersonStore
@@ -130,49 +131,83 @@ def test_the_compiled_table_agrees_with_enforce_everywhere() -> None:
                 for glass in (False, True):
                     want = expected(role, agency, glass=glass).get(source, set())
                     assert decisions.mask(caller, source, break_glass=glass) == want
+                for action in (READ, READ_BREAK_GLASS, SUBJECT_ACCESS):
+                    want = {f for f in PERSON_FIELDS if reference(role, agency, source, f, action)}
+                    assert decisions.action_mask(caller, source, action) == want, action
 
 
 IDS = {"identity", "identifiers", "contact"}
 POLICE = {"details.warning_markers", "details.incidents"}
 COUNCIL = {"details.education", "details.housing"}
 CASE = {"details.case"}
-NONE: dict[str, set[str]] = {"police": set(), "council": set(), "social_care": set()}
+REFERRAL = {"details.referral"}
+NONE: dict[str, set[str]] = {
+    "police": set(),
+    "council": set(),
+    "social_care": set(),
+    "referral": set(),
+}
 
 # The baseline as documented in policies/README.md: (read, read with break-glass) per source.
 DOCUMENTED: dict[str, tuple[dict[str, set[str]], dict[str, set[str]]]] = {
     "mash_officer": (
-        {"police": IDS | POLICE, "council": IDS | COUNCIL, "social_care": IDS | CASE},
-        {"police": IDS | POLICE, "council": IDS | COUNCIL, "social_care": IDS | CASE},
+        {
+            "police": IDS | POLICE,
+            "council": IDS | COUNCIL,
+            "social_care": IDS | CASE,
+            "referral": IDS | REFERRAL,
+        },
+        {
+            "police": IDS | POLICE,
+            "council": IDS | COUNCIL,
+            "social_care": IDS | CASE,
+            "referral": IDS | REFERRAL,
+        },
     ),
     "police_officer": (
-        {"police": IDS | POLICE, "council": IDS, "social_care": IDS},
-        {"police": IDS | POLICE, "council": IDS | COUNCIL, "social_care": IDS | CASE},
+        {"police": IDS | POLICE, "council": IDS, "social_care": IDS, "referral": IDS},
+        {
+            "police": IDS | POLICE,
+            "council": IDS | COUNCIL,
+            "social_care": IDS | CASE,
+            "referral": IDS | REFERRAL,
+        },
     ),
     "social_worker": (
         {
             "police": IDS | {"details.warning_markers"},
             "council": IDS | COUNCIL,
             "social_care": IDS | CASE,
+            "referral": IDS | REFERRAL,
         },
-        {"police": IDS | POLICE, "council": IDS | COUNCIL, "social_care": IDS | CASE},
+        {
+            "police": IDS | POLICE,
+            "council": IDS | COUNCIL,
+            "social_care": IDS | CASE,
+            "referral": IDS | REFERRAL,
+        },
     ),
     "council_officer": (
-        {"police": IDS, "council": IDS | COUNCIL, "social_care": IDS},
-        {"police": IDS, "council": IDS | COUNCIL, "social_care": IDS},
+        {"police": IDS, "council": IDS | COUNCIL, "social_care": IDS, "referral": IDS},
+        {"police": IDS, "council": IDS | COUNCIL, "social_care": IDS, "referral": IDS},
     ),
     "auditor": (NONE, NONE),
     "partner_agency": (NONE, NONE),
     "admin": (NONE, NONE),
+    "information_governance": (NONE, NONE),
 }
 DOCUMENTED_ACTIONS = {
-    "mash_officer": set(),
-    "police_officer": set(),
+    "mash_officer": {"referral_triage", "linkage_review"},
+    "police_officer": {"referral_submit", "referral_status"},
     "social_worker": set(),
-    "council_officer": set(),
+    "council_officer": {"referral_submit", "referral_status"},
     "auditor": {"audit_read"},
     "partner_agency": {"referral_submit", "referral_status"},
     "admin": {"users_manage", "clients_manage", "keys_manage", "policy_publish"},
+    "information_governance": set(),
 }
+# Subject access (UK GDPR Art. 15): information-governance staff, every group of every source.
+DOCUMENTED_SUBJECT_ACCESS = {"information_governance"}
 
 
 def test_the_baseline_is_what_the_readme_documents() -> None:
@@ -189,6 +224,10 @@ def test_the_baseline_is_what_the_readme_documents() -> None:
                 DOCUMENTED_ACTIONS[role]
             )
             assert decisions.actions[(role, agency)] == DOCUMENTED_ACTIONS[role]
+            for source in SOURCES:
+                sar = decisions.action_mask(caller, source, SUBJECT_ACCESS)
+                everything = set(source_fields(source))
+                assert sar == (everything if role in DOCUMENTED_SUBJECT_ACCESS else set())
 
 
 def test_unknown_role_agency_or_source_gets_nothing() -> None:

@@ -151,6 +151,7 @@ def test_one_audit_entry_per_view_without_free_text(
         "police": ["contact", "details.warning_markers", "identifiers", "identity"],
         "council": ["contact", "details.education", "details.housing", "identifiers", "identity"],
         "social_care": ["contact", "details.case", "identifiers", "identity"],
+        "referral": ["contact", "details.referral", "identifiers", "identity"],
     }
     assert details["break_glass"] is False and "review_required" not in details
     dumped = json.dumps(details)

@@ -32,6 +32,11 @@ def _scalar(env: dict[str, str], sql: str) -> object:
         return row[0]
 
 
+def _rows(env: dict[str, str], sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(_libpq(env)) as conn:
+        return conn.execute(sql).fetchall()
+
+
 def _prepared(env: dict[str, str]) -> None:
     assert run_hub("db", "upgrade", env=env).returncode == 0
     assert run_hub("keys", "init", env=env).returncode == 0
@@ -155,10 +160,39 @@ def test_quarantine_list_show_resubmit_and_discard(hub_env: dict[str, str], tmp_
     assert "AYESHA" not in json.dumps(listed), "the list must not show personal data"
     by_location = {item["location"]: item["id"] for item in listed}
 
+    assert run_hub("policy", "publish", env=hub_env).returncode == 0
+    for name, role, agency in (
+        ("dq.police", "police_officer", "police"),
+        ("sw.one", "social_worker", "social_care"),
+        ("gone", "mash_officer", "council"),
+    ):
+        added = run_hub("users", "add", name, "--role", role, "--agency", agency, env=hub_env)
+        assert added.returncode == 0, added.stderr
+    assert run_hub("users", "disable", "gone", env=hub_env).returncode == 0
+    line2 = by_location["line 2"]
+    needs_user = run_hub("quarantine", "show", line2, env=hub_env)
+    assert needs_user.returncode == 2 and "--as" in needs_user.stderr
+    for who in ("nobody", "gone"):
+        refused = run_hub("quarantine", "show", line2, "--as", who, env=hub_env)
+        assert refused.returncode == 2 and "--as" in refused.stderr
+    # A social worker may not read police incidents, and the raw row may hold them.
+    refused = run_hub("quarantine", "show", line2, "--as", "sw.one", "--json", env=hub_env)
+    assert refused.returncode == 1 and "details.incidents" in refused.stderr
+    assert refused.stdout == "" and "AYESHA" not in refused.stderr
     shown = json.loads(
-        run_hub("quarantine", "show", by_location["line 2"], "--json", env=hub_env).stdout
+        run_hub("quarantine", "show", line2, "--as", "dq.police", "--json", env=hub_env).stdout
     )
     assert shown["raw"]["FORENAMES"] == "AYESHA"
+    user_ids = {str(n): str(i) for n, i in _rows(hub_env, "SELECT name, id::text FROM users")}
+    views = _rows(
+        hub_env,
+        "SELECT action, actor, details->>'reason', details->>'source' FROM audit_log"
+        " WHERE action IN ('quarantine.view', 'authz.denied') ORDER BY seq",
+    )
+    assert views == [
+        ("authz.denied", f"user:{user_ids['sw.one']}", "role_not_permitted", "police"),
+        ("quarantine.view", f"user:{user_ids['dq.police']}", None, "police"),
+    ]
     still_bad = run_hub(
         "quarantine", "resubmit", by_location["line 2"], "--set", "DOB=30/02/2011", env=hub_env
     )

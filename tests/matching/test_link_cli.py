@@ -9,9 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
+from sqlalchemy.engine import make_url
+
 from mash_hub.synth import generate
 
 FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
+
+
+def _audit(env: dict[str, str]) -> list[tuple[str, str | None]]:
+    """(action, the actor's role as audited) of every entry, in order."""
+    url = make_url(env["MASH_DATABASE_URL"]).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False)) as conn:
+        rows = conn.execute("SELECT action, details->>'role' FROM audit_log ORDER BY seq")
+        return [(str(action), role) for action, role in rows]
 
 
 def run_hub(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -54,9 +65,30 @@ def test_train_run_evaluate_from_the_command_line(hub_env: dict[str, str], tmp_p
     assert listed.returncode == 0, listed.stderr
     tasks = json.loads(listed.stdout)
     assert tasks and {"id", "explanation", "match_weight"} <= set(tasks[0])
-    shown = run_hub("link", "review", "show", tasks[0]["id"], "--json", env=hub_env)
+    # Showing a task decrypts records: it acts for a member of staff, through the policy.
+    assert run_hub("policy", "publish", env=hub_env).returncode == 0
+    for name, role, agency in (("mash.one", "mash_officer", "council"),
+                               ("pc.one", "police_officer", "police")):  # fmt: skip
+        added = run_hub("users", "add", name, "--role", role, "--agency", agency, env=hub_env)
+        assert added.returncode == 0, added.stderr
+    anonymous = run_hub("link", "review", "show", tasks[0]["id"], env=hub_env)
+    assert anonymous.returncode == 2 and "--as" in anonymous.stderr
+    refused = run_hub("link", "review", "show", tasks[0]["id"], "--as", "pc.one", env=hub_env)
+    assert refused.returncode == 1 and "may not review" in refused.stderr
+    shown = run_hub(
+        "link", "review", "show", tasks[0]["id"], "--as", "mash.one", "--json", env=hub_env
+    )
     assert shown.returncode == 0, shown.stderr
-    assert len(json.loads(shown.stdout)["records"]) == 2
+    records = json.loads(shown.stdout)["records"]
+    assert len(records) == 2
+    for record in records:
+        assert {"identity", "identifiers"} <= set(record)
+        assert not any(key.startswith("details.") for key in record)
+    actions = _audit(hub_env)
+    assert [a for a in actions if a[0] in ("linkage.review.show", "authz.denied")] == [
+        ("authz.denied", "police_officer"),
+        ("linkage.review.show", "mash_officer"),
+    ]
     bad = run_hub(
         "link",
         "review",

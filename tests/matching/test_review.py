@@ -13,12 +13,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mash_hub.audit.models import AuditEntry
+from mash_hub.authz.vocabulary import SOURCES
 from mash_hub.matching import review as reviewing
 from mash_hub.matching.incremental import link_records
 from mash_hub.matching.models import LinkDecision, LinkEvent, PersonLink, ReviewTask
 from mash_hub.matching.service import load_features, run_linkage
 from mash_hub.persons.models import SourceRecord
 from tests.matching.conftest import LinkedHub
+
+EVERY_SOURCE = dict.fromkeys(SOURCES, frozenset(reviewing.REVIEW_GROUPS))
 
 
 def _persons(hub: LinkedHub) -> dict[str, uuid.UUID | None]:
@@ -140,7 +143,9 @@ def test_must_link_decided_on_a_task_joins_a_pair_and_keeps_the_reason_encrypted
     left, right = str(task.record_id_l), str(task.record_id_r)
     secret = "Mother confirmed both referrals are her son"
     with linked_hub.db.transaction() as session:
-        shown = reviewing.show_task(session, linked_hub.store, task.id, actor="reviewer:b")
+        shown = reviewing.show_task(
+            session, linked_hub.store, task.id, actor="reviewer:b", masks=EVERY_SOURCE
+        )
         assert [r["id"] for r in shown["records"]] == [left, right]
         assert shown["records"][0]["identity"]
         made = reviewing.decide(
@@ -253,3 +258,36 @@ def test_incremental_linkage_puts_unlinked_records_back_into_their_persons(
             assert "join" in events and "create" in events
         finally:
             session.rollback()
+
+
+def test_show_decrypts_only_what_the_masks_allow_and_audits_it_first(
+    linked_hub: LinkedHub,
+) -> None:
+    with linked_hub.db.transaction() as session:
+        task = session.scalars(select(ReviewTask).order_by(ReviewTask.id).limit(1)).one()
+        sources = dict(
+            session.execute(
+                select(SourceRecord.id, SourceRecord.source_agency).where(
+                    SourceRecord.id.in_([task.record_id_l, task.record_id_r])
+                )
+            ).all()
+        )
+        left, right = sources[task.record_id_l], sources[task.record_id_r]
+        # Only identity of the left record's source; if both come from one source, both
+        # records show identity alone.
+        shown = reviewing.show_task(
+            session,
+            linked_hub.store,
+            task.id,
+            actor="reviewer:d",
+            masks={left: frozenset({"identity", "details.case"})},
+            audit_details={"role": "test"},
+        )
+    groups = {r["id"]: {k for k, v in r.items() if isinstance(v, dict)} for r in shown["records"]}
+    assert groups[str(task.record_id_l)] == {"identity"}
+    assert groups[str(task.record_id_r)] == ({"identity"} if right == left else set())
+    assert {r["source"] for r in shown["records"]} == {left, right}
+    (entry,) = [e for e in _actions(linked_hub, "linkage.review.show") if e.actor == "reviewer:d"]
+    assert entry.seq == shown["audit_seq"]
+    assert entry.details["shown"] == {rid: sorted(g) for rid, g in groups.items()}
+    assert entry.details["role"] == "test"

@@ -1,0 +1,253 @@
+"""Load on a running hub: concurrent person searches and referral intake over real HTTP.
+
+    python benchmarks/bench_load.py --people 200000 [--clients 16] [--seconds 30]
+        [--data-dir DIR] [--referrals 1000] [--json]
+
+Set-up is ``mash-hub demo --no-serve`` in ``--data-dir`` (kept between runs: the first run
+at 200,000 people takes several minutes, later runs reuse it), then ``mash-hub serve`` in a
+child process. The load comes from ``--clients`` threads, each with its own keep-alive
+connection, on the same 2-core machine as the server and its PostgreSQL, so the figures
+are a floor for a real deployment, and noisy. Not part of the test run.
+
+* Search: officers' queries built from the synthetic extracts (the benchmark knows the
+  plaintext because it generated it), a third of them with a typo, a nickname-like first
+  name change or a day/month swap. Reports p50/p95/p99 latency and requests per second.
+* Referrals: a partner submitting referrals (one child each, drawn from the extracts so
+  they match existing persons) with real-time matching. Reports accepted per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PURPOSE = {"X-Purpose-Code": "mash_triage", "X-Purpose-Text": "Load benchmark search (synthetic)"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASH_")}
+    return {**env, "MASH_DATA_DIR": str(data_dir), "MASH_RATE_LIMIT_PER_MINUTE": "1000000"}
+
+
+def set_up(data_dir: Path, people: int) -> tuple[dict[str, Any], float]:
+    began = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "mash_hub", "demo", "--people", str(people), "--no-serve", "--json"],
+        env=_env(data_dir),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"demo set-up failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout), time.perf_counter() - began
+
+
+def queries(extracts: Path, n: int, seed: int) -> list[dict[str, str]]:
+    """Search bodies from council records (names, date of birth, postcode), some perturbed."""
+    rng = random.Random(seed)
+    with (extracts / "council.csv").open(newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["date_of_birth"] and r["last_name"]]
+    out = []
+    for row in rng.sample(rows, min(n, len(rows))):
+        given, family, dob = row["first_name"], row["last_name"], row["date_of_birth"]
+        kind = rng.random()
+        if kind < 0.11 and len(family) > 3:
+            i = rng.randrange(1, len(family) - 1)
+            family = family[:i] + family[i + 1] + family[i] + family[i + 2 :]
+        elif kind < 0.22 and len(given) > 3:
+            given = given[:3]
+        elif kind < 0.33 and int(dob[8:10]) <= 12:
+            dob = f"{dob[:4]}-{dob[8:10]}-{dob[5:7]}"
+        body = {"given_name": given, "family_name": family, "date_of_birth": dob}
+        if row["postcode"] and rng.random() < 0.5:
+            body["postcode"] = row["postcode"]
+        out.append(body)
+    return out
+
+
+def referral_body(row: dict[str, str], rng: random.Random) -> dict[str, Any]:
+    """One child referred by a school, built from a council record (so it matches a person)."""
+    return {
+        "subjects": [
+            {
+                "role": "child",
+                "given_name": row["first_name"],
+                "family_name": row["last_name"],
+                "date_of_birth": row["date_of_birth"],
+                "postcode": row["postcode"] or None,
+            }
+        ],
+        "concerns": "Synthetic load-test referral: child arrived hungry and withdrawn.",
+        "source_of_referral": "2A",
+        "primary_need": rng.choice(["N1", "N4", "N5"]),
+        "factors": ["16A"],
+        "referrer": {
+            "name": "Synthetic Referrer",
+            "role": "Designated safeguarding lead",
+            "organisation": "Synthetic Primary School",
+            "phone": "+44 7700 900123",
+        },
+        "consent": {"status": "given"},
+    }
+
+
+def run_load(
+    base: str,
+    clients: int,
+    seconds: float,
+    make_request: Callable[[httpx.Client, int], httpx.Response],
+    ok: Callable[[httpx.Response], bool],
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """``clients`` threads send requests back to back for ``seconds`` (or ``limit`` in all)."""
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    lock = threading.Lock()
+    counter = iter(range(10**9))
+    stop = time.perf_counter() + seconds
+
+    def worker() -> None:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            while time.perf_counter() < stop:
+                with lock:
+                    i = next(counter)
+                if limit is not None and i >= limit:
+                    return
+                began = time.perf_counter()
+                response = make_request(client, i)
+                elapsed = time.perf_counter() - began
+                with lock:
+                    if ok(response):
+                        latencies.append(elapsed)
+                    else:
+                        key = str(response.status_code)
+                        failures[key] = failures.get(key, 0) + 1
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    ordered = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1)
+
+    return {
+        "clients": clients,
+        "ok": len(ordered),
+        "failed": failures,
+        "seconds": round(wall, 1),
+        "per_second": round(len(ordered) / wall, 1),
+        "p50_ms": pct(0.50) if ordered else None,
+        "p95_ms": pct(0.95) if ordered else None,
+        "p99_ms": pct(0.99) if ordered else None,
+        "mean_ms": round(1000 * statistics.fmean(ordered), 1) if ordered else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--people", type=int, default=200_000)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--referrals", type=int, default=1000)
+    parser.add_argument("--data-dir", type=Path, default=Path(".bench-load"))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    data_dir = args.data_dir.resolve() / str(args.people)
+    report: dict[str, Any] = {"people": args.people}
+    demo, report["setup_seconds"] = set_up(data_dir, args.people)
+    report["records"], report["persons"] = demo["records"], demo["persons"]
+    extracts = data_dir / "demo" / "extracts"
+    officer = next(a["token"] for a in demo["accounts"] if a["role"] == "mash_officer")
+    partner_key = demo["partner"]["api_key"]
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mash_hub", "serve", "--port", str(port)],
+        env=_env(data_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        else:
+            raise SystemExit("server did not become ready")
+        bodies = queries(extracts, 5000, seed=11)
+        staff = {"Authorization": f"Bearer {officer}", **PURPOSE}
+
+        def search(client: httpx.Client, i: int) -> httpx.Response:
+            return client.post(
+                "/api/v1/persons/search", json=bodies[i % len(bodies)], headers=staff
+            )
+
+        def found(response: httpx.Response) -> bool:
+            return response.status_code == 200
+
+        search(httpx.Client(base_url=base, timeout=60), 0)  # warm caches (policy, model)
+        report["search"] = [run_load(base, n, args.seconds, search, found) for n in args.clients]
+        with (extracts / "council.csv").open(newline="", encoding="utf-8") as handle:
+            rows = [r for r in csv.DictReader(handle) if r["date_of_birth"]]
+        rng = random.Random(5)
+        chosen = rng.sample(rows, min(args.referrals, len(rows)))
+        run_tag = uuid.uuid4().hex[:8]
+
+        def refer(client: httpx.Client, i: int) -> httpx.Response:
+            return client.post(
+                "/api/v1/referrals",
+                json=referral_body(chosen[i % len(chosen)], rng),
+                headers={"X-API-Key": partner_key, "Idempotency-Key": f"bench-{run_tag}-{i}"},
+            )
+
+        def accepted(response: httpx.Response) -> bool:
+            return response.status_code == 201
+
+        report["referrals"] = run_load(
+            base, max(args.clients), 600, refer, accepted, limit=len(chosen)
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:>14}: {value}")
+
+
+if __name__ == "__main__":
+    main()

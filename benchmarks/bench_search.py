@@ -1,0 +1,307 @@
+"""Person search latency and quality on a synthetic index, single searches one after another.
+
+    python benchmarks/bench_search.py --people 10000 [--searches 300] [--seed 2026] [--json]
+
+Generates a population, ingests the three extracts into a fresh embedded PostgreSQL (or
+MASH_DATABASE_URL), links them with the shipped model, publishes the baseline policy, then
+builds queries from sampled current records (decrypted here, in memory) with one kind of
+error each: exact, family-name typo, nickname, day/month swapped, given/family swapped, name
+and postcode only, identifier only. Each search runs as the API runs it: one transaction,
+``search_persons`` (policy version check, blind-index candidates, decryption, scoring,
+audit append), commit; then the same through HTTP (in-process ASGI client, hub token).
+Reports latency percentiles, rank-1 and top-5 hits of the sampled record's person, and the
+candidate-query cost of ``PersonStore.candidates`` (a join on ``unnest`` arrays) against the
+OR of per-term conditions it replaced. Wall-clock on a shared machine: noisy. Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import secrets
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, or_, select
+from sqlalchemy.orm import Session
+
+from mash_hub.authz.files import PolicyTexts
+from mash_hub.authz.policy import AccessPolicy, Caller
+from mash_hub.authz.versions import publish
+from mash_hub.crypto.blind_index import IndexTerm
+from mash_hub.crypto.keys import LocalKeyringProvider
+from mash_hub.crypto.tokens import TokenKey
+from mash_hub.db import migrate
+from mash_hub.db.embedded import EmbeddedPostgres
+from mash_hub.db.engine import Database, normalise_url
+from mash_hub.feeds.definition import feed_folders, load_feeds
+from mash_hub.feeds.ingest import ingest_file
+from mash_hub.matching.model import LinkageModel, shipped_model_path
+from mash_hub.matching.service import run_linkage
+from mash_hub.persons.models import BlindIndexEntry, SourceRecord
+from mash_hub.persons.search import query_terms, search_persons, standardise_query
+from mash_hub.persons.store import IDENTIFIERS, IDENTITY, PersonStore
+from mash_hub.persons.view import Purpose
+from mash_hub.settings import Settings
+from mash_hub.synth import generate
+from mash_hub.users.service import add_user, issue_token
+from mash_hub.web.app import create_app
+
+FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
+PURPOSE = Purpose(code="mash_triage", text="Benchmark triage of synthetic contacts")
+HEADERS = {"X-Purpose-Code": "mash_triage", "X-Purpose-Text": "Benchmark triage of contacts"}
+CALLER = Caller("bench.sw", "social_worker", "social_care")
+NICKNAMES = {"william": "Bill", "robert": "Bob", "elizabeth": "Liz", "margaret": "Maggie",
+             "thomas": "Tom", "james": "Jim", "katherine": "Kate", "alexander": "Alex",
+             "jennifer": "Jenny", "michael": "Mike", "daniel": "Dan", "rebecca": "Becky",
+             "samuel": "Sam", "joseph": "Joe", "benjamin": "Ben", "matthew": "Matt"}  # fmt: skip
+
+
+def _typo(name: str, rng: random.Random) -> str:
+    if len(name) < 4:
+        return name + "e"
+    at = rng.randrange(1, len(name) - 2)
+    return name[:at] + name[at + 1] + name[at] + name[at + 2 :]
+
+
+def make_queries(
+    db: Database, store: PersonStore, n: int, seed: int
+) -> list[tuple[str, dict[str, str], uuid.UUID]]:
+    """(kind, raw query, expected person) from sampled linked records."""
+    rng = random.Random(seed)
+    with Session(db.engine) as session:
+        linked = session.execute(
+            select(SourceRecord.id, SourceRecord.person_id).where(
+                SourceRecord.is_current.is_(True), SourceRecord.person_id.is_not(None)
+            )
+        ).all()
+        sample = rng.sample(sorted(linked), min(n * 2, len(linked)))
+        stored = store.read(session, [rid for rid, _ in sample], [IDENTITY, IDENTIFIERS, "contact"])
+    out: list[tuple[str, dict[str, str], uuid.UUID]] = []
+    kinds = ["exact", "family_typo", "nickname", "dm_swap", "names_swapped", "postcode", "id"]
+    for rid, person in sample:
+        groups = stored[rid].groups
+        identity, ids = groups.get(IDENTITY, {}), groups.get(IDENTIFIERS, {})
+        given = (identity.get("given_names") or [None])[0]
+        family, dob = identity.get("family_name"), identity.get("date_of_birth")
+        postcodes = [a.get("postcode") for a in groups.get("contact", {}).get("addresses") or []]
+        if not (given and family and dob) or person is None:
+            continue
+        kind = kinds[len(out) % len(kinds)]
+        date = dt.date.fromisoformat(dob)
+        raw = {
+            "given_name": given,
+            "family_name": family,
+            "date_of_birth": date.strftime("%d/%m/%Y"),
+        }
+        if kind == "family_typo":
+            raw["family_name"] = _typo(family, rng)
+        elif kind == "nickname":
+            nick = NICKNAMES.get(given.lower())
+            raw["given_name"] = nick or _typo(given, rng)
+        elif kind == "dm_swap" and date.day <= 12 and date.day != date.month:
+            raw["date_of_birth"] = date.strftime("%m/%d/%Y")
+        elif kind == "names_swapped":
+            raw["given_name"], raw["family_name"] = family, given
+        elif kind == "postcode" and postcodes and postcodes[0]:
+            raw = {"given_name": given, "family_name": family, "postcode": postcodes[0]}
+        elif kind == "id" and (ids.get("nhs_number") or ids.get("pnc_id")):
+            raw = {k: ids[k] for k in ("nhs_number", "pnc_id") if ids.get(k)}
+        else:
+            kind = "exact"
+        out.append((kind, raw, person))
+        if len(out) == n:
+            break
+    return out
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+    return {
+        "n": len(ordered),
+        "p50_ms": at(0.5),
+        "p95_ms": at(0.95),
+        "max_ms": round(ordered[-1] * 1000, 2),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
+    }
+
+
+def service_searches(
+    db: Database,
+    store: PersonStore,
+    policy: AccessPolicy,
+    model: LinkageModel,
+    queries: list[tuple[str, dict[str, str], uuid.UUID]],
+) -> dict[str, Any]:
+    scorer = model.scorer()
+    times: list[float] = []
+    hits: dict[str, list[int]] = {}
+    candidates: list[int] = []
+    for kind, raw, person in queries:
+        began = time.perf_counter()
+        with db.transaction() as session:
+            result = search_persons(
+                session, store, policy, CALLER, standardise_query(raw), PURPOSE, model,
+                scorer=scorer,
+            )  # fmt: skip
+        times.append(time.perf_counter() - began)
+        candidates.append(result.candidates)
+        ranked = [hit.person_id for hit in result.results]
+        rank = ranked.index(person) + 1 if person in ranked else 0
+        hits.setdefault(kind, []).append(rank)
+    quality = {
+        kind: {
+            "n": len(ranks),
+            "rank1": round(sum(r == 1 for r in ranks) / len(ranks), 3),
+            "top5": round(sum(1 <= r <= 5 for r in ranks) / len(ranks), 3),
+        }
+        for kind, ranks in sorted(hits.items())
+    }
+    return {
+        "latency": _percentiles(times),
+        "candidates_median": statistics.median(candidates),
+        "candidates_max": max(candidates),
+        "quality": quality,
+    }
+
+
+def http_searches(
+    db: Database,
+    store: PersonStore,
+    model: LinkageModel,
+    data_dir: Path,
+    queries: list[tuple[str, dict[str, str], uuid.UUID]],
+) -> dict[str, Any]:
+    key = TokenKey(secrets.token_bytes(32))
+    app = create_app(db, settings=Settings(data_dir=data_dir), token_key=key)
+    app.state.person_store = store
+    app.state.linkage_model = model
+    with db.transaction() as session:
+        user = add_user(session, f"bench.{uuid.uuid4().hex[:8]}", "social_worker", "social_care")
+        token = issue_token(user, key, issuer="mash-hub", audience="mash-hub-api", minutes=60)
+    headers = {"Authorization": f"Bearer {token.token}", **HEADERS}
+    client = TestClient(app)
+    times: list[float] = []
+    for _, raw, _ in queries:
+        began = time.perf_counter()
+        response = client.post("/api/v1/persons/search", json=raw, headers=headers)
+        times.append(time.perf_counter() - began)
+        if response.status_code != 200:
+            raise SystemExit(f"search answered {response.status_code}: {response.json()}")
+    return _percentiles(times)
+
+
+def _or_query(session: Session, _: PersonStore, terms: list[IndexTerm]) -> set[uuid.UUID]:
+    """The candidate query as it was: one OR of (index, value) conditions."""
+    conditions = [
+        (BlindIndexEntry.index_id == t.index_id) & (BlindIndexEntry.value == t.value)
+        for t in dict.fromkeys(terms)
+    ]
+    return set(
+        session.scalars(select(BlindIndexEntry.record_id).where(or_(*conditions)).distinct())
+    )
+
+
+def _unnest_query(session: Session, store: PersonStore, terms: list[IndexTerm]) -> set[uuid.UUID]:
+    """``PersonStore.candidates``: a join on the terms as two unnested arrays."""
+    return store.candidates(session, terms)
+
+
+def candidate_queries(
+    db: Database, store: PersonStore, queries: list[tuple[str, dict[str, str], uuid.UUID]]
+) -> dict[str, Any]:
+    """OR of terms vs a join on unnest arrays, for one search and for 100 searches at once."""
+    per_query = [query_terms(store.indexer, standardise_query(raw)) for _, raw, _ in queries]
+    batch = [t for terms in per_query[:100] for t in terms]
+    out: dict[str, Any] = {"terms_per_search_median": statistics.median(map(len, per_query))}
+    variants: dict[str, Callable[[Session, PersonStore, list[IndexTerm]], set[uuid.UUID]]] = {
+        "or": _or_query,
+        "unnest": _unnest_query,
+    }
+    with Session(db.engine) as session:
+        for name, run in variants.items():
+            for terms in per_query[:20]:  # warm up (plans, caches)
+                run(session, store, terms)
+            single = []
+            for terms in per_query:
+                began = time.perf_counter()
+                run(session, store, terms)
+                single.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            together = run(session, store, batch)
+            out[name] = {
+                "single": _percentiles(single),
+                "batch_100_ms": round((time.perf_counter() - began) * 1000, 1),
+                "batch_100_records": len(together),
+            }
+        same = all(
+            _or_query(session, store, t) == _unnest_query(session, store, t) for t in per_query
+        )
+    out["same_records"] = same
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--people", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--searches", type=int, default=300)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    feeds = load_feeds(feed_folders())
+    model = LinkageModel.load(shipped_model_path())
+    result: dict[str, Any] = {"people": args.people, "seed": args.seed}
+    with tempfile.TemporaryDirectory(prefix="mash-bench-search-") as tmp:
+        root = Path(tmp)
+        generate(people=args.people, seed=args.seed, out_dir=root / "synth")
+        store = PersonStore.from_provider(LocalKeyringProvider.create(root / "keyring.json"))
+        embedded = None
+        if os.environ.get("MASH_DATABASE_URL"):
+            url = normalise_url(os.environ["MASH_DATABASE_URL"])
+        else:
+            embedded = EmbeddedPostgres(root / "pg")
+            url = embedded.acquire()
+        try:
+            engine = create_engine(url, pool_size=4)
+            migrate.upgrade(engine)
+            db = Database(engine)
+            began = time.perf_counter()
+            for feed, name in FILES.items():
+                ingest_file(db, store, feeds[feed], root / "synth" / name, actor="bench")
+            run = run_linkage(db, store, model, actor="bench")
+            result["records"] = run.records
+            result["persons"] = run.clusters
+            result["setup_seconds"] = round(time.perf_counter() - began, 1)
+            policy = AccessPolicy()
+            with db.transaction() as session:
+                publish(session, PolicyTexts.read(), actor="bench")
+            queries = make_queries(db, store, args.searches, args.seed)
+            result["service"] = service_searches(db, store, policy, model, queries)
+            result["http"] = http_searches(db, store, model, root / "hub", queries)
+            result["candidate_query"] = candidate_queries(db, store, queries)
+            engine.dispose()
+        finally:
+            if embedded is not None:
+                embedded.release()
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        for key, value in result.items():
+            print(f"{key:>16}: {value}")
+
+
+if __name__ == "__main__":
+    main()
