@@ -90,27 +90,28 @@ def queries(extracts: Path, n: int, seed: int) -> list[dict[str, str]]:
 
 def referral_body(row: dict[str, str], rng: random.Random) -> dict[str, Any]:
     """One child referred by a school, built from a council record (so it matches a person)."""
+    address = {"line1": row["address_line_1"], "town": row["town"], "postcode": row["postcode"]}
     return {
         "subjects": [
             {
                 "role": "child",
-                "given_name": row["first_name"],
+                "given_names": [row["first_name"]],
                 "family_name": row["last_name"],
                 "date_of_birth": row["date_of_birth"],
-                "postcode": row["postcode"] or None,
+                "addresses": [address] if row["postcode"] else [],
             }
         ],
         "concerns": "Synthetic load-test referral: child arrived hungry and withdrawn.",
-        "source_of_referral": "2A",
+        "source": "2A",
         "primary_need": rng.choice(["N1", "N4", "N5"]),
         "factors": ["16A"],
         "referrer": {
             "name": "Synthetic Referrer",
-            "role": "Designated safeguarding lead",
+            "job_title": "Designated safeguarding lead",
             "organisation": "Synthetic Primary School",
-            "phone": "+44 7700 900123",
+            "email": "dsl@school.example.org",
         },
-        "consent": {"status": "given"},
+        "consent": {"state": "given"},
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -103,7 +105,83 @@ def test_demo_serves_and_every_printed_credential_works(server_dir: Path) -> Non
         partner = {"X-API-Key": document["partner"]["api_key"]}
         me = httpx.get(f"{base}/api/v1/me", headers=partner, timeout=10).json()
         assert (me["kind"], me["agency"]) == ("partner", document["partner"]["agency"])
+        _newcomer_flows(base, document, server_dir / ".mash-hub/demo/extracts")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     assert process.returncode == 0
+
+
+def _newcomer_flows(base: str, credentials: dict[str, Any], extracts: Path) -> None:
+    """What the README walks a newcomer through: an officer searches (with a nickname-like
+    name and day/month swapped), a partner refers that child and reads the status, the
+    officer triages it, and an auditor finds every step in the verified log."""
+    token = {a["role"]: {"Authorization": f"Bearer {a['token']}"} for a in credentials["accounts"]}
+    officer, auditor = token["mash_officer"], token["auditor"]
+    partner = {"X-API-Key": credentials["partner"]["api_key"]}
+    with (extracts / "council.csv").open(newline="", encoding="utf-8") as handle:
+        row = next(
+            r
+            for r in csv.DictReader(handle)
+            if r["postcode"] and 1 <= int(r["date_of_birth"][8:]) <= 12
+        )
+    swapped = f"{row['date_of_birth'][:4]}-{row['date_of_birth'][8:]}-{row['date_of_birth'][5:7]}"
+    purpose = {"X-Purpose-Code": "mash_triage", "X-Purpose-Text": "Checking a school referral"}
+    with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as api:
+        query = {"given_name": row["first_name"], "family_name": row["last_name"],
+                 "date_of_birth": swapped}  # fmt: skip
+        found = api.post("/persons/search", json=query, headers={**officer, **purpose})
+        assert found.status_code == 200, found.text
+        person_id = found.json()["results"][0]["person_id"]
+
+        referral = {
+            "subjects": [{
+                "role": "child", "given_names": [row["first_name"]],
+                "family_name": row["last_name"], "date_of_birth": row["date_of_birth"],
+                "addresses": [{"line1": row["address_line_1"], "town": row["town"],
+                               "postcode": row["postcode"]}],
+            }],
+            "concerns": "Synthetic: arrived at school with bruising; afraid to go home.",
+            "source": "2A", "primary_need": "N1", "factors": ["18C"],
+            "referrer": {"name": "A. Teacher", "job_title": "Designated safeguarding lead",
+                         "organisation": "Example Primary School",
+                         "email": "dsl@school.example.org"},
+            "consent": {"state": "given"},
+        }  # fmt: skip
+        retry = {**partner, "Idempotency-Key": "demo-test-0001"}
+        submitted = api.post("/referrals", json=referral, headers=retry)
+        assert submitted.status_code == 201, submitted.text
+        again = api.post("/referrals", json=referral, headers=retry)
+        assert again.json()["reference"] == submitted.json()["reference"]
+        reference = submitted.json()["reference"]
+
+        triage = api.get(f"/referrals/{reference}", headers=officer).json()
+        (child,) = triage["subjects"]
+        assert child["matched_existing"] and child["person_id"] == person_id
+        decision = {"decision": "s17_assessment", "reasons": ["child_in_need"]}
+        decided = api.post(f"/referrals/{reference}/decision", json=decision, headers=officer)
+        assert decided.status_code in (200, 201), decided.text
+        feedback = {"text": "Thank you; a social worker will contact the family."}
+        given = api.post(f"/referrals/{reference}/feedback", json=feedback, headers=officer)
+        assert given.status_code in (200, 201), given.text
+        status = api.get(f"/referrals/{reference}/status", headers=partner).json()
+        assert status["status"] == "decided"
+        assert [f["text"] for f in status["feedback"]] == [feedback["text"]]
+
+        view = api.get(
+            f"/persons/{person_id}", headers={**officer, "X-Purpose-Referral": reference}
+        )
+        assert reference in [r["reference"] for r in view.json()["referrals"]]
+
+        actions = set()
+        for _ in range(50):  # entries are chained moments after commit
+            page = api.get("/audit/entries", params={"limit": 1000}, headers=auditor).json()
+            actions = {e["action"] for e in page["entries"]}
+            if {"person.search", "referral.submit", "person.view"} <= actions:
+                break
+            time.sleep(0.1)
+        assert {"person.search", "referral.submit", "referral.status", "person.view"} <= actions
+        verified = api.post("/audit/verify", json={}, headers=auditor).json()
+        assert verified["ok"] is True, verified
+        refused = api.get(f"/persons/{person_id}", headers={**auditor, **purpose})
+        assert refused.status_code == 403
