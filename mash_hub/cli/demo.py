@@ -72,6 +72,7 @@ ROLE_USE: dict[str, str] = {
     "council_officer": "search people; council details only",
     "auditor": "query, export and verify the audit log; no personal data",
     "admin": "users, API clients, keys and policy; no personal data",
+    "information_governance": "subject-access exports (GET /persons/{id}/subject-access)",
 }
 
 

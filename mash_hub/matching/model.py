@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,12 +139,16 @@ def _quiet_splink() -> None:
     logging.getLogger("splink").setLevel(logging.ERROR)
 
 
+# The name the records are registered under in DuckDB (a plain word, not an SQL keyword).
+RECORDS = "records"
+
+
 def _linker(rows: Rows, settings: dict[str, Any], con: Any) -> Any:
     from splink import DuckDBAPI, Linker  # noqa: PLC0415 - heavy import, only when linking
 
     api = DuckDBAPI(connection=con)
     table = rows.arrow() if isinstance(rows, FeatureTable) else feature_table(rows)
-    sdf = api.register(table, dataset_display_name="records")
+    sdf = api.register(table, dataset_display_name=RECORDS)
     return Linker(sdf, settings, log_level=None)
 
 
@@ -233,8 +237,7 @@ def predict(
     if min_weight is not None:
         kwargs["threshold_match_weight"] = min_weight
     predictions = linker.inference.predict(**kwargs)
-    by_id = rows if isinstance(rows, FeatureTable) else {str(r["unique_id"]): r for r in rows}
-    out = _scored(con, predictions.physical_name, by_id, model)
+    out = _scored(con, predictions.physical_name, model, records=RECORDS)
     con.close()
     return out
 
@@ -292,11 +295,11 @@ def predict_new_splink(
     out: list[ScoredPair] = []
     if len(new) > 1:
         within = linker.inference.predict_within(new_sdf, warning_mode="never")
-        out += _scored(con, within.physical_name, by_id, model, digits=digits)
+        out += _scored(con, within.physical_name, model, by_id=by_id, digits=digits)
     if existing:
         old_sdf = api.register(feature_table(existing), dataset_display_name="existing_records")
         between = linker.inference.predict_between(new_sdf, old_sdf, warning_mode="never")
-        out += _scored(con, between.physical_name, by_id, model, digits=digits)
+        out += _scored(con, between.physical_name, model, by_id=by_id, digits=digits)
     con.close()
     out.sort(key=lambda p: (p.left, p.right))
     return out
@@ -305,27 +308,45 @@ def predict_new_splink(
 def _scored(
     con: Any,
     table: str,
-    by_id: Mapping[str, Mapping[str, Any]],
     model: LinkageModel,
     *,
+    by_id: Mapping[str, Mapping[str, Any]] | None = None,
+    records: str | None = None,
     digits: int | None = 2,
 ) -> list[ScoredPair]:
+    """Splink's predictions as :class:`ScoredPair` s. Which comparisons were null comes from
+    the feature rows: looked up in ``by_id``, or (``records``: the DuckDB table of every
+    record) joined in DuckDB, which spares a Python lookup per pair and comparison."""
+    if (by_id is None) == (records is None):
+        raise ValueError("give either by_id or records")
     names = [c.name for c in comp.COMPARISONS]
-    columns = ", ".join(["unique_id_l", "unique_id_r", "match_weight"] + [f"mw_{n}" for n in names])
-    result = con.execute(f"SELECT {columns} FROM {table}").fetchall()  # noqa: S608
+    columns = ["p.unique_id_l", "p.unique_id_r", "p.match_weight"] + [f"p.mw_{n}" for n in names]
+    source = f"{table} p"
+    if records is not None:
+        columns += [
+            "(" + " OR ".join(f"l.{c} IS NULL OR r.{c} IS NULL" for c in comp.null_columns(c)) + ")"
+            for c in comp.COMPARISONS
+        ]
+        source += (
+            f" JOIN {records} l ON l.unique_id = p.unique_id_l"
+            f" JOIN {records} r ON r.unique_id = p.unique_id_r"
+        )
+    result = con.execute(f"SELECT {', '.join(columns)} FROM {source}").fetchall()  # noqa: S608
     levels = _LevelTable(model)
+    width = len(names)
     out = []
     for row in result:
         left, right = str(row[0]), str(row[1])
         if left > right:
             left, right = right, left
         weights = {n: float(row[3 + i]) for i, n in enumerate(names)}
+        nulls = row[3 + width :] if by_id is None else levels.nulls(by_id[left], by_id[right])
         out.append(
             ScoredPair(
                 left,
                 right,
                 float(row[2]),
-                levels.levels(by_id[left], by_id[right], weights),
+                levels.levels(nulls, weights),
                 {n: w if digits is None else round(w, digits) for n, w in weights.items()},
             )
         )
@@ -358,22 +379,25 @@ class _LevelTable:
         ]
         self._seen: dict[tuple[str, float], str] = {}
 
-    def _nearest(self, name: str, candidates: list[tuple[str, float]], target: float) -> str:
-        found = self._seen.get((name, target))
-        if found is None:
-            found = min(candidates, key=lambda kw: abs(kw[1] - target))[0]
-            self._seen[(name, target)] = found
-        return found
+    def nulls(self, left: Mapping[str, Any], right: Mapping[str, Any]) -> list[bool]:
+        """Per comparison: is a column it needs absent on either side?"""
+        return [
+            any(left.get(c) is None or right.get(c) is None for c in null_columns)
+            for _, null_columns, _ in self._plan
+        ]
 
-    def levels(
-        self, left: Mapping[str, Any], right: Mapping[str, Any], weights: Mapping[str, float]
-    ) -> dict[str, str]:
+    def levels(self, nulls: Sequence[bool], weights: Mapping[str, float]) -> dict[str, str]:
         out = {}
-        for name, null_columns, candidates in self._plan:
-            if any(left.get(c) is None or right.get(c) is None for c in null_columns):
+        for (name, _, candidates), null in zip(self._plan, nulls, strict=True):
+            if null:
                 out[name] = "null"
-            else:
-                out[name] = self._nearest(name, candidates, weights[name])
+                continue
+            target = weights[name]
+            found = self._seen.get((name, target))
+            if found is None:
+                found = min(candidates, key=lambda kw: abs(kw[1] - target))[0]
+                self._seen[(name, target)] = found
+            out[name] = found
         return out
 
 

@@ -31,7 +31,7 @@ from mash_hub.audit import record as audit
 from mash_hub.db.engine import Database
 from mash_hub.matching import cluster as clustering
 from mash_hub.matching import review as reviewing
-from mash_hub.matching.comparisons import COMPARISONS, IDENTIFIER_COLUMNS, null_columns
+from mash_hub.matching.comparisons import IDENTIFIER_COLUMNS
 from mash_hub.matching.evaluate import evaluate
 from mash_hub.matching.features import FeatureBuilder, FeatureTable
 from mash_hub.matching.model import LinkageModel, ScoredPair, explain, predict, train
@@ -41,13 +41,9 @@ from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, PersonStore
 
 READ_BATCH = 2_000
 GROUPS = (IDENTITY, IDENTIFIERS, CONTACT)
-# The feature columns a run reads back in Python: what tells a null comparison level from a
-# neutral one, and what clustering's guards compare. Everything else stays in Arrow.
-LOOKUP_COLUMNS = (
-    *dict.fromkeys(c for comparison in COMPARISONS for c in null_columns(comparison)),
-    *IDENTIFIER_COLUMNS,
-    "given_first",
-)
+# The feature columns a run reads back in Python, by record: what clustering's guards
+# compare (see cluster.pair_status). Everything else stays in Arrow, for DuckDB.
+LOOKUP_COLUMNS = (*IDENTIFIER_COLUMNS, "given_first")
 
 
 def feature_batches(
