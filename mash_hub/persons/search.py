@@ -45,6 +45,7 @@ from mash_hub.authz.vocabulary import SOURCES
 from mash_hub.crypto.blind_index import BlindIndexer, IndexTerm
 from mash_hub.feeds import standardise as std
 from mash_hub.matching.features import record_features
+from mash_hub.matching.incremental import CANDIDATE_INDEXES
 from mash_hub.matching.model import LinkageModel, explain, scored_pair
 from mash_hub.matching.scorer import PairScore, PairScorer
 from mash_hub.persons.models import SourceRecord
@@ -73,17 +74,7 @@ FIELD_MAX = 100
 
 # The indexes looked up: those mirroring the prediction blocking rules
 # (matching.incremental.CANDIDATE_INDEXES), so a search finds what linkage would compare.
-SEARCH_INDEXES: tuple[str, ...] = (
-    "nhs_number",
-    "upn",
-    "pnc_id",
-    "dob",
-    "family_phonetic_dob",
-    "dob_postcode_district",
-    "postcode",
-    "given_family_token",
-    "family_phonetic_birth_year",
-)
+SEARCH_INDEXES: tuple[str, ...] = CANDIDATE_INDEXES
 _DOB_INDEXES = ("dob", "family_phonetic_dob", "dob_postcode_district")
 _NAME_INDEXES = ("given_family_token", "family_phonetic_dob", "family_phonetic_birth_year")
 

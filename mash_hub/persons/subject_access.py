@@ -54,7 +54,7 @@ from mash_hub.authz.vocabulary import SOURCES, SUBJECT_ACCESS
 from mash_hub.db.base import Base
 from mash_hub.persons.models import Person, RecordFieldGroup, SourceRecord
 from mash_hub.persons.store import PersonStore
-from mash_hub.persons.view import AccessDeniedError
+from mash_hub.persons.view import deny_person_access
 
 ACTION = "person.subject_access"
 # A reference, not a sentence: letters, digits, / _ - and at least one digit (as a referral's).
@@ -293,23 +293,9 @@ def _deny(
     *,
     decisions: Decisions | None = None,
 ) -> NoReturn:
-    seq = audit_log.record(
-        session,
-        AuditEvent(
-            caller.user_id,
-            "authz.denied",
-            "person",
-            str(person_id),
-            {
-                "reason": reason,
-                "requested": ACTION,
-                "role": caller.role,
-                "agency": caller.agency,
-                "policy_version": None if decisions is None else decisions.version,
-            },
-        ),
+    deny_person_access(
+        session, caller, person_id, reason, message, requested=ACTION, decisions=decisions
     )
-    raise AccessDeniedError(reason, message, seq)
 
 
 def _held_records(session: Session, person_id: uuid.UUID) -> list[SourceRecord]:

@@ -188,10 +188,12 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
 ) -> PersonView:
     """Show ``caller`` the person's records, masked per source agency (module docstring)."""
     if purpose is None:
-        _deny(session, caller, person_id, "purpose_missing", "a purpose of access is required")
+        deny_person_access(
+            session, caller, person_id, "purpose_missing", "a purpose of access is required"
+        )
     decisions = policy.for_session(session)
     if not decisions.may_view_persons(caller):
-        _deny(
+        deny_person_access(
             session,
             caller,
             person_id,
@@ -200,7 +202,7 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
             decisions=decisions,
         )
     if break_glass is not None and not decisions.may_break_glass(caller):
-        _deny(
+        deny_person_access(
             session,
             caller,
             person_id,
@@ -210,7 +212,9 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
         )
     person = session.get(Person, person_id)
     if person is None or person.erased_at is not None:
-        _deny(session, caller, person_id, "unknown_person", "no such person", decisions=decisions)
+        deny_person_access(
+            session, caller, person_id, "unknown_person", "no such person", decisions=decisions
+        )
 
     by_source = _current_records(session, person_id)
     present = _present_groups(session, [rid for ids in by_source.values() for rid in ids])
@@ -291,15 +295,18 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
     )
 
 
-def _deny(
+def deny_person_access(
     session: Session,
     caller: Caller,
     person_id: uuid.UUID,
     reason: str,
     message: str,
     *,
+    requested: str = "person.view",
     decisions: Decisions | None = None,
 ) -> NoReturn:
+    """Audit a refused access to a person (``authz.denied``) and raise it; every person read
+    path refuses through here so refusals look the same in the log."""
     seq = audit_log.record(
         session,
         AuditEvent(
@@ -309,7 +316,7 @@ def _deny(
             str(person_id),
             {
                 "reason": reason,
-                "requested": "person.view",
+                "requested": requested,
                 "role": caller.role,
                 "agency": caller.agency,
                 "policy_version": None if decisions is None else decisions.version,
