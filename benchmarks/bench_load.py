@@ -1,7 +1,8 @@
 """Load on a running hub: concurrent person searches and referral intake over real HTTP.
 
     python benchmarks/bench_load.py --people 200000 [--clients 16] [--seconds 30]
-        [--data-dir DIR] [--referrals 1000] [--json]
+        [--data-dir DIR] [--referrals 1000] [--workers N] [--only search|referrals]
+        [--profile DIR] [--json]
 
 Set-up is ``mash-hub demo --no-serve`` in ``--data-dir`` (kept between runs: the first run
 at 200,000 people takes several minutes, later runs reuse it), then ``mash-hub serve`` in a
@@ -14,12 +15,18 @@ are a floor for a real deployment, and noisy. Not part of the test run.
   name change or a day/month swap. Reports p50/p95/p99 latency and requests per second.
 * Referrals: a partner submitting referrals (one child each, drawn from the extracts so
   they match existing persons) with real-time matching. Reports accepted per second.
+
+``--workers N`` runs ``mash-hub serve --workers N``. ``--profile DIR`` samples the server
+processes with ``py-spy`` (``pip install py-spy``; not a project dependency) during each
+scenario and writes collapsed stacks (``DIR/<scenario>-<clients>.txt``) of the threads holding
+the GIL: where the server's Python time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import random
@@ -115,6 +122,39 @@ def referral_body(row: dict[str, str], rng: random.Random) -> dict[str, Any]:
     }
 
 
+class Profiler:
+    """``py-spy record`` of the server and its worker processes while a scenario runs."""
+
+    def __init__(self, directory: Path | None, pid: int) -> None:
+        self.directory = directory
+        self.pid = pid
+
+    def start(self, name: str, seconds: float) -> subprocess.Popen[bytes] | None:
+        if self.directory is None:
+            return None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(
+            [
+                "py-spy", "record", "--pid", str(self.pid), "--subprocesses", "--format", "raw",
+                "--rate", "200", "--gil", "--duration", str(max(1, int(seconds))), "--nonblocking",
+                "-o", str(self.directory / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
+def profiled(
+    profiler: Profiler, name: str, seconds: float, run: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    spy = profiler.start(name, seconds)
+    try:
+        return run()
+    finally:
+        if spy is not None:
+            spy.wait(timeout=seconds + 60)
+
+
 def run_load(
     base: str,
     clients: int,
@@ -179,6 +219,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--referrals", type=int, default=1000)
     parser.add_argument("--data-dir", type=Path, default=Path(".bench-load"))
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--only", choices=["search", "referrals"], default=None)
+    parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     data_dir = args.data_dir.resolve() / str(args.people)
@@ -191,13 +234,16 @@ def main() -> None:
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mash_hub", "serve", "--port", str(port)],
+        [sys.executable, "-m", "mash_hub", "serve", "--port", str(port)]
+        + (["--workers", str(args.workers)] if args.workers > 1 else []),
         env=_env(data_dir),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
+    profiler = Profiler(args.profile, server.pid)
+    report["workers"] = args.workers
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -219,27 +265,54 @@ def main() -> None:
         def found(response: httpx.Response) -> bool:
             return response.status_code == 200
 
-        search(httpx.Client(base_url=base, timeout=60), 0)  # warm caches (policy, model)
-        report["search"] = [run_load(base, n, args.seconds, search, found) for n in args.clients]
+        for _ in range(4 * args.workers):  # warm each worker's caches (policy, model)
+            search(httpx.Client(base_url=base, timeout=60), 0)
+        if args.only != "referrals":
+            report["search"] = [
+                profiled(
+                    profiler,
+                    f"search-{n}",
+                    args.seconds,
+                    functools.partial(run_load, base, n, args.seconds, search, found),
+                )
+                for n in args.clients
+            ]
         with (extracts / "council.csv").open(newline="", encoding="utf-8") as handle:
             rows = [r for r in csv.DictReader(handle) if r["date_of_birth"]]
         rng = random.Random(5)
         chosen = rng.sample(rows, min(args.referrals, len(rows)))
-        run_tag = uuid.uuid4().hex[:8]
 
-        def refer(client: httpx.Client, i: int) -> httpx.Response:
-            return client.post(
-                "/api/v1/referrals",
-                json=referral_body(chosen[i % len(chosen)], rng),
-                headers={"X-API-Key": partner_key, "Idempotency-Key": f"bench-{run_tag}-{i}"},
-            )
+        def referrer(run_tag: str) -> Callable[[httpx.Client, int], httpx.Response]:
+            def refer(client: httpx.Client, i: int) -> httpx.Response:
+                return client.post(
+                    "/api/v1/referrals",
+                    json=referral_body(chosen[i % len(chosen)], rng),
+                    headers={"X-API-Key": partner_key, "Idempotency-Key": f"bench-{run_tag}-{i}"},
+                )
+
+            return refer
 
         def accepted(response: httpx.Response) -> bool:
             return response.status_code == 201
 
-        report["referrals"] = run_load(
-            base, max(args.clients), 600, refer, accepted, limit=len(chosen)
-        )
+        if args.only != "search":
+            report["referrals"] = [
+                profiled(
+                    profiler,
+                    f"referrals-{n}",
+                    args.seconds,
+                    functools.partial(
+                        run_load,
+                        base,
+                        n,
+                        args.seconds,
+                        referrer(uuid.uuid4().hex[:8]),
+                        accepted,
+                        limit=len(chosen),
+                    ),
+                )
+                for n in args.clients
+            ]
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)

@@ -16,17 +16,31 @@ For a batch of records without a person (a new feed batch, a later referral):
    other (that is left to a full run, and such pairs go to review);
 5. each new record joins an existing person, or a new person (alone or with other new
    records); undecided pairs become review tasks; ``link_events`` get ``join`` / ``create``.
+
+Locking (:func:`_lock`): a full run takes the ``link-run`` advisory lock exclusively. A small
+incremental link (a referral: at most :data:`MAX_TERM_LOCKS` candidate terms) takes it shared,
+so intakes run side by side, and instead serialises with exactly the links that could meet
+it: it locks each blind-index term it looks candidates up by, then each candidate person,
+both in ascending order (terms before persons, so waits cannot form a cycle), and reads the
+candidates again once it holds them. Two referrals of the same new child share their terms:
+the second waits for the first to commit, then finds its record and joins its person
+instead of creating a second one. Two links that share no term cannot find each other's
+records, so they need no order; a person both may join is locked, so each sees the other's
+join (identifier and twin guards see whole persons). A bigger batch (a feed file) takes the
+lock exclusively, as before: thousands of term locks would exhaust PostgreSQL's lock table.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Uuid, any_, bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from mash_hub.audit import AuditEvent
@@ -56,6 +70,10 @@ CANDIDATE_INDEXES = (
     "family_phonetic_birth_year",
 )
 LOOKUP_CHUNK = 100  # new records per candidate query
+LINK_RUN_LOCK = "hashtextextended('link-run', 0)"
+# Term locks an incremental link may take before it serialises with every other link
+# instead (PostgreSQL's lock table holds max_locks_per_transaction (64) x connections).
+MAX_TERM_LOCKS = 48
 
 
 @dataclass
@@ -151,26 +169,35 @@ def link_records(
     in the caller's transaction."""
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('link-run', 0))"))
     ids = unlinked(session, record_ids)
+    if not ids:
+        return IncrementalReport(run_id=None, records=0)
+    rows: dict[uuid.UUID, tuple[dict[str, Any], list[IndexTerm]]] = {}
+    for rid, stored in store.read(session, ids, GROUPS).items():
+        if stored.groups:
+            rows[rid] = (
+                record_features(str(rid), stored.feed, stored.groups),
+                store.indexer.query_terms(index_fields(stored.groups), indexes=CANDIDATE_INDEXES),
+            )
+    exclusive = _lock(session, [t for _, record_terms in rows.values() for t in record_terms])
+    # Linked by someone else while this waited: not new any more.
+    ids = unlinked(session, ids)
     report = IncrementalReport(run_id=None, records=len(ids))
     if not ids:
         return report
-    new_rows: list[dict[str, Any]] = []
-    terms: list[list[IndexTerm]] = []
-    for rid, stored in store.read(session, ids, GROUPS).items():
-        if stored.groups:
-            new_rows.append(record_features(str(rid), stored.feed, stored.groups))
-            terms.append(
-                store.indexer.query_terms(index_fields(stored.groups), indexes=CANDIDATE_INDEXES)
-            )
+    new_rows = [rows[rid][0] for rid in ids if rid in rows]
+    terms = [rows[rid][1] for rid in ids if rid in rows]
     timings["read_new"] = time.perf_counter() - began
     mark = time.perf_counter()
     candidates: set[uuid.UUID] = set()
     for chunk in _chunks(terms, LOOKUP_CHUNK):
         candidates |= store.candidates(session, [t for record in chunk for t in record])
     new_ids = {uuid.UUID(str(r["unique_id"])) for r in new_rows}
-    existing = _records_of_candidate_persons(session, candidates - new_ids)
+    persons = _persons_of(session, candidates - new_ids)
+    if not exclusive:
+        _lock_keys(session, {_lock_key(f"person|{p}") for p in persons})
+    # Read holding the persons: records joined to them meanwhile are seen too.
+    existing = _records_of(session, persons)
     report.candidate_records = len(existing)
     report.candidate_persons = len(set(existing.values()))
     timings["candidates"] = time.perf_counter() - mark
@@ -213,36 +240,68 @@ def link_records(
     return report
 
 
-def _records_of_candidate_persons(
-    session: Session, candidates: set[uuid.UUID]
-) -> dict[uuid.UUID, uuid.UUID]:
-    """Every current record of the persons the candidate records belong to."""
-    persons: set[uuid.UUID] = set()
-    for chunk in _chunks(sorted(candidates), 5_000):
-        persons.update(
-            p
-            for p in session.scalars(
-                select(SourceRecord.person_id).where(
-                    SourceRecord.id.in_(chunk),
-                    SourceRecord.is_current.is_(True),
-                    SourceRecord.erased_at.is_(None),
-                    SourceRecord.person_id.is_not(None),
-                )
-            )
-            if p is not None
+def _lock_key(name: str) -> int:
+    """A signed 64-bit advisory lock key for a term or a person (collisions only serialise)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
+
+
+def _lock_keys(session: Session, keys: set[int]) -> None:
+    """Take these transaction-scoped advisory locks in ascending order, in one statement."""
+    if keys:
+        session.execute(
+            text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) k"),
+            {"keys": sorted(keys)},
         )
-    out: dict[uuid.UUID, uuid.UUID] = {}
-    for chunk in _chunks(sorted(persons), 5_000):
-        for rid, person in session.execute(
-            select(SourceRecord.id, SourceRecord.person_id).where(
-                SourceRecord.person_id.in_(chunk),
+
+
+def _lock(session: Session, terms: list[IndexTerm]) -> bool:
+    """Take the link-run lock shared plus the terms' locks, or exclusively for a big batch
+    (see the module docstring); returns whether it was taken exclusively."""
+    keys = {_lock_key(f"term|{t.index_id}|{t.value}") for t in terms}
+    if len(keys) > MAX_TERM_LOCKS:
+        session.execute(text(f"SELECT pg_advisory_xact_lock({LINK_RUN_LOCK})"))
+        return True
+    session.execute(text(f"SELECT pg_advisory_xact_lock_shared({LINK_RUN_LOCK})"))
+    _lock_keys(session, keys)
+    return False
+
+
+def _ids(values: Collection[uuid.UUID]) -> Any:
+    """One array parameter instead of an IN list, so the statement text is the same each time
+    (SQLAlchemy and psycopg reuse it)."""
+    return any_(bindparam("ids", sorted(values), type_=ARRAY(Uuid)))
+
+
+def _persons_of(session: Session, candidates: set[uuid.UUID]) -> set[uuid.UUID]:
+    """The persons the (current) candidate records belong to."""
+    if not candidates:
+        return set()
+    return {
+        p
+        for p in session.scalars(
+            select(SourceRecord.person_id).where(
+                SourceRecord.id == _ids(candidates),
                 SourceRecord.is_current.is_(True),
                 SourceRecord.erased_at.is_(None),
+                SourceRecord.person_id.is_not(None),
             )
-        ):
-            if person is not None:
-                out[rid] = person
-    return out
+        )
+        if p is not None
+    }
+
+
+def _records_of(session: Session, persons: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """Every current record of these persons, with its person."""
+    if not persons:
+        return {}
+    rows = session.execute(
+        select(SourceRecord.id, SourceRecord.person_id).where(
+            SourceRecord.person_id == _ids(persons),
+            SourceRecord.is_current.is_(True),
+            SourceRecord.erased_at.is_(None),
+        )
+    )
+    return {rid: person for rid, person in rows if person is not None}
 
 
 def _write(

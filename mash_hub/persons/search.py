@@ -35,7 +35,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from sqlalchemy import select
+from sqlalchemy import Uuid, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from mash_hub import audit as audit_log
@@ -304,9 +305,12 @@ def _current_candidates(
     caller may read identity from."""
     if not record_ids or not sources:
         return []
+    # One array parameter, not an IN list of hundreds: the statement text stays the same, so
+    # SQLAlchemy and psycopg reuse it (and the server prepares it).
+    ids = bindparam("record_ids", list(record_ids), type_=ARRAY(Uuid))
     rows = session.execute(
         select(SourceRecord.id, SourceRecord.person_id, SourceRecord.source_agency).where(
-            SourceRecord.id.in_(list(record_ids)),
+            SourceRecord.id == any_(ids),
             SourceRecord.is_current.is_(True),
             SourceRecord.erased_at.is_(None),
             SourceRecord.person_id.is_not(None),

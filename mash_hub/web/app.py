@@ -6,6 +6,8 @@ a test), so the process that starts the embedded server is also the one that sto
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mash_hub import __version__
 from mash_hub.crypto.tokens import TokenKey
 from mash_hub.db import migrate
-from mash_hub.db.engine import Database
+from mash_hub.db.engine import Database, open_database
 from mash_hub.settings import Settings, get_settings
 from mash_hub.web import api
 from mash_hub.web.auth import Authenticator
@@ -71,6 +73,27 @@ def create_app(
             )
         return {"status": "ready", "database": "reachable", "migration": current}
 
+    return app
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``serve --workers N`` process (uvicorn's factory, in a spawned child).
+
+    Each worker opens its own pool (and registers with the embedded server, which the parent
+    keeps running) and closes it when uvicorn shuts the worker down; the engine's disposal
+    chains what the worker wrote. Policy, model and key caches are per process.
+    """
+    database = open_database(get_settings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            database.close()
+
+    app = create_app(database)
+    app.router.lifespan_context = lifespan
     return app
 
 

@@ -1,0 +1,98 @@
+"""``mash-hub serve --workers N``: a real server with worker processes on the embedded default."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from mash_hub.cli.serve import listening_socket
+from mash_hub.db.embedded import EmbeddedPostgres
+
+WORKERS = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _children(pid: int) -> list[str]:
+    """Command lines of a process's direct children (Linux /proc)."""
+    tasks = Path(f"/proc/{pid}/task")
+    ids = {int(c) for task in tasks.iterdir() for c in (task / "children").read_text().split()}
+    lines = []
+    for child in ids:
+        try:
+            lines.append(
+                (Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")).decode()
+            )
+        except FileNotFoundError:
+            continue
+    return lines
+
+
+def test_serve_with_workers_answers_and_stops_cleanly(server_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASH_")}
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mash_hub", "serve", "--port", str(port), "--workers", str(WORKERS)],
+        cwd=server_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        status = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
+                if status == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        output = (
+            process.stdout.read().decode() if process.poll() is not None and process.stdout else ""
+        )
+        assert status == 200, output
+        workers = [line for line in _children(process.pid) if "spawn_main" in line]
+        assert len(workers) == WORKERS
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(10):
+                response = client.get("/api/v1/me")
+                assert response.status_code == 401  # each worker authenticates (and audits)
+                assert response.headers["content-type"].startswith("application/problem+json")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    assert code == 0
+    server = EmbeddedPostgres(server_dir / ".mash-hub")
+    assert not server.is_running(), "serve and its workers must release the embedded server"
+
+
+def test_worker_connections_have_nagle_off() -> None:
+    """uvicorn binds the workers' socket without a protocol number, so asyncio would leave
+    Nagle's algorithm on and each response would wait ~40 ms for the client's delayed ACK;
+    the option set on the listener is what every accepted connection gets."""
+    config = uvicorn.Config("mash_hub.web.app:worker_app", factory=True, port=_free_port())
+    listener = listening_socket(config)
+    try:
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        listener.listen()
+        with socket.create_connection(listener.getsockname()[:2]):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.proto != socket.IPPROTO_TCP  # what asyncio checks: not set
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        listener.close()
