@@ -166,15 +166,17 @@ def child_profile(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_export(args: argparse.Namespace) -> dict[str, Any]:
-    """Decrypt every current record and build its features as the full run does, streaming
-    them as Arrow record batches to stdout (a pipe to the bare child); audited like any read."""
+    """Decrypt every current record and build its features as the full run does (the same
+    stream and feature builder), streaming them as Arrow record batches to stdout (a pipe to
+    the bare child); audited like any read."""
     import pyarrow as pa  # type: ignore[import-untyped]  # noqa: PLC0415
 
     from mash_hub.audit import AuditEvent  # noqa: PLC0415
     from mash_hub.audit import record as audit  # noqa: PLC0415
     from mash_hub.matching.duck import feature_table  # noqa: PLC0415
-    from mash_hub.matching.features import feature_rows  # noqa: PLC0415
-    from mash_hub.matching.service import GROUPS, READ_BATCH, _batches, _current_records  # noqa: PLC0415
+    from mash_hub.matching.features import FeatureBuilder  # noqa: PLC0415
+    from mash_hub.matching.service import GROUPS, READ_BATCH  # noqa: PLC0415
+    from mash_hub.persons.models import SourceRecord  # noqa: PLC0415
 
     # The stream owns the real stdout; anything else printed goes to stderr.
     stream = os.fdopen(os.dup(1), "wb")
@@ -183,7 +185,11 @@ def child_export(args: argparse.Namespace) -> dict[str, Any]:
     records = 0
     with _hub() as (db, store), db.transaction() as session:
         began = time.perf_counter()
-        current = _current_records(session)
+        current = session.scalar(
+            select(func.count()).where(
+                SourceRecord.is_current.is_(True), SourceRecord.erased_at.is_(None)
+            )
+        )
         audit(
             session,
             AuditEvent(
@@ -191,22 +197,21 @@ def child_export(args: argparse.Namespace) -> dict[str, Any]:
                 action="linkage.benchmark_export",
                 subject_type="link_benchmark",
                 subject_id=str(uuid.uuid4()),
-                details={"records": len(current), "groups": list(GROUPS), "to": "pipe"},
+                details={"records": current, "groups": list(GROUPS), "to": "pipe"},
             ),
         )
-        feeds = {rid: feed for rid, feed, _ in current}
         seconds["list"] = time.perf_counter() - began
         writer: Any = None
-        for batch in _batches([rid for rid, _, _ in current], READ_BATCH):
+        builder = FeatureBuilder()
+        batches = store.stream_groups(session, GROUPS, batch_size=READ_BATCH)
+        while True:
             mark = time.perf_counter()
-            triples = [
-                (str(rid), feeds[rid], stored.groups)
-                for rid, stored in store.read(session, batch, GROUPS).items()
-                if stored.groups
-            ]
+            batch = next(batches, None)
             seconds["decrypt"] += time.perf_counter() - mark
+            if batch is None:
+                break
             mark = time.perf_counter()
-            rows = feature_rows(triples)
+            rows = [builder.row(str(r.id), r.feed, r.groups) for r in batch if r.groups]
             seconds["features"] += time.perf_counter() - mark
             mark = time.perf_counter()
             table = feature_table(rows)

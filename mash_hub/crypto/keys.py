@@ -307,13 +307,13 @@ class _AeadKeys:
     def batch(self) -> Iterator[None]:
         """Check the key source once for a run of wrap/unwrap calls, not before each one.
 
-        A full relink unwraps one data key per record: checking the keyring file before each
-        unwrap cost 2.6 s of a 173,583-record read, once per batch of 2,000 about 0.9 s. The
+        A full relink unwraps one data key per record: 173,583 unwraps took 0.9 s of CPU with
+        the keyring file checked before each, 0.6 s with one check per batch of 2,000. The
         check happens on entry (a keyring that became group/world-accessible, was replaced
         by a symlink or was rotated is noticed there); nested batches add no checks, and each
         thread has its own.
         """
-        self._refresh()
+        self._current()
         depth = getattr(self._batches, "depth", 0)
         self._batches.depth = depth + 1
         try:

@@ -12,6 +12,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -59,6 +60,9 @@ def load_key_provider(settings: Settings, *, create_dev_keys: bool | None = None
             "through MASH_KEKS and MASH_INDEX_ROOT_KEY"
         )
     return LocalKeyringProvider(path)
+
+
+Owner = TypeVar("Owner", uuid.UUID, str)
 
 
 def provider_batch(provider: KeyProvider) -> contextlib.AbstractContextManager[None]:
@@ -132,11 +136,10 @@ class KeyStore:
         ).all()
         return self.open_wrapped(rows)
 
-    def open_wrapped(
-        self, rows: Iterable[tuple[uuid.UUID, str, bytes]]
-    ) -> dict[uuid.UUID, FieldCipher]:
+    def open_wrapped(self, rows: Iterable[tuple[Owner, str, bytes]]) -> dict[Owner, FieldCipher]:
         """Ciphers from ``(owner id, KEK id, wrapped DEK)`` rows a caller already fetched
-        (a bulk read joins them to the ciphertexts); the provider is checked once for all."""
+        (a bulk read joins them to the ciphertexts); the provider is checked once for all.
+        An owner id may be given as text: the wrap binds its text form either way."""
         with provider_batch(self.provider):
             return {
                 owner: FieldCipher(

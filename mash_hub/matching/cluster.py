@@ -147,8 +147,8 @@ class Clustering:
 
 class _Clusters:
     """Union-find over records, built lazily: a record no pair or constraint touches stays a
-    cluster of its own without any state (most records of a relink have no pair; building
-    identifier sets for all of them took 4.2 s of a 10 s clustering at 173,583 records)."""
+    cluster of its own without any state (most records of a relink have no pair; at 173,583
+    records and 79,518 pairs, 1.0 s of CPU instead of 1.5 s with state for every record)."""
 
     def __init__(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
         self.rows = rows
@@ -342,7 +342,14 @@ def stable_person_ids(
     the larger part.
     """
     overlaps: list[tuple[int, int, str, int, uuid.UUID]] = []
+    # A one-record cluster sorts after every larger overlap and has a single candidate, so
+    # it needs no sorting: in index order it takes its old id unless that is taken.
+    singles: list[tuple[int, uuid.UUID]] = []
     for index, members in enumerate(clusters):
+        if len(members) == 1:
+            if (single := previous.get(members[0])) is not None:
+                singles.append((index, single))
+            continue
         counts: dict[uuid.UUID, int] = defaultdict(int)
         for rid in members:
             old = previous.get(rid)
@@ -353,7 +360,7 @@ def stable_person_ids(
     overlaps.sort()
     out: list[uuid.UUID | None] = [None] * len(clusters)
     used: set[uuid.UUID] = set()
-    for _, _, _, index, old in overlaps:
+    for index, old in [(index, old) for *_, index, old in overlaps] + singles:
         if out[index] is None and old not in used:
             out[index] = old
             used.add(old)

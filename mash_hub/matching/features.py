@@ -92,27 +92,51 @@ class FeatureBuilder:
     """
 
     def __init__(self, cache_size: int = CACHE_SIZE) -> None:
-        self._key = lru_cache(maxsize=cache_size)(_key)
-        self._variants = lru_cache(maxsize=cache_size)(given_name_variants)
-        self._phonetic = lru_cache(maxsize=cache_size)(name_phonetic)
+        # Plain closures, not methods: no reference cycle keeps a dropped builder's caches.
+        key = lru_cache(maxsize=cache_size)(_key)
+        variants = lru_cache(maxsize=cache_size)(given_name_variants)
+        phonetic = lru_cache(maxsize=cache_size)(name_phonetic)
+
+        def given_features(given_names: tuple[Any, ...]) -> tuple[Any, ...]:
+            """given_first, its phonetic code, tokens, variants and their phonetic codes.
+
+            Tokens come from all given names (first first); variants (nicknames,
+            romanisations) from the first name only: siblings often share a middle name,
+            so middles must not make two first names look alike."""
+            tokens: list[str] = []
+            for name in given_names:
+                if isinstance(name, str) and (k := key(name)) is not None:
+                    tokens.extend(t for t in k.split() if t not in tokens)
+            if not tokens:
+                return None, None, (), (), ()
+            names = sorted({tokens[0], *variants(tokens[0])})
+            return (
+                tokens[0],
+                phonetic(tokens[0]),
+                tuple(tokens),
+                tuple(names),
+                tuple(sorted({p for t in names if (p := phonetic(t))})),
+            )
+
+        def family_features(family_name: Any, other_names: tuple[Any, ...]) -> tuple[Any, ...]:
+            """family (key without spaces), its phonetic code, and every part of every family
+            name (previous ones and parts of double-barrelled ones included)."""
+            family_key = key(family_name) if isinstance(family_name, str) else None
+            family = family_key.replace(" ", "") if family_key else None
+            parts: set[str] = set()
+            for name in (family_name, *other_names):
+                k = key(name) if isinstance(name, str) else None
+                if k:
+                    parts.update(k.split())
+                    parts.add(k.replace(" ", ""))
+            return family, phonetic(family) if family else None, tuple(sorted(parts))
+
+        self._given_features = given_features
+        self._family_features = family_features
+        self._given_part = lru_cache(maxsize=cache_size)(given_features)
+        self._family_part = lru_cache(maxsize=cache_size)(family_features)
         self._postcode = lru_cache(maxsize=cache_size)(normalise_postcode)
-
-    def key(self, name: Any) -> str | None:
-        """:func:`~mash_hub.feeds.standardise.name_key`, or None for no usable name."""
-        return self._key(name) if isinstance(name, str) else None
-
-    def given(self, given_names: Sequence[Any]) -> tuple[list[str], list[str]]:
-        """Tokens of all given names (first first), and the nickname/romanisation variants of
-        the first name only: siblings often share a middle name, so middles must not make
-        two first names look alike."""
-        tokens: list[str] = []
-        for name in given_names:
-            key = self.key(name)
-            if key is not None:
-                tokens.extend(t for t in key.split() if t not in tokens)
-        if not tokens:
-            return [], []
-        return tokens, sorted({tokens[0], *self._variants(tokens[0])})
+        self._district = lru_cache(maxsize=cache_size)(postcode_district)
 
     def postcode(self, value: Any) -> str | None:
         return self._postcode(value) if isinstance(value, str) else normalise_postcode(value)
@@ -124,16 +148,17 @@ class FeatureBuilder:
         identity = groups.get("identity", {})
         identifiers = groups.get("identifiers", {})
         contact = groups.get("contact", {})
-        phonetic = self._phonetic
-        tokens, variants = self.given(list(identity.get("given_names") or []))
-        family_key = self.key(identity.get("family_name"))
-        family = family_key.replace(" ", "") if family_key else None
-        family_all: set[str] = set()
-        for name in [identity.get("family_name"), *(identity.get("other_names") or [])]:
-            key = self.key(name)
-            if key:
-                family_all.update(key.split())
-                family_all.add(key.replace(" ", ""))
+        given_names = tuple(identity.get("given_names") or ())
+        family_name = identity.get("family_name")
+        other_names = tuple(identity.get("other_names") or ())
+        try:
+            given = self._given_part(given_names)
+            family = self._family_part(family_name, other_names)
+        except TypeError:  # an unhashable value (no name at all): computed without the cache
+            given = self._given_features(given_names)
+            family = self._family_features(family_name, other_names)
+        first, first_phon, tokens, variants, given_phons = given
+        family_key, family_phon, family_all = family
         dob = identity.get("date_of_birth") or None
         sex = identity.get("sex")
         addresses = [a for a in (contact.get("addresses") or []) if isinstance(a, Mapping)]
@@ -145,14 +170,14 @@ class FeatureBuilder:
         return {
             "unique_id": record_id,
             "feed": feed,
-            "given_first": tokens[0] if tokens else None,
-            "given_first_phon": phonetic(tokens[0]) if tokens else None,
-            "given_tokens": tokens or None,
-            "given_variants": variants or None,
-            "given_phons": sorted({p for t in variants if (p := phonetic(t))}) or None,
-            "family": family,
-            "family_phon": phonetic(family) if family else None,
-            "family_all": sorted(family_all) or None,
+            "given_first": first,
+            "given_first_phon": first_phon,
+            "given_tokens": list(tokens) or None,
+            "given_variants": list(variants) or None,
+            "given_phons": list(given_phons) or None,
+            "family": family_key,
+            "family_phon": family_phon,
+            "family_all": list(family_all) or None,
             "dob": dob,
             "dob_year": dob[:4] if dob else None,
             "dob_md": dob[5:] if dob else None,
@@ -160,7 +185,7 @@ class FeatureBuilder:
             "sex": sex if sex in ("M", "F") else None,
             "postcode": postcode,
             "postcodes": postcodes or None,
-            "district": postcode_district(postcode) if postcode else None,
+            "district": self._district(postcode) if postcode else None,
             "premise": _premise(current) if current and postcode else None,
             "nhs_number": identifiers.get("nhs_number") or None,
             "upn": identifiers.get("upn") or None,

@@ -331,25 +331,33 @@ def _scored(
             f" JOIN {records} l ON l.unique_id = p.unique_id_l"
             f" JOIN {records} r ON r.unique_id = p.unique_id_r"
         )
-    result = con.execute(f"SELECT {', '.join(columns)} FROM {source}").fetchall()  # noqa: S608
+    result = con.execute(f"SELECT {', '.join(columns)} FROM {source}")  # noqa: S608
     levels = _LevelTable(model)
     width = len(names)
+    # Weights and nulls decide the levels, so pairs alike share one (read-only) levels dict
+    # and one weights dict: a relink has a few thousand shapes for ~80,000 pairs.
+    shapes: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, float]]] = {}
     out = []
-    for row in result:
-        left, right = str(row[0]), str(row[1])
-        if left > right:
-            left, right = right, left
-        weights = {n: float(row[3 + i]) for i, n in enumerate(names)}
-        nulls = row[3 + width :] if by_id is None else levels.nulls(by_id[left], by_id[right])
-        out.append(
-            ScoredPair(
-                left,
-                right,
-                float(row[2]),
-                levels.levels(nulls, weights),
-                {n: w if digits is None else round(w, digits) for n, w in weights.items()},
+    while chunk := result.fetchmany(10_000):
+        for row in chunk:
+            left, right = str(row[0]), str(row[1])
+            if left > right:
+                left, right = right, left
+            nulls = (
+                tuple(row[3 + width :])
+                if by_id is None
+                else tuple(levels.nulls(by_id[left], by_id[right]))
             )
-        )
+            key = (row[3 : 3 + width], nulls)
+            shape = shapes.get(key)
+            if shape is None:
+                weights = {n: float(w) for n, w in zip(names, row[3 : 3 + width], strict=True)}
+                shape = (
+                    levels.levels(nulls, weights),
+                    {n: w if digits is None else round(w, digits) for n, w in weights.items()},
+                )
+                shapes[key] = shape
+            out.append(ScoredPair(left, right, float(row[2]), *shape))
     out.sort(key=lambda p: (p.left, p.right))
     return out
 
@@ -401,6 +409,9 @@ class _LevelTable:
         return out
 
 
+_LEVELS = {(c.name, lv.key): lv for c in comp.COMPARISONS for lv in c.levels}
+
+
 def explain(pair: ScoredPair) -> str:
     """A human-readable explanation: each non-null comparison with its weight, strongest first.
 
@@ -408,7 +419,7 @@ def explain(pair: ScoredPair) -> str:
     """
     parts = []
     for comparison in comp.COMPARISONS:
-        level = comparison.level(pair.levels[comparison.name])
+        level = _LEVELS[(comparison.name, pair.levels[comparison.name])]
         if level.is_null:
             continue
         parts.append((pair.weights[comparison.name], level.explain))

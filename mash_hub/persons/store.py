@@ -380,17 +380,20 @@ class PersonStore:
     def _open_joined(self, rows: Sequence[Any], groups: Sequence[str]) -> list[StoredRecord]:
         """Decrypt the rows of :meth:`stream_groups`: (id, feed, agency, person, KEK id,
         wrapped key, one ciphertext per group)."""
-        ciphers = self.keys.open_wrapped((row[0], row[4], row[5]) for row in rows if row[5])
+        # Record ids as text once per record: the associated data holds their text form.
+        ids = [str(row[0]) for row in rows]
+        ciphers = self.keys.open_wrapped(
+            (rid, row[4], row[5]) for rid, row in zip(ids, rows, strict=True) if row[5]
+        )
         out = []
-        for row in rows:
-            record_id = row[0]
-            record = StoredRecord(record_id, row[1], row[2], row[3])
-            cipher = ciphers.get(record_id)
+        for rid, row in zip(ids, rows, strict=True):
+            record = StoredRecord(row[0], row[1], row[2], row[3])
+            cipher = ciphers.get(rid)
             if cipher is not None:
                 for group, ciphertext in zip(groups, row[6:], strict=True):
                     if ciphertext is not None:
                         record.groups[group] = cipher.decrypt_group(
-                            bytes(ciphertext), table=FIELD_TABLE, group=group, row_id=record_id
+                            bytes(ciphertext), table=FIELD_TABLE, group=group, row_id=rid
                         )
             out.append(record)
         return out

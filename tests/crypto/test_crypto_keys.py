@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import stat
+import threading
 import warnings
 from pathlib import Path
 
@@ -307,3 +308,75 @@ def test_env_repr_hides_keys() -> None:
     for raw in (KEK_A, KEK_B, INDEX_ROOT):
         for shown in _key_strings(raw):
             assert shown not in text
+
+
+def test_keyring_opened_to_others_after_loading_is_refused(keyring: LocalKeyringProvider) -> None:
+    wrapped = wrap_data_key(keyring, new_data_key(), "r")
+    keyring.path.chmod(0o644)
+    with pytest.raises(KeyringPermissionError, match="chmod 600"):
+        unwrap_data_key(keyring, wrapped, "r")
+    with pytest.raises(KeyringPermissionError), keyring.batch():
+        pass
+    keyring.path.chmod(0o600)
+    unwrap_data_key(keyring, wrapped, "r")
+
+
+def test_keyring_swapped_for_a_symlink_after_loading_is_refused(
+    keyring: LocalKeyringProvider, tmp_path: Path
+) -> None:
+    wrapped = wrap_data_key(keyring, new_data_key(), "r")
+    real = tmp_path / "elsewhere.json"
+    keyring.path.rename(real)
+    keyring.path.symlink_to(real)
+    with pytest.raises(KeyringPermissionError, match="symbolic link"):
+        unwrap_data_key(keyring, wrapped, "r")
+
+
+def test_a_batch_checks_the_keyring_once_on_entry_and_only_for_its_thread(
+    keyring: LocalKeyringProvider,
+) -> None:
+    wrapped = [wrap_data_key(keyring, new_data_key(), i) for i in range(3)]
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            unwrap_data_key(keyring, wrapped[0], 0)
+        except KeyringPermissionError as exc:
+            errors.append(exc)
+
+    with keyring.batch():
+        keyring.path.chmod(0o644)
+        # Checked on entry: the rest of this batch (nested ones too) goes on unchecked ...
+        with keyring.batch():
+            assert [unwrap_data_key(keyring, w, i) for i, w in enumerate(wrapped)]
+        assert unwrap_data_key(keyring, wrapped[1], 1)
+        # ... while another thread's calls are still checked one by one.
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert len(errors) == 1
+    with pytest.raises(KeyringPermissionError):
+        unwrap_data_key(keyring, wrapped[2], 2)
+    with pytest.raises(KeyringPermissionError), keyring.batch():
+        pass
+
+
+def test_a_batch_sees_a_rotation_made_before_it_started(keyring: LocalKeyringProvider) -> None:
+    other = LocalKeyringProvider(keyring.path)
+    old_id = keyring.primary_kek_id()
+    wrapped = wrap_data_key(keyring, new_data_key(), "r")
+    new_id = keyring.add_kek()
+    keyring.retire_kek(old_id)
+    with other.batch():
+        assert other.primary_kek_id() == new_id
+        with pytest.raises(UnknownKeyError, match="retired"):
+            unwrap_data_key(other, wrapped, "r")
+
+
+def test_env_provider_batches_too() -> None:
+    provider = EnvKeyProvider(
+        {"MASH_KEKS": f"k1:{_b64(b'a' * 32)}", "MASH_INDEX_ROOT_KEY": _b64(b"b" * 32)}
+    )
+    with provider.batch():
+        wrapped = wrap_data_key(provider, new_data_key(), "r")
+        assert unwrap_data_key(provider, wrapped, "r")

@@ -267,3 +267,78 @@ def test_erasure_shreds_reviewers_reasons_about_the_persons_records(
     session.flush()
     store.erase_person(session, person, actor="cli:test", reason="ERASE-3")
     assert store.keys.ciphers(session, [decision_id]) == {}
+
+
+def test_stream_groups_reads_every_current_record_as_read_does(
+    session: Session, store: PersonStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = store.new_person(session)
+    ids = store.add(
+        session,
+        [
+            person_record(f"SC-{i}", given=name, person_id=person if i % 2 else None)
+            for i, name in enumerate(["Amelia", "Zofia", "Bartosz", "Łukasz", "Mary-Jane"])
+        ],
+    )
+    [old] = store.add(session, [person_record("SC-old")])
+    store.supersede(session, [old])
+    erased_person = store.new_person(session)
+    [erased] = store.add(session, [person_record("SC-gone", person_id=erased_person)])
+    store.erase_person(session, erased_person, actor="cli:test", reason="ERASE-4")
+    opened: list[str] = []
+    original = FieldCipher.decrypt_group
+
+    def spy(
+        self: FieldCipher, ciphertext: bytes, *, table: str, group: str, row_id: object
+    ) -> object:
+        opened.append(group)
+        return original(self, ciphertext, table=table, group=group, row_id=row_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FieldCipher, "decrypt_group", spy)
+    batches = list(store.stream_groups(session, [IDENTITY, "details.case"], batch_size=2))
+    assert [len(b) for b in batches] == [2, 2, 1]
+    streamed = [record for batch in batches for record in batch]
+    assert [r.id for r in streamed] == sorted(ids, key=str)  # current only, in id order
+    assert sorted(opened) == sorted([IDENTITY, "details.case"] * len(ids))
+    assert {r.id: r for r in streamed} == store.read(session, ids, {IDENTITY, "details.case"})
+    assert {r.person_id for r in streamed} == {person, None}
+    assert old not in {r.id for r in streamed} and erased not in {r.id for r in streamed}
+
+
+def test_stream_groups_leaves_shredded_records_empty_and_refuses_tampering(
+    session: Session, store: PersonStore
+) -> None:
+    a, b = store.add(session, [person_record("SC-1"), person_record("SC-2", given="Zofia")])
+    store.keys.shred(session, [a])
+    [first, second] = [r for batch in store.stream_groups(session, [IDENTITY]) for r in batch]
+    by_id = {first.id: first, second.id: second}
+    assert by_id[a].groups == {}
+    assert by_id[b].groups[IDENTITY]["given_names"] == ["Zofia"]
+    with pytest.raises(ValueError, match="unknown field group"):
+        next(store.stream_groups(session, ["secret_stuff"]))
+    _swap(
+        session,
+        "UPDATE record_field_groups SET ciphertext = (SELECT ciphertext FROM record_field_groups "
+        "WHERE record_id = :a AND group_name = 'identity') WHERE record_id = :b AND group_name = 'identity'",
+        a=a,
+        b=b,
+    )
+    with pytest.raises(DecryptionError) as caught:
+        list(store.stream_groups(session, [IDENTITY]))
+    assert "Zofia" not in str(caught.value) and "Amelia" not in str(caught.value)
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batch_size=st.integers(1, 7), count=st.integers(0, 6))
+def test_stream_groups_batches_cover_each_record_once(
+    session: Session, store: PersonStore, batch_size: int, count: int
+) -> None:
+    ids = store.add(session, [person_record(f"H-{uuid.uuid4()}") for _ in range(count)])
+    batches = list(store.stream_groups(session, [IDENTIFIERS], batch_size=batch_size))
+    assert all(0 < len(batch) <= batch_size for batch in batches)
+    streamed = [r.id for batch in batches for r in batch]
+    assert len(streamed) == len(set(streamed))
+    assert set(ids) <= set(streamed)
+    assert streamed == sorted(streamed, key=str)
