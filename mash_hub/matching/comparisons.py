@@ -43,10 +43,17 @@ GIVEN_SIMILAR = (
 )
 # Given names that no recording error in our experience turns one into the other.
 GIVEN_CLEARLY_DIFFERENT = f"({GIVEN_BOTH} AND NOT {GIVEN_SIMILAR})"
+# Month and day as one number (03-09 -> 309): a day one out differs by 1, a month by 100.
+_MD_DIFF = (
+    "abs(try_cast(replace(dob_md_l, '-', '') AS INTEGER)"
+    " - try_cast(replace(dob_md_r, '-', '') AS INTEGER))"
+)
+# Same year, day or month one out (09/10, 29/30: more than one digit apart, so not a typo).
+DOB_NEAR = f"(dob_year_l = dob_year_r AND ({_MD_DIFF} <= 1 OR {_MD_DIFF} = 100))"
 DOB_CLOSE = (
     "(dob_l = dob_r OR dob_l = dob_dm_swapped_r OR damerau_levenshtein(dob_l, dob_r) <= 1"
     " OR (dob_md_l = dob_md_r AND abs(try_cast(dob_year_l AS INTEGER)"
-    " - try_cast(dob_year_r AS INTEGER)) <= 1))"
+    f" - try_cast(dob_year_r AS INTEGER)) <= 1) OR {DOB_NEAR})"
 )
 DOB_CLEARLY_DIFFERENT = f"(dob_l IS NOT NULL AND dob_r IS NOT NULL AND NOT {DOB_CLOSE})"
 # Agreement a household explains as well as identity does.
@@ -202,6 +209,7 @@ COMPARISONS: tuple[Comparison, ...] = (
                 " - try_cast(dob_year_r AS INTEGER)) <= 1",
                 "date of birth year one out",
             ),
+            Level("near", DOB_NEAR, "date of birth day or month one out"),
             Level("year", "dob_year_l = dob_year_r", "same year of birth only"),
             Level("else", "ELSE", "dates of birth different"),
         ),
@@ -261,6 +269,9 @@ PREDICTION_BLOCKING: tuple[tuple[str, ...], ...] = (
     ("postcode", "given_first_phon"),
     ("dob_year", "given_first", "family"),
     ("dob_md", "given_first_phon", "family_phon"),
+    # Same address and birth year: a name recorded differently (swapped, changed, typed
+    # wrongly) and a DOB error together. Incremental linkage finds these by postcode.
+    ("postcode", "premise", "dob_year"),
 )
 # Deterministic rules for the prior (share of pairs that are matches), with their recall.
 PRIOR_RULES: tuple[tuple[str, ...], ...] = (

@@ -136,6 +136,7 @@ FUNCTIONS: Mapping[str, Callable[..., Value]] = {
     "jaro_winkler_similarity": _null_propagating(jaro_winkler_similarity),
     "damerau_levenshtein": _null_propagating(jellyfish.damerau_levenshtein_distance),
     "abs": _null_propagating(abs),
+    "replace": _null_propagating(str.replace),
 }
 
 _COMPARE: Mapping[str, Callable[[Any, Any], bool]] = {
