@@ -12,7 +12,7 @@ from mash_hub.authz.check import check_policy
 from mash_hub.authz.files import PolicyTexts, policies_dir
 from mash_hub.authz.policy import Caller, Decisions, PolicyError, compile_policy
 from mash_hub.authz.versions import current_version, publish
-from mash_hub.authz.vocabulary import AGENCIES, PERSON_FIELDS, ROLES, SOURCES
+from mash_hub.authz.vocabulary import AGENCIES, PERSON_FIELDS, ROLES, SOURCES, SUBJECT_ACCESS
 from mash_hub.cli._common import (
     ExitCode,
     actor,
@@ -170,6 +170,9 @@ def matrix_document(decisions: Decisions) -> dict[str, Any]:
                             decisions.mask(caller, source, break_glass=True)
                             - decisions.mask(caller, source)
                         ),
+                        "subject_access": sorted(
+                            decisions.action_mask(caller, source, SUBJECT_ACCESS)
+                        ),
                     }
                     for source in SOURCES
                 },
@@ -185,7 +188,8 @@ def _print_matrix(decisions: Decisions) -> None:
         title=f"Access policy {decisions.sha256[:12]}: field groups each role sees, per source",
         caption="'+ break-glass' is shown only with a written justification, and reviewed.",
     )
-    for column in ("role", "staff agency", "source", "read", "+ break-glass", "other actions"):
+    columns = ("role", "staff agency", "source", "read", "+ break-glass", "subject access")
+    for column in (*columns, "other actions"):
         table.add_column(column)
     for role in ROLES:
         # Collapse agencies that see the same; list them when the policy differs by agency.
@@ -197,6 +201,7 @@ def _print_matrix(decisions: Decisions) -> None:
                     (
                         sorted(decisions.mask(caller, s)),
                         sorted(decisions.mask(caller, s, break_glass=True)),
+                        sorted(decisions.action_mask(caller, s, SUBJECT_ACCESS)),
                     )
                     for s in SOURCES
                 ]
@@ -217,6 +222,7 @@ def _print_matrix(decisions: Decisions) -> None:
                     source,
                     _groups(read),
                     _groups(extra),
+                    _groups(decisions.action_mask(caller, source, SUBJECT_ACCESS)),
                     actions if first else "",
                     end_section=index == len(SOURCES) - 1,
                 )

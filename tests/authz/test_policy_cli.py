@@ -20,10 +20,17 @@ def test_matrix_json(hub_env: dict[str, str]) -> None:
     assert police == {
         "read": ["contact", "details.warning_markers", "identifiers", "identity"],
         "break_glass": ["details.incidents"],
+        "subject_access": [],
     }
     auditor = matrix["roles"]["auditor"]["police"]
-    assert all(auditor["sources"][s] == {"read": [], "break_glass": []} for s in SOURCES)
+    none = {"read": [], "break_glass": [], "subject_access": []}
+    assert all(auditor["sources"][s] == none for s in SOURCES)
     assert auditor["actions"] == ["audit_read"]
+    governance = matrix["roles"]["information_governance"]["council"]["sources"]["police"]
+    assert governance["read"] == [] and governance["break_glass"] == []
+    assert governance["subject_access"] == [
+        "contact", "details.incidents", "details.warning_markers", "identifiers", "identity"
+    ]  # fmt: skip
 
 
 def test_matrix_table_and_check(hub_env: dict[str, str]) -> None:
