@@ -23,7 +23,7 @@ def test_matrix_json(hub_env: dict[str, str]) -> None:
         "subject_access": [],
     }
     auditor = matrix["roles"]["auditor"]["police"]
-    none = {"read": [], "break_glass": [], "subject_access": []}
+    none: dict[str, list[str]] = {"read": [], "break_glass": [], "subject_access": []}
     assert all(auditor["sources"][s] == none for s in SOURCES)
     assert auditor["actions"] == ["audit_read"]
     governance = matrix["roles"]["information_governance"]["council"]["sources"]["police"]
