@@ -14,8 +14,8 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Uuid, any_, bindparam, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session
 
 from mash_hub.crypto.envelope import (
@@ -131,7 +131,8 @@ class KeyStore:
             return {}
         rows = session.execute(
             select(DataKeyRow.owner_id, DataKeyRow.kek_id, DataKeyRow.wrapped).where(
-                DataKeyRow.owner_id.in_(list(owner_ids))
+                DataKeyRow.owner_id
+                == any_(bindparam("owner_ids", list(owner_ids), type_=ARRAY(Uuid)))
             )
         ).all()
         return self.open_wrapped(rows)
@@ -152,7 +153,12 @@ class KeyStore:
         """Destroy the DEKs of these owners: their ciphertexts, and every copy, become noise."""
         if not owner_ids:
             return 0
-        result = session.execute(delete(DataKeyRow).where(DataKeyRow.owner_id.in_(list(owner_ids))))
+        result = session.execute(
+            delete(DataKeyRow).where(
+                DataKeyRow.owner_id
+                == any_(bindparam("owner_ids", list(owner_ids), type_=ARRAY(Uuid)))
+            )
+        )
         return int(getattr(result, "rowcount", 0) or 0)
 
     def check_provider_covers_database(self, session: Session) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, SmallInteger, bindparam, delete, func, select, update
+from sqlalchemy import BigInteger, SmallInteger, Uuid, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -305,7 +305,7 @@ class PersonStore:
                 SourceRecord.feed,
                 SourceRecord.source_agency,
                 SourceRecord.person_id,
-            ).where(SourceRecord.id.in_(list(record_ids)))
+            ).where(SourceRecord.id == _any_uuid("record_ids", record_ids))
         ).all()
         out = {
             row.id: StoredRecord(row.id, row.feed, row.source_agency, row.person_id) for row in meta
@@ -318,7 +318,7 @@ class PersonStore:
                 RecordFieldGroup.group_name,
                 RecordFieldGroup.ciphertext,
             ).where(
-                RecordFieldGroup.record_id.in_(list(out)),
+                RecordFieldGroup.record_id == _any_uuid("found_ids", out),
                 RecordFieldGroup.group_name.in_(list(groups)),
             )
         ).all()
@@ -520,3 +520,9 @@ def _copy(cursor: Any, target: str, rows: list[tuple[Any, ...]]) -> None:
     with cursor.copy(f"COPY {target} FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
+
+
+def _any_uuid(name: str, ids: Collection[uuid.UUID]) -> Any:
+    """``= ANY(:name)`` with one array parameter: any number of ids (an IN list stops at
+    65,535 bind parameters, which an incremental batch against a 1M-record index exceeds)."""
+    return any_(bindparam(name, list(ids), type_=ARRAY(Uuid)))

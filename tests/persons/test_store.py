@@ -342,3 +342,14 @@ def test_stream_groups_batches_cover_each_record_once(
     assert len(streamed) == len(set(streamed))
     assert set(ids) <= set(streamed)
     assert streamed == sorted(streamed, key=str)
+
+
+def test_read_takes_more_ids_than_postgres_has_bind_parameters(
+    session: Session, store: PersonStore
+) -> None:
+    """An incremental batch against a 1M-record index asked for 104,216 candidate records at
+    once; an IN list stops at 65,535 parameters (regression)."""
+    (known,) = store.add(session, [person_record("SR-many-ids")])
+    many = [uuid.uuid4() for _ in range(70_000)] + [known]
+    found = store.read(session, many, [IDENTITY])
+    assert set(found) == {known} and found[known].groups[IDENTITY]
