@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 
 from mash_hub.users.service import STAFF_ROLES
+from tests.serving import free_port, wait_until_ready
 
 PEOPLE = "300"
 
@@ -36,12 +36,6 @@ def _demo(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
         timeout=300,
         check=False,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_demo_sets_up_once_then_reuses_its_data_with_fresh_credentials(server_dir: Path) -> None:
@@ -78,7 +72,7 @@ def test_demo_refuses_an_external_database(server_dir: Path) -> None:
 
 
 def test_demo_serves_and_every_printed_credential_works(server_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mash_hub", "demo", "--people", PEOPLE, "--port", str(port)],
         cwd=server_dir,
@@ -89,13 +83,7 @@ def test_demo_serves_and_every_printed_credential_works(server_dir: Path) -> Non
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        ready = False
-        while time.monotonic() < deadline and process.poll() is None and not ready:
-            try:
-                ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                time.sleep(0.3)
+        ready = wait_until_ready(base, process, timeout=120)
         assert ready, process.stderr.read() if process.stderr and process.poll() else "not ready"
         document = json.loads((server_dir / ".mash-hub/demo/credentials.json").read_text())
         for account in document["accounts"]:

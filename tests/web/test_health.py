@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 
 from mash_hub.db.embedded import EmbeddedPostgres
 from mash_hub.db.engine import Database
 from mash_hub.web.app import create_app
+from tests.serving import free_port, wait_until_ready
 
 
 def test_ready_when_migrated(committing_database: Database) -> None:
@@ -48,15 +46,9 @@ def test_not_ready_when_database_unreachable() -> None:
     assert response.json()["database"] == "unreachable"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_is_ready_on_the_embedded_default_with_no_configuration(server_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASH_")}
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mash_hub", "serve", "--port", str(port)],
         cwd=server_dir,
@@ -65,20 +57,11 @@ def test_serve_is_ready_on_the_embedded_default_with_no_configuration(server_dir
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
-                if status == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+        ready = wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=60)
         output = (
             process.stdout.read().decode() if process.poll() is not None and process.stdout else ""
         )
-        assert status == 200, output
+        assert ready, output
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 from mash_hub.db.engine import Database
 from mash_hub.persons.search import SEARCH_FIELDS
 from tests.persons.conftest import person_record
-from tests.web.test_health import _free_port
+from tests.serving import free_port, wait_until_ready
 from tests.web.test_persons_api import PURPOSE, PURPOSE_TEXT, PersonsHub, assert_problem
 
 ROBERT: dict[str, Any] = {
@@ -270,7 +269,7 @@ def test_serve_logs_requests_without_query_strings(server_dir: Path) -> None:
     """A real `mash-hub serve`: its access log shows the path and status of a search by query
     string, never the query string itself."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASH_")}
-    port = _free_port()
+    port = free_port()
     marker = f"Qv{uuid.uuid4().hex[:8]}"
     process = subprocess.Popen(
         [sys.executable, "-m", "mash_hub", "serve", "--port", str(port)],
@@ -281,13 +280,7 @@ def test_serve_logs_requests_without_query_strings(server_dir: Path) -> None:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
+        assert wait_until_ready(base, process)
         searched = httpx.get(
             f"{base}/api/v1/persons",
             params={"family_name": marker, "date_of_birth": "04/03/2012"},

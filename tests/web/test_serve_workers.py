@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,14 +14,9 @@ import uvicorn
 
 from mash_hub.cli.serve import listening_socket
 from mash_hub.db.embedded import EmbeddedPostgres
+from tests.serving import free_port, wait_until_ready
 
 WORKERS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _children(pid: int) -> list[str]:
@@ -42,7 +36,7 @@ def _children(pid: int) -> list[str]:
 
 def test_serve_with_workers_answers_and_stops_cleanly(server_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASH_")}
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mash_hub", "serve", "--port", str(port), "--workers", str(WORKERS)],
         cwd=server_dir,
@@ -51,20 +45,11 @@ def test_serve_with_workers_answers_and_stops_cleanly(server_dir: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
-        status = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
-                if status == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+        ready = wait_until_ready(f"http://127.0.0.1:{port}", process)
         output = (
             process.stdout.read().decode() if process.poll() is not None and process.stdout else ""
         )
-        assert status == 200, output
+        assert ready, output
         workers = [line for line in _children(process.pid) if "spawn_main" in line]
         assert len(workers) == WORKERS
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
@@ -84,7 +69,7 @@ def test_worker_connections_have_nagle_off() -> None:
     """uvicorn binds the workers' socket without a protocol number, so asyncio would leave
     Nagle's algorithm on and each response would wait ~40 ms for the client's delayed ACK;
     the option set on the listener is what every accepted connection gets."""
-    config = uvicorn.Config("mash_hub.web.app:worker_app", factory=True, port=_free_port())
+    config = uvicorn.Config("mash_hub.web.app:worker_app", factory=True, port=free_port())
     listener = listening_socket(config)
     try:
         assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
