@@ -30,9 +30,11 @@ from mash_hub.cli._common import (
     settings,
     stdout,
 )
+from mash_hub.cli.link_settings import settings as settings_command
 from mash_hub.matching import review as reviewing
 from mash_hub.matching.incremental import batch_records, has_index, link_records
 from mash_hub.matching.model import (
+    MIN_LABELS,
     LinkageModel,
     ModelMismatchError,
     model_path,
@@ -103,6 +105,13 @@ def train(
         emit_json({"model": str(model), "version": trained.version, **trained.training})
     else:
         console.print(f"model version {trained.version} saved to {model}", highlight=False)
+        labels = trained.training["same_person_labels"]
+        used = (
+            "used as labels for m"
+            if trained.training["labels_used_for_m"]
+            else (f"not used: at least {MIN_LABELS} are needed")
+        )
+        console.print(f"reviewed same-person pairs: {labels} ({used})", highlight=False)
 
 
 @app.command()
@@ -372,3 +381,7 @@ def link_after_ingest(
                 ).as_dict()
             )
     return {"linked": True, "batches": reports}
+
+
+# Settings for another Splink backend (a Spark job) from the same definitions.
+app.command("settings")(settings_command)

@@ -374,56 +374,113 @@ def _nick_namer() -> NickNamer:
 
 
 _RUNS = re.compile(r"[aeiouy]+|[^aeiouy]+")
+# How romanisations of one name differ (Arabic, Urdu, Bengali, Somali, Slavic, Chinese names in
+# English records): long and short vowels (u/ou/oo, i/ee/ea, ia/ea/ya), diphthongs
+# (ai/ay/ei/ey), i/y, unwritten short vowels (a/e, e/u).
 _VOWEL_ALTERNATIVES: Mapping[str, tuple[str, ...]] = {
-    "o": ("u",),
-    "u": ("o", "ou"),
-    "ou": ("u",),
-    "oo": ("u",),
+    "o": ("u", "ou", "oo"),
+    "u": ("o", "ou", "oo", "e"),
+    "ou": ("u", "oo", "o"),
+    "oo": ("u", "ou", "o"),
     "a": ("e",),
-    "e": ("a",),
-    "ee": ("i",),
-    "i": ("ee",),
+    "e": ("a", "u"),
+    "ee": ("i", "ea"),
+    "i": ("ee", "y"),
+    "y": ("i",),
+    "ai": ("ay", "ei", "ey"),
+    "ay": ("ai", "ei", "ey"),
+    "ei": ("ai", "ay", "ey"),
+    "ey": ("ei", "ay", "ai"),
+    "ea": ("ee", "i", "ia"),
+    "ia": ("ea", "ya"),
+    "ya": ("ia",),
+}
+# In names of four letters or fewer a single vowel swapped for another mostly makes another
+# name (Jack/Jeck, Ben/Bun); only the long/short and diphthong spellings count there.
+_SHORT_VOWEL_ALTERNATIVES: Mapping[str, tuple[str, ...]] = {
+    run: tuple(alt for alt in alts if len(run) > 1 or len(alt) > 1 or {run, alt} <= {"i", "y"})
+    for run, alts in _VOWEL_ALTERNATIVES.items()
+}
+_CONSONANT_ALTERNATIVES: Mapping[str, str] = {"x": "ks", "ks": "x", "ph": "f"}
+# First letters that romanise one sound: Omar/Umar, Osman/Usman, Ibrahim/Ebrahim,
+# Yasmin/Jasmin. No other first letter ever changes (Amelia/Emilia, Kai/Cai are two names).
+_INITIAL_ALTERNATIVES: Mapping[str, str] = {
+    "o": "u",
+    "u": "o",
+    "i": "e",
+    "e": "i",
+    "j": "y",
+    "y": "j",
 }
 _DOUBLABLE = frozenset("lmnrst")
-_MIN_SPELLING_LENGTH = 5
+_SHORT_NAME = 5
 _MAX_SPELLING_CHANGES = 2
-_MAX_SPELLINGS = 16
+_MAX_SPELLINGS = 48
+
+
+def _spelling_code(token: str) -> str | None:
+    """The metaphone code a spelling must keep, ignoring a "y" used as a vowel glide
+    (Maryam/Mariam) and the first letter when that is what changed."""
+    code = name_phonetic(token)
+    return code[0] + code[1:].replace("Y", "") if code else None
+
+
+def _consonant_options(run: str, *, doublable: bool) -> tuple[str, ...]:
+    """Spellings of one run of consonants: x/ks, ph/f; a double letter single; a single
+    ``_DOUBLABLE`` letter doubled (not at the end, nor in short names)."""
+    if any(old in run for old in _CONSONANT_ALTERNATIVES):
+        return (
+            run,
+            *(run.replace(old, new) for old, new in _CONSONANT_ALTERNATIVES.items() if old in run),
+        )
+    if len(run) == 2 and run[0] == run[1]:
+        return (run, run[0])
+    if doublable and len(run) == 1 and run in _DOUBLABLE:
+        return (run, run + run)
+    return (run,)
 
 
 def _spelling_variants(token: str) -> list[str]:
     """Romanisation variants of one ASCII token that keep its phonetic code.
 
-    Alternates non-initial vowels (o/u/ou, a/e, i/ee/y), single/double consonants and a final
-    "h" after a vowel, then keeps only spellings with the same ``name_phonetic`` code, so
-    "mohammed" yields "muhammad", "mohamed", "mohammad"... without a hand-kept table. At most
-    two changes per spelling, and none for short tokens (where they would mostly make new
-    names: Jack/Jeck).
+    Alternates non-initial vowels (see ``_VOWEL_ALTERNATIVES``), x/ks and ph/f, single and
+    double consonants, a final "h" after a vowel, and the few first letters that romanise
+    one sound (``_INITIAL_ALTERNATIVES``), then keeps only spellings with the same
+    consonant code, so "mohammed" yields "muhammad", "mohamed"... and "yusuf" meets
+    "yousef" without a hand-kept table. At most two changes per spelling; names under five
+    letters get only the long/short vowel and diphthong changes. Twins' similar names
+    (Lily/Lila, Sophie/Sophia, Aisha/Ayesha, Hassan/Hussain) are not variants of each other
+    (tested), so these never weaken the twin guard.
     """
-    code = name_phonetic(token)
-    if code is None or len(token) < _MIN_SPELLING_LENGTH:
+    code = _spelling_code(token)
+    if code is None or len(token) < 2:
         return []
-    stem = token[:-1] if token.endswith("h") and token[-2] in "aeiou" else token
-    runs = [stem[0], *_RUNS.findall(stem[1:])]  # the first letter never changes
-    options: list[tuple[str, ...]] = []
-    for i, run in enumerate(runs):
-        if i == 0:
-            options.append((run,))
-        elif run[0] in "aeiouy":
-            options.append((run, *_VOWEL_ALTERNATIVES.get(run, ())))
-        elif len(run) == 2 and run[0] == run[1]:
-            options.append((run, run[0]))
-        elif len(run) == 1 and run in _DOUBLABLE and i < len(runs) - 1:
-            options.append((run, run + run))
+    vowels = _SHORT_VOWEL_ALTERNATIVES if len(token) < _SHORT_NAME else _VOWEL_ALTERNATIVES
+    final_h = len(token) > 2 and token.endswith("h") and token[-2] in "aeiou"
+    stem = token[:-1] if final_h else token
+    runs = [stem[0], *_RUNS.findall(stem[1:])]
+    initial = _INITIAL_ALTERNATIVES.get(runs[0])
+    options: list[tuple[str, ...]] = [(runs[0], initial) if initial else (runs[0],)]
+    for i, run in enumerate(runs[1:], start=1):
+        if run[0] in "aeiouy":
+            options.append((run, *vowels.get(run, ())))
         else:
-            options.append((run,))
+            doublable = i < len(runs) - 1 and len(token) >= _SHORT_NAME
+            options.append(_consonant_options(run, doublable=doublable))
+    tail = code[1:]
     found: dict[str, int] = {}
     for combo in product(*options):
         changes = sum(c != o[0] for c, o in zip(combo, options, strict=True))
         if changes > _MAX_SPELLING_CHANGES:
             continue
         spelled = "".join(combo)
-        for candidate in (spelled, spelled + "h") if stem != token else (spelled,):
-            if candidate not in found and name_phonetic(candidate) == code:
+        for candidate in (spelled, spelled + "h") if spelled[-1] in "aeiou" else (spelled,):
+            if candidate in found or candidate == token:
+                continue
+            candidate_code = _spelling_code(candidate)
+            if candidate_code is None:
+                continue
+            if candidate_code == code or (combo[0] != runs[0] and candidate_code[1:] == tail):
                 found[candidate] = changes + (candidate != spelled)
     ranked = sorted(found, key=lambda s: (found[s], s))
     return ranked[:_MAX_SPELLINGS]

@@ -7,7 +7,7 @@ strongest first and two clusters only merge when:
   cannot-link, since every stored identifier has passed its check digit;
 * no pair across the two clusters is a *possible twin* (same date of birth and family name,
   first names that differ though they look alike, no shared identifier) or was scored as
-  clearly different people (below the contradiction weight);
+  clearly different people (comparisons summing below the contradiction weight);
 * a merge of two multi-record clusters is carried by at least two strong links, or one very
   strong one: a single weak edge cannot chain two people together.
 
@@ -41,7 +41,7 @@ REJECTED = "rejected"
 
 _TWIN_DOB = frozenset({"exact", "twin_pattern", "typo", "dm_swap"})
 _TWIN_FAMILY = frozenset({"exact", "other", "phonetic", "fuzzy", "household"})
-_TWIN_GIVEN = frozenset({"phonetic", "fuzzy", "else"})
+_TWIN_GIVEN = frozenset({"typo", "phonetic", "fuzzy", "else"})
 # A single edge this far above the auto threshold may join two multi-record clusters.
 BRIDGE_MARGIN = 6.0
 
@@ -272,7 +272,7 @@ def cluster(
     constraints = constraints or Constraints()
     pairs = list(pairs)
     status: dict[tuple[str, str], str] = {}
-    neighbours: dict[str, list[tuple[str, ScoredPair, str]]] = defaultdict(list)
+    neighbours: defaultdict[str, list[tuple[str, ScoredPair, str]]] = defaultdict(list)
     for p in pairs:
         s = pair_status(p, rows[p.left], rows[p.right], thresholds)
         status[(p.left, p.right)] = s
@@ -290,7 +290,7 @@ def cluster(
         a, b = state.find(p.left), state.find(p.right)
         if a == b:
             continue
-        if _may_merge(state, neighbours, (a, b), p, thresholds):
+        if _may_merge(state, neighbours, (a, b), p, thresholds, status=status):
             state.union(a, b)
         else:
             blocked.append(p)
@@ -307,12 +307,40 @@ def cluster(
     return Clustering(clusters, status, review, conflicts)
 
 
+Neighbours = Mapping[str, list[tuple[str, ScoredPair, str]]]
+
+
+def _twin_explained(
+    state: _Clusters,
+    neighbours: Neighbours,
+    status: Mapping[tuple[str, str], str],
+    pair: tuple[str, str],
+) -> bool:
+    """A possible-twin pair across two clusters is explained away when one of its records
+    links strongly (not as a possible twin) to a third record of the other cluster that
+    itself links strongly to the pair's other record: Kati -> Katie -> Katke is one person
+    spelled three ways, where a co-twin's name would be a possible twin of both."""
+    for near, far in (pair, pair[::-1]):
+        other = state.find(far)
+        for third, _, s in neighbours.get(near, ()):
+            if (
+                s == AUTO
+                and third != far
+                and state.find(third) == other
+                and status.get(pair_key(third, far)) == AUTO
+            ):
+                return True
+    return False
+
+
 def _may_merge(
     state: _Clusters,
-    neighbours: Mapping[str, list[tuple[str, ScoredPair, str]]],
+    neighbours: Neighbours,
     roots: tuple[str, str],
     edge: ScoredPair,
     thresholds: Thresholds,
+    *,
+    status: Mapping[tuple[str, str], str],
 ) -> bool:
     a, b = roots
     if not state.compatible_ids(a, b) or state.kept_apart(a, b) or state.separate_persons(a, b):
@@ -323,7 +351,9 @@ def _may_merge(
         for nid, pair, s in neighbours.get(rid, ()):
             if state.find(nid) != other:
                 continue
-            if s in (CONFLICT, POSSIBLE_TWIN) or pair.match_weight < thresholds.contradiction:
+            if s == POSSIBLE_TWIN and _twin_explained(state, neighbours, status, (rid, nid)):
+                continue
+            if s in (CONFLICT, POSSIBLE_TWIN) or pair.evidence < thresholds.contradiction:
                 return False
             if s == AUTO:
                 strong_links += 1

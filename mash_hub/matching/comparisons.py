@@ -77,6 +77,9 @@ class Level:
     # Interaction levels read other comparisons' columns; Splink's EM skips any comparison
     # that reads a blocking column, so they are left out of the settings used for training.
     interaction: bool = False
+    # Term-frequency adjusted (exact levels only): agreeing on a common value (Mohammed,
+    # Khan) is weaker evidence than agreeing on a rare one; see matching/frequencies.py.
+    tf_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,12 @@ COMPARISONS: tuple[Comparison, ...] = (
         "first given name",
         (
             _null("given_first"),
-            Level("exact", "given_first_l = given_first_r", "same first name"),
+            Level(
+                "exact",
+                "given_first_l = given_first_r",
+                "same first name",
+                tf_column="given_first",
+            ),
             Level("swapped", SWAPPED, "given and family names swapped"),
             Level(
                 "other_given",
@@ -136,6 +144,12 @@ COMPARISONS: tuple[Comparison, ...] = (
                 "variant",
                 "list_has_any(given_variants_l, given_variants_r)",
                 "first names are nickname or spelling variants",
+            ),
+            Level(
+                "typo",
+                "damerau_levenshtein(given_first_l, given_first_r) <= 1"
+                " AND jaro_winkler_similarity(given_first_l, given_first_r) >= 0.88",
+                "first names one keying slip apart",
             ),
             Level(
                 "phonetic",
@@ -169,7 +183,7 @@ COMPARISONS: tuple[Comparison, ...] = (
                 fixed=NEUTRAL,
                 interaction=True,
             ),
-            Level("exact", "family_l = family_r", "same family name"),
+            Level("exact", "family_l = family_r", "same family name", tf_column="family"),
             Level(
                 "other",
                 "list_has_any(family_all_l, family_all_r)",
@@ -289,16 +303,34 @@ EM_BLOCKING: tuple[tuple[str, ...], ...] = (
 )
 
 
+# Term-frequency adjustment (Splink's): an exact agreement on a value of frequency f weighs
+# its level's weight plus log2(u_exact) - log2(max(f, TF_MINIMUM_U)), where u_exact is the
+# level's trained u (the average chance two records agree). The floor caps the bonus a rare
+# name earns (a value shared by under 0.1 % of records counts as 0.1 %): a typing error also
+# makes a "rare" name, and at a million records a unique name would otherwise add about 11.
+TF_MINIMUM_U = 0.001
+# Only values at least this many records share are kept in a stored frequency table: a rarer
+# name is counted at the floor instead, so the table never singles anybody out.
+TF_MINIMUM_COUNT = 10
+
+
 def block_sql(columns: tuple[str, ...]) -> str:
     return " AND ".join(f"l.{c} = r.{c}" for c in columns)
 
 
 def definition_hash() -> str:
     """Fingerprint of the comparison definitions: a saved model only loads onto the same ones."""
-    payload = [
-        [c.name, [[lv.key, lv.sql, lv.is_null, lv.fixed, lv.interaction] for lv in c.levels]]
+    payload: list[Any] = [
+        [
+            c.name,
+            [
+                [lv.key, lv.sql, lv.is_null, lv.fixed, lv.interaction, lv.tf_column]
+                for lv in c.levels
+            ],
+        ]
         for c in COMPARISONS
     ]
+    payload.append(["tf", TF_MINIMUM_U, TF_MINIMUM_COUNT])
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 
@@ -311,7 +343,8 @@ def splink_settings(
     """Splink settings (DuckDB dialect) from the code definitions and trained m/u values.
 
     ``for_training`` leaves out the interaction levels (fixed anyway) so EM can train each
-    comparison on blocks that do not use its own columns.
+    comparison on blocks that do not use its own columns, and the term-frequency adjustments
+    (they change predictions, not the m/u that training estimates).
     """
     comparisons = []
     for comparison in COMPARISONS:
@@ -336,6 +369,12 @@ def splink_settings(
             elif level.key in trained:
                 entry.update(
                     m_probability=trained[level.key]["m"], u_probability=trained[level.key]["u"]
+                )
+            if level.tf_column and not for_training:
+                entry.update(
+                    tf_adjustment_column=level.tf_column,
+                    tf_adjustment_weight=1.0,
+                    tf_minimum_u_value=TF_MINIMUM_U,
                 )
             levels.append(entry)
         comparisons.append(

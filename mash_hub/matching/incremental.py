@@ -47,6 +47,7 @@ from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
 from mash_hub.crypto.blind_index import IndexTerm
 from mash_hub.matching import cluster as clustering
+from mash_hub.matching import frequencies as term_frequencies
 from mash_hub.matching import review as reviewing
 from mash_hub.matching.features import record_features
 from mash_hub.matching.model import LinkageModel, predict_new
@@ -209,7 +210,7 @@ def link_records(
     ]
     timings["read_candidates"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    pairs = predict_new(new_rows, old_rows, model)
+    pairs = predict_new(new_rows, old_rows, model, term_frequencies.latest(session, store.keys))
     report.scored_pairs = len(pairs)
     timings["predict"] = time.perf_counter() - mark
     mark = time.perf_counter()

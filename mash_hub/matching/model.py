@@ -20,6 +20,7 @@ from typing import Any
 from mash_hub.matching import comparisons as comp
 from mash_hub.matching.duck import connect, feature_table
 from mash_hub.matching.features import FeatureTable
+from mash_hub.matching.frequencies import TF_COLUMNS, TermFrequencies
 from mash_hub.matching.scorer import PairScore, PairScorer
 
 # Feature rows as dicts (tests, incremental linkage) or a whole run's compact table.
@@ -67,9 +68,10 @@ class Thresholds:
 
     auto: float = 8.0
     review: float = 2.0
-    # A scored pair this far below zero is evidence two records are different people: it
-    # stops a merge even when other records would chain them.
-    contradiction: float = -8.0
+    # A pair whose comparisons alone (the prior left out: it is about -14 and would make
+    # every unremarkable pair look like a contradiction) weigh this far below zero is
+    # evidence of two people: it stops a merge even when other records would chain them.
+    contradiction: float = -6.0
 
 
 @dataclass
@@ -121,9 +123,9 @@ class LinkageModel:
             definition=doc["definition"],
         )
 
-    def scorer(self) -> PairScorer:
+    def scorer(self, frequencies: TermFrequencies | None = None) -> PairScorer:
         """A Python scorer with these parameters (cheap: the level SQL is compiled once)."""
-        return PairScorer(self.parameters, self.prior)
+        return PairScorer(self.parameters, self.prior, frequencies)
 
     def weight(self, comparison: str, level: str) -> float:
         """log2(m/u) of one level (fixed levels from the code, trained ones from data)."""
@@ -143,13 +145,46 @@ def _quiet_splink() -> None:
 RECORDS = "records"
 
 
-def _linker(rows: Rows, settings: dict[str, Any], con: Any) -> Any:
+def _arrow(rows: Rows) -> Any:
+    return rows.arrow() if isinstance(rows, FeatureTable) else feature_table(rows)
+
+
+def frequencies_of(rows: Rows) -> TermFrequencies:
+    """The term frequencies of ``rows`` (what a full run uses and keeps)."""
+    table = _arrow(rows)
+    return TermFrequencies.count({c: table.column(c).to_pylist() for c in TF_COLUMNS})
+
+
+def _linker(
+    table: Any, settings: dict[str, Any], con: Any, frequencies: TermFrequencies | None = None
+) -> Any:
+    """A linker over one Arrow table of feature rows."""
     from splink import DuckDBAPI, Linker  # noqa: PLC0415 - heavy import, only when linking
 
     api = DuckDBAPI(connection=con)
-    table = rows.arrow() if isinstance(rows, FeatureTable) else feature_table(rows)
     sdf = api.register(table, dataset_display_name=RECORDS)
-    return Linker(sdf, settings, log_level=None)
+    linker = Linker(sdf, settings, log_level=None)
+    if frequencies is not None:
+        _register_frequencies(api, linker, frequencies, [table])
+    return linker
+
+
+def _register_frequencies(
+    api: Any, linker: Any, frequencies: TermFrequencies, tables: Sequence[Any]
+) -> None:
+    """Hand Splink our term frequencies for every value in ``tables`` (Arrow), instead of
+    letting it count the input: one definition for full runs, incremental runs and the
+    Python scorer."""
+    import pyarrow as pa  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    for column in TF_COLUMNS:
+        values = [v for table in tables for v in table.column(column).to_pylist()]
+        lookup = pa.Table.from_pylist(
+            frequencies.lookup_rows(column, values),
+            schema=pa.schema([(column, pa.string()), (f"tf_{column}", pa.float64())]),
+        )
+        registered = api.register(lookup, dataset_display_name=f"tf_lookup_{column}")
+        linker.table_management.register_term_frequency_lookup(registered, column)
 
 
 def _sig(value: float | None, floor: float) -> float:
@@ -176,6 +211,13 @@ def _trained_parameters(linker: Any) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+# Reviewers' "same person" decisions become a third estimate of m (Splink's
+# estimate_m_from_pairwise_labels) once there are this many: each level's m is then the
+# median of the EM estimates and the labels' one, so a few hard review-band cases (a biased
+# sample of matches) can move it only within what EM found.
+MIN_LABELS = 50
+
+
 def train(
     rows: Rows,
     *,
@@ -183,15 +225,18 @@ def train(
     version: int = 1,
     max_pairs: float = 1e6,
     thresholds: Thresholds | None = None,
+    same_person: Sequence[tuple[str, str]] = (),
 ) -> LinkageModel:
-    """Estimate the prior, u (random sampling) and m (EM on non-household blocks)."""
+    """Estimate the prior, u (random sampling) and m (EM on non-household blocks, plus the
+    pairs reviewers decided are one person, ``same_person``, when there are enough)."""
     from splink import block_on  # noqa: PLC0415
 
     _quiet_splink()
     if len(rows) < 50:
         raise ValueError("too few records to train a linkage model (need at least 50)")
+    table = _arrow(rows)
     con = connect(threads=1)  # one thread: the same input gives the same parameters
-    linker = _linker(rows, comp.splink_settings(None, 1e-4, for_training=True), con)
+    linker = _linker(table, comp.splink_settings(None, 1e-4, for_training=True), con)
     training = linker.training
     training.estimate_probability_two_random_records_match(
         [block_on(*cols) for cols in comp.PRIOR_RULES], recall=comp.PRIOR_RECALL
@@ -201,16 +246,44 @@ def train(
         training.estimate_parameters_using_expectation_maximisation(
             block_on(*cols), estimate_without_term_frequencies=True
         )
+    labels = _labels(table, same_person)
+    if len(labels) >= MIN_LABELS:
+        import pyarrow as pa  # noqa: PLC0415
+
+        registered = linker.table_management.register_table(
+            pa.table(
+                {"unique_id_l": [a for a, _ in labels], "unique_id_r": [b for _, b in labels]}
+            ),
+            "reviewed_same_person",
+        )
+        training.estimate_m_from_pairwise_labels(registered)
     prior = float(linker._settings_obj._probability_two_random_records_match)
+    parameters = _trained_parameters(linker)
     con.close()
     return LinkageModel(
         version=version,
         seed=seed,
         prior=round(prior, 10),
-        parameters=_trained_parameters(linker),
+        parameters=parameters,
         thresholds=thresholds or Thresholds(),
-        training={"records": len(rows), "max_pairs": max_pairs},
+        training={
+            "records": len(rows),
+            "max_pairs": max_pairs,
+            "same_person_labels": len(labels),
+            "labels_used_for_m": len(labels) >= MIN_LABELS,
+        },
     )
+
+
+def _labels(table: Any, same_person: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The labelled pairs whose two records are both in the training data, each once."""
+    present = set(table.column("unique_id").to_pylist())
+    pairs = {
+        (a, b) if a < b else (b, a)
+        for a, b in same_person
+        if a != b and a in present and b in present
+    }
+    return sorted(pairs)
 
 
 @dataclass(frozen=True)
@@ -223,16 +296,29 @@ class ScoredPair:
     levels: dict[str, str]  # comparison -> level key
     weights: dict[str, float]  # comparison -> match weight
 
+    @property
+    def evidence(self) -> float:
+        """What the comparisons say, without the prior: below zero they favour two people."""
+        return sum(self.weights.values())
+
 
 def predict(
-    rows: Rows, model: LinkageModel, *, min_weight: float | None = None
+    rows: Rows,
+    model: LinkageModel,
+    *,
+    min_weight: float | None = None,
+    frequencies: TermFrequencies | None = None,
 ) -> list[ScoredPair]:
-    """Score every candidate pair the blocking rules produce (weights per comparison)."""
+    """Score every candidate pair the blocking rules produce (weights per comparison), with
+    names' term frequencies counted over ``rows`` unless given."""
     _quiet_splink()
     if len(rows) < 2:
         return []
+    table = _arrow(rows)
+    if frequencies is None:
+        frequencies = TermFrequencies.count({c: table.column(c).to_pylist() for c in TF_COLUMNS})
     con = connect()
-    linker = _linker(rows, comp.splink_settings(model.parameters, model.prior), con)
+    linker = _linker(table, comp.splink_settings(model.parameters, model.prior), con, frequencies)
     kwargs: dict[str, Any] = {}
     if min_weight is not None:
         kwargs["threshold_match_weight"] = min_weight
@@ -243,7 +329,10 @@ def predict(
 
 
 def predict_new(
-    new: list[dict[str, Any]], existing: list[dict[str, Any]], model: LinkageModel
+    new: list[dict[str, Any]],
+    existing: list[dict[str, Any]],
+    model: LinkageModel,
+    frequencies: TermFrequencies | None = None,
 ) -> list[ScoredPair]:
     """Incremental scoring: new records against existing ones and against each other, with
     the same blocking rules and parameters as a full run; pairs among existing records are
@@ -253,10 +342,11 @@ def predict_new(
     Splink's ``predict_within`` + ``predict_between`` (:func:`predict_new_splink`, checked
     against each other in the tests) without its ~0.4 s fixed cost per call. Measured faster
     than Splink at every size tried (1 to 178,000 pairs), so there is no size switch.
+    ``frequencies``: the term frequencies of the last full run.
     """
     if not new:
         return []
-    scorer = model.scorer()
+    scorer = model.scorer(frequencies)
     return [scored_pair(score) for score in scorer.predict_new(new, existing)]
 
 
@@ -277,6 +367,7 @@ def predict_new_splink(
     model: LinkageModel,
     *,
     digits: int | None = 2,
+    frequencies: TermFrequencies | None = None,
 ) -> list[ScoredPair]:
     """:func:`predict_new` through Splink (``predict_between`` + ``predict_within``): the
     reference the Python scorer is tested and benchmarked against (``digits=None`` keeps
@@ -288,16 +379,18 @@ def predict_new_splink(
 
     con = connect()
     api = DuckDBAPI(connection=con)
-    new_sdf = api.register(feature_table(new), dataset_display_name="new_records")
+    new_table, old_table = feature_table(new), feature_table(existing)
+    new_sdf = api.register(new_table, dataset_display_name="new_records")
     settings = comp.splink_settings(model.parameters, model.prior)
     linker = Linker(new_sdf, settings, log_level=None)
+    _register_frequencies(api, linker, frequencies or TermFrequencies(), [new_table, old_table])
     by_id = {str(r["unique_id"]): r for r in [*new, *existing]}
     out: list[ScoredPair] = []
     if len(new) > 1:
         within = linker.inference.predict_within(new_sdf, warning_mode="never")
         out += _scored(con, within.physical_name, model, by_id=by_id, digits=digits)
     if existing:
-        old_sdf = api.register(feature_table(existing), dataset_display_name="existing_records")
+        old_sdf = api.register(old_table, dataset_display_name="existing_records")
         between = linker.inference.predict_between(new_sdf, old_sdf, warning_mode="never")
         out += _scored(con, between.physical_name, model, by_id=by_id, digits=digits)
     con.close()
@@ -320,7 +413,10 @@ def _scored(
     if (by_id is None) == (records is None):
         raise ValueError("give either by_id or records")
     names = [c.name for c in comp.COMPARISONS]
+    # Comparisons with a term-frequency level: Splink reports the adjustment separately.
+    adjusted = [c.name for c in comp.COMPARISONS if any(lv.tf_column for lv in c.levels)]
     columns = ["p.unique_id_l", "p.unique_id_r", "p.match_weight"] + [f"p.mw_{n}" for n in names]
+    columns += [f"coalesce(p.mw_tf_adj_{n}, 0)" for n in adjusted]
     source = f"{table} p"
     if records is not None:
         columns += [
@@ -334,6 +430,7 @@ def _scored(
     result = con.execute(f"SELECT {', '.join(columns)} FROM {source}")  # noqa: S608
     levels = _LevelTable(model)
     width = len(names)
+    tf_end = 3 + width + len(adjusted)
     # Weights and nulls decide the levels, so pairs alike share one (read-only) levels dict
     # and one weights dict: a relink has a few thousand shapes for ~80,000 pairs.
     shapes: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, float]]] = {}
@@ -344,16 +441,19 @@ def _scored(
             if left > right:
                 left, right = right, left
             nulls = (
-                tuple(row[3 + width :])
+                tuple(row[tf_end:])
                 if by_id is None
                 else tuple(levels.nulls(by_id[left], by_id[right]))
             )
-            key = (row[3 : 3 + width], nulls)
+            key = (row[3:tf_end], nulls)
             shape = shapes.get(key)
             if shape is None:
-                weights = {n: float(w) for n, w in zip(names, row[3 : 3 + width], strict=True)}
+                base = {n: float(w) for n, w in zip(names, row[3 : 3 + width], strict=True)}
+                weights = dict(base)
+                for n, adjustment in zip(adjusted, row[3 + width : tf_end], strict=True):
+                    weights[n] += float(adjustment)
                 shape = (
-                    levels.levels(nulls, weights),
+                    levels.levels(nulls, base),
                     {n: w if digits is None else round(w, digits) for n, w in weights.items()},
                 )
                 shapes[key] = shape

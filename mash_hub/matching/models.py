@@ -46,6 +46,9 @@ class LinkRun(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     # "full" (every current record) or "incremental" (new records against the index).
     mode: Mapped[str] = mapped_column(String(16), server_default=text("'full'"), default="full")
+    # A full run's term frequencies of common names (matching/frequencies.py), AES-GCM under
+    # a data key issued for the run: what incremental runs score with until the next one.
+    term_frequencies: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class PersonLink(Base):

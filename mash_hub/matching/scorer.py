@@ -36,6 +36,7 @@ import jellyfish
 
 from mash_hub.matching import comparisons as comp
 from mash_hub.matching.features import FEATURE_COLUMNS
+from mash_hub.matching.frequencies import TermFrequencies
 
 Row = Mapping[str, Any]
 Value = Any  # None (SQL NULL), bool, int, float, str or list[str]
@@ -415,13 +416,26 @@ class PairScore:
 
 
 class PairScorer:
-    """Scores pairs of feature rows with one model's parameters (immutable, thread-safe)."""
+    """Scores pairs of feature rows with one model's parameters (immutable, thread-safe).
 
-    def __init__(self, parameters: Mapping[str, Mapping[str, Mapping[str, float]]], prior: float):
+    ``frequencies`` are the term frequencies exact name agreements are adjusted by (Splink's
+    term-frequency adjustment; :mod:`mash_hub.matching.frequencies`); none known: every value
+    counts at the floor, as Splink does when given the same (empty) table.
+    """
+
+    def __init__(
+        self,
+        parameters: Mapping[str, Mapping[str, Mapping[str, float]]],
+        prior: float,
+        frequencies: TermFrequencies | None = None,
+    ):
         self.prior_weight = math.log2(prior / (1 - prior))
-        self._plan: list[tuple[CompiledComparison, dict[str, float]]] = []
+        self.frequencies = frequencies or TermFrequencies()
+        self._plan: list[tuple[CompiledComparison, dict[str, float], dict[str, float]]] = []
         for compiled in COMPILED:
             weights: dict[str, float] = {}
+            # Level key -> log2(u) of the level's exact-match u, for term-frequency levels.
+            tf_log_u: dict[str, float] = {}
             for level, _ in compiled.levels:
                 if level.is_null:
                     weights[level.key] = 0.0
@@ -434,18 +448,33 @@ class PairScorer:
                         raise KeyError(f"the model has no m/u for {compiled.name}.{level.key}")
                     m, u = trained["m"], trained["u"]
                 weights[level.key] = math.log2(max(m, M_U_CLAMP_MIN) / max(u, M_U_CLAMP_MIN))
-            self._plan.append((compiled, weights))
+                if level.tf_column:
+                    tf_log_u[level.key] = math.log2(u)
+            self._plan.append((compiled, weights, tf_log_u))
+
+    def _tf_adjustment(self, level: comp.Level, log_u: float, left: Row, right: Row) -> float:
+        """Splink's adjustment: log2(u_exact) - log2(greatest(tf_l, tf_r, minimum))."""
+        column = str(level.tf_column)
+        tf_l = self.frequencies.frequency(column, left.get(column))
+        tf_r = self.frequencies.frequency(column, right.get(column))
+        if tf_l is None and tf_r is None:
+            return 0.0
+        tf = max(t for t in (tf_l, tf_r, comp.TF_MINIMUM_U) if t is not None)
+        return log_u - math.log2(tf)
 
     def score(self, left: Row, right: Row) -> PairScore:
         """Score one pair, with no blocking (the caller chose the pair)."""
         total = self.prior_weight
         levels: dict[str, str] = {}
         weights: dict[str, float] = {}
-        for compiled, level_weights in self._plan:
-            key = compiled.level(left, right).key
-            levels[compiled.name] = key
-            weights[compiled.name] = level_weights[key]
-            total += level_weights[key]
+        for compiled, level_weights, tf_log_u in self._plan:
+            level = compiled.level(left, right)
+            levels[compiled.name] = level.key
+            weight = level_weights[level.key]
+            if level.key in tf_log_u:
+                weight += self._tf_adjustment(level, tf_log_u[level.key], left, right)
+            weights[compiled.name] = weight
+            total += weight
         a, b = str(left["unique_id"]), str(right["unique_id"])
         if a > b:
             a, b = b, a

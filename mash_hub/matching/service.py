@@ -32,11 +32,19 @@ from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
 from mash_hub.db.engine import Database
 from mash_hub.matching import cluster as clustering
+from mash_hub.matching import frequencies as term_frequencies
 from mash_hub.matching import review as reviewing
 from mash_hub.matching.comparisons import IDENTIFIER_COLUMNS
 from mash_hub.matching.evaluate import evaluate
 from mash_hub.matching.features import FeatureBuilder, FeatureTable
-from mash_hub.matching.model import LinkageModel, ScoredPair, explain, predict, train
+from mash_hub.matching.model import (
+    LinkageModel,
+    ScoredPair,
+    explain,
+    frequencies_of,
+    predict,
+    train,
+)
 from mash_hub.matching.models import LinkEvent, LinkRun, PersonLink
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, PersonStore
@@ -107,9 +115,11 @@ def load_feature_table(
 
 
 def train_model(db: Database, store: PersonStore, *, seed: int, version: int) -> LinkageModel:
+    """Train on every current record, with reviewers' "same person" decisions as labels."""
     with _cyclic_gc_paused(), db.transaction() as session:
         rows, _ = load_feature_table(session, store)
-    return train(rows, seed=seed, version=version)
+        same_person = reviewing.load_constraints(session).must_link
+    return train(rows, seed=seed, version=version, same_person=same_person)
 
 
 @dataclass
@@ -151,7 +161,8 @@ def run_linkage(db: Database, store: PersonStore, model: LinkageModel, *, actor:
         rows, previous = load_feature_table(session, store)
         timings["read_and_features"] = time.perf_counter() - began
         mark = time.perf_counter()
-        pairs = predict(rows, model)
+        frequencies = frequencies_of(rows)
+        pairs = predict(rows, model, frequencies=frequencies)
         timings["predict"] = time.perf_counter() - mark
         mark = time.perf_counter()
         constraints = reviewing.load_constraints(session)
@@ -161,6 +172,9 @@ def run_linkage(db: Database, store: PersonStore, model: LinkageModel, *, actor:
         report = _write(
             session, model, result, pairs, previous, constraints=constraints, actor=actor
         )
+        run = session.get(LinkRun, uuid.UUID(report.run_id))
+        if run is not None:
+            term_frequencies.seal(store.keys, session, run, frequencies)
         timings["write"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - began
     report.seconds = {k: round(v, 2) for k, v in timings.items()}

@@ -45,6 +45,7 @@ from mash_hub.authz.policy import AccessPolicy, Caller, Decisions
 from mash_hub.authz.vocabulary import SOURCES
 from mash_hub.crypto.blind_index import BlindIndexer, IndexTerm
 from mash_hub.feeds import standardise as std
+from mash_hub.matching import frequencies as term_frequencies
 from mash_hub.matching.features import record_features
 from mash_hub.matching.incremental import CANDIDATE_INDEXES
 from mash_hub.matching.model import LinkageModel, explain, scored_pair
@@ -370,7 +371,8 @@ def search_persons(  # noqa: PLR0917 - the unit of work's collaborators
         seq = _audit(session, caller, search_id, details)
         raise QueryTooBroadError(len(candidates), seq)
 
-    scorer = scorer or model.scorer()
+    # The latest full run's name frequencies: ranked as linkage would score the pair.
+    scorer = scorer or model.scorer(term_frequencies.latest(session, store.keys))
     query_row = record_features("query", "search", query.groups())
     best: dict[uuid.UUID, tuple[PairScore, uuid.UUID, str, dict[str, dict[str, Any]]]] = {}
     matched: dict[uuid.UUID, int] = {}

@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mash_hub.authz.policy import PolicyNotPublishedError
 from mash_hub.matching.model import LinkageModel, ModelMismatchError, model_path
-from mash_hub.matching.scorer import PairScorer
 from mash_hub.persons.search import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -175,12 +174,11 @@ class SearchOut(BaseModel):
 _model_lock = threading.Lock()
 
 
-def _scorer(request: Request) -> tuple[LinkageModel, PairScorer]:
-    """The app's linkage model and its scorer (tests may set ``app.state.linkage_model``)."""
+def _model(request: Request) -> LinkageModel:
+    """The app's linkage model, loaded once (tests may set ``app.state.linkage_model``)."""
     state = request.app.state
-    scorer: PairScorer | None = getattr(state, "pair_scorer", None)
     model: LinkageModel | None = getattr(state, "linkage_model", None)
-    if scorer is None or model is None:
+    if model is None:
         with _model_lock:
             if getattr(state, "linkage_model", None) is None:
                 cfg = state.authenticator.settings
@@ -192,12 +190,9 @@ def _scorer(request: Request) -> tuple[LinkageModel, PairScorer]:
                     raise ApiProblemError(
                         503, "the linkage model is not available", code="model_unavailable"
                     ) from None
-            if getattr(state, "pair_scorer", None) is None:
-                state.pair_scorer = state.linkage_model.scorer()
-            model, scorer = state.linkage_model, state.pair_scorer
+            model = state.linkage_model
     assert model is not None
-    assert scorer is not None
-    return model, scorer
+    return model
 
 
 # -- the search --------------------------------------------------------------------------------
@@ -232,7 +227,7 @@ def _search(  # noqa: PLR0917 - the two routes' shared inputs
     except InvalidQueryError as invalid:
         query, query_faults = None, invalid.faults
     database, store, policy = services(request)
-    model, scorer = _scorer(request)
+    model = _model(request)
     caller = principal.caller()
     result: SearchResult | None = None
     denied: str | None = None
@@ -243,9 +238,8 @@ def _search(  # noqa: PLR0917 - the two routes' shared inputs
                 authorise_search(session, policy, caller, purpose)  # refusals audited
             else:
                 result = search_persons(
-                    session, store, policy, caller, query, purpose, model, limit=limit,
-                    scorer=scorer,
-                )  # fmt: skip
+                    session, store, policy, caller, query, purpose, model, limit=limit
+                )
         except PolicyNotPublishedError:
             raise policy_not_published() from None
         except SearchDeniedError as refusal:

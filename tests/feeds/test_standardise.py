@@ -221,11 +221,66 @@ def test_given_name_variants_meet() -> None:
         assert set(given_name_variants(a)) & set(given_name_variants(b)), (a, b)
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Yusuf", "Yousef"),
+        ("Zaynab", "Zainab"),
+        ("Zainab", "Zeinab"),
+        ("Andrei", "Andrey"),
+        ("Alexandra", "Aleksandra"),
+        ("Lee", "Li"),
+        ("Meah", "Miah"),
+        ("Mia", "Meah"),
+        ("Maryam", "Mariam"),
+        ("Omar", "Umar"),
+        ("Usman", "Osman"),
+        ("Ibrahim", "Ebrahim"),
+        ("Noor", "Nour"),
+        ("Yasmin", "Jasmin"),
+        ("Aisha", "Aysha"),
+        ("Mustafa", "Mustapha"),
+        ("Hussain", "Hussein"),
+    ],
+)
+def test_romanisations_of_one_name_meet(a: str, b: str) -> None:
+    assert set(given_name_variants(a)) & set(given_name_variants(b)), (a, b)
+
+
+# Names parents give twins to make them sound alike (the synthetic generator's list and
+# more): each is two names, so they must never be variants of each other, or the twin guard
+# would let twins merge. Sophie/Sophia and Louie/Lewis meet through the nicknames package
+# (a diminutive of the same name) and are left to the twin guard's keying-slip test.
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Amelia", "Emilia"),
+        ("Lily", "Lila"),
+        ("Mia", "Maya"),
+        ("Aisha", "Ayesha"),
+        ("Zara", "Zahra"),
+        ("Hassan", "Hussain"),
+        ("Jack", "Jake"),
+        ("Ryan", "Rayyan"),
+        ("Kai", "Cai"),
+        ("Evie", "Ellie"),
+        ("Isla", "Ivy"),
+        ("Harry", "Harvey"),
+        ("Leo", "Theo"),
+        ("Ava", "Ella"),
+        ("Hana", "Hiba"),
+        ("Ben", "Bun"),
+    ],
+)
+def test_twins_similar_names_are_not_romanisations(a: str, b: str) -> None:
+    assert not set(given_name_variants(a)) & set(given_name_variants(b)), (a, b)
+
+
 def test_given_name_variants_deterministic_and_empty() -> None:
     assert given_name_variants("Jack") == given_name_variants("JACK")
     assert given_name_variants("") == ()
     assert given_name_variants("J") == ()
-    assert len(given_name_variants("Fatimah")) <= 20
+    assert len(given_name_variants("Fatimah")) <= 50  # bounded: 48 spellings + the name
 
 
 def test_name_order_swapped() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from mash_hub.matching.cluster import (
 )
 from mash_hub.matching.features import feature_rows, record_features
 from mash_hub.matching.model import (
+    MIN_LABELS,
     LinkageModel,
     ModelMismatchError,
     ScoredPair,
@@ -36,9 +39,15 @@ FILES = {"police": "police.csv", "council": "council.csv", "social_care": "socia
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+def extracts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model")
     generate(people=500, seed=31, out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows(extracts: Path) -> list[dict[str, Any]]:
+    out = extracts
     feeds = load_feeds(feed_folders())
     triples = []
     for feed, name in FILES.items():
@@ -63,6 +72,48 @@ def test_training_is_deterministic_for_a_seed(rows: list[dict[str, Any]]) -> Non
     first = train(rows, seed=7)
     second = train(rows, seed=7)
     assert first.to_json() == second.to_json()
+
+
+def _same_person_pairs(extracts: Path, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Every pair of records of one true person (what reviewers would decide "same")."""
+    present = {r["unique_id"] for r in rows}
+    people: dict[str, list[str]] = {}
+    with (extracts / "truth.csv").open(newline="") as handle:
+        for line in csv.DictReader(handle):
+            rid = f"{line['feed']}:{line['source_record_id']}"
+            if rid in present:
+                people.setdefault(line["person_key"], []).append(rid)
+    return [(a, b) for ids in people.values() for a, b in itertools.combinations(sorted(ids), 2)]
+
+
+def test_reviewed_same_person_pairs_train_m_when_there_are_enough(
+    extracts: Path, rows: list[dict[str, Any]]
+) -> None:
+    labels = _same_person_pairs(extracts, rows)
+    assert len(labels) > MIN_LABELS
+    plain = train(rows, seed=7)
+    labelled = train(rows, seed=7, same_person=labels)
+    assert labelled.training["same_person_labels"] == len(labels)
+    assert labelled.training["labels_used_for_m"] is True
+    # m moves (each level's m is the median of EM's estimates and the labels'), u does not.
+    moved = [
+        (c, lv)
+        for c, levels in plain.parameters.items()
+        for lv, mu in levels.items()
+        if labelled.parameters[c][lv]["m"] != mu["m"]
+    ]
+    assert moved
+    assert all(
+        labelled.parameters[c][lv]["u"] == mu["u"]
+        for c, levels in plain.parameters.items()
+        for lv, mu in levels.items()
+    )
+    assert train(rows, seed=7, same_person=labels).to_json() == labelled.to_json()
+    # Too few labels (or pairs of records not in the data) leave the model as EM made it.
+    few = train(rows, seed=7, same_person=[*labels[: MIN_LABELS - 1], ("gone:1", "gone:2")])
+    assert few.parameters == plain.parameters
+    assert few.training["same_person_labels"] == MIN_LABELS - 1
+    assert few.training["labels_used_for_m"] is False
 
 
 def test_saved_parameters_round_trip_and_refuse_other_definitions(
@@ -105,6 +156,28 @@ def test_similar_names_of_twins_are_never_auto_linked() -> None:
     assert pair_status(typo, lily, lilly, Thresholds()) == AUTO
 
 
+def test_a_possible_twin_linked_through_a_third_record_does_not_block() -> None:
+    """Kati, Katie and Katke: Katie links strongly to both, Kati/Katke alone look like twins
+    (two slips apart). The third record explains them; a co-twin's name would be a possible
+    twin of both, so twins still never merge (test above)."""
+    rows = {
+        r: {"unique_id": r, "given_first": name}
+        for r, name in (("a", "kati"), ("b", "katie"), ("c", "katke"))
+    }
+    strong = {c.name: "exact" for c in comp.COMPARISONS if c.name not in comp.IDENTIFIER_COLUMNS}
+    strong.update(dict.fromkeys(comp.IDENTIFIER_COLUMNS, "null"))
+    twinlike = dict(strong, given_name="fuzzy")
+    pairs = [
+        ScoredPair("a", "b", 24.0, dict(strong, given_name="variant"), {}),
+        ScoredPair("b", "c", 23.0, dict(strong, given_name="typo"), {}),
+        ScoredPair("a", "c", 21.0, twinlike, {}),
+    ]
+    assert cluster(rows, pairs, Thresholds()).clusters == [["a", "b", "c"]]
+    # Without the third record's link to Katke, the possible twin keeps Kati apart.
+    result = cluster(rows, [pairs[0], pairs[2]], Thresholds())
+    assert sorted(result.clusters) == [["a", "b"], ["c"]]
+
+
 @pytest.mark.parametrize(
     ("a", "b", "expected"),
     [
@@ -128,20 +201,30 @@ def test_one_weak_edge_does_not_chain_two_people() -> None:
     levels.update(dict.fromkeys(comp.IDENTIFIER_COLUMNS, "null"))
 
     def pair(x: str, y: str, w: float) -> ScoredPair:
-        return ScoredPair(x, y, w, levels, {})
+        # The comparisons' own evidence: the weight without a prior of about -14.
+        return ScoredPair(x, y, w, levels, {"given_name": w + 14})
 
     thresholds = Thresholds(auto=8, review=2)
     # a-b and c-d are strong; b-c only just passes: two clusters, and b-c goes to review.
     result = cluster(rows, [pair("a", "b", 30), pair("c", "d", 30), pair("b", "c", 9)], thresholds)
     assert sorted(result.clusters) == [["a", "b"], ["c", "d"]]
     assert [(p.left, p.right) for p in result.review] == [("b", "c")]
-    # A contradiction across the clusters blocks even a strong bridge.
+    # A contradiction across the clusters blocks even a strong bridge: a pair whose
+    # comparisons alone say "two people" (evidence -8, below -6)...
+    result = cluster(
+        rows,
+        [pair("a", "b", 30), pair("c", "d", 30), pair("b", "c", 20), pair("a", "d", -22)],
+        thresholds,
+    )
+    assert len(result.clusters) == 2
+    # ...but not a pair that is merely unremarkable: -12 overall is +2 of evidence for one
+    # person against a prior of -14 (the old total-weight guard blocked such merges).
     result = cluster(
         rows,
         [pair("a", "b", 30), pair("c", "d", 30), pair("b", "c", 20), pair("a", "d", -12)],
         thresholds,
     )
-    assert len(result.clusters) == 2
+    assert result.clusters == [["a", "b", "c", "d"]]
 
 
 def test_identifier_conflict_is_a_cannot_link() -> None:

@@ -19,6 +19,7 @@ from mash_hub.feeds.reader import read_records
 from mash_hub.matching import comparisons as comp
 from mash_hub.matching.duck import connect
 from mash_hub.matching.features import FEATURE_COLUMNS, feature_rows, record_features
+from mash_hub.matching.frequencies import TermFrequencies
 from mash_hub.matching.model import (
     LinkageModel,
     ScoredPair,
@@ -28,7 +29,6 @@ from mash_hub.matching.model import (
 )
 from mash_hub.matching.scorer import (
     FUNCTIONS,
-    PairScorer,
     UnsupportedSqlError,
     blocked_pairs,
     compile_condition,
@@ -224,29 +224,45 @@ def test_levels_are_duckdbs_case(duck: Any, data: st.DataObject) -> None:
         assert [got[c.name] for c in comp.COMPARISONS] == levels
 
 
-def assert_same_as_splink(ours: list[ScoredPair], splink: list[ScoredPair]) -> None:
-    """Same pairs; total and per-comparison weights within 1e-6."""
+def assert_same_as_splink(
+    ours: list[ScoredPair],
+    splink: list[ScoredPair],
+    rows: list[dict[str, Any]],
+    frequencies: TermFrequencies | None = None,
+) -> None:
+    """Same pairs; total and per-comparison weights (term-frequency adjustments included)
+    within 1e-6 (``ours`` are rounded for storage, so each pair is scored again unrounded)."""
     assert [(p.left, p.right) for p in ours] == [(p.left, p.right) for p in splink]
-    scorer = MODEL.scorer()
+    scorer = MODEL.scorer(frequencies)
+    by_id = {str(r["unique_id"]): r for r in rows}
     for mine, theirs in zip(ours, splink, strict=True):
         assert mine.match_weight == pytest.approx(theirs.match_weight, abs=1e-6)
-        raw = {n: scorer_weight(scorer, n, mine.levels[n]) for n in mine.levels}
+        raw = scorer.score(by_id[mine.left], by_id[mine.right])
+        assert raw.levels == mine.levels
         for name, weight in theirs.weights.items():
-            assert raw[name] == pytest.approx(weight, abs=1e-6), name
+            assert raw.weights[name] == pytest.approx(weight, abs=1e-6), name
 
 
-def scorer_weight(scorer: PairScorer, comparison: str, level: str) -> float:
-    return next(w for c, w in scorer._plan if c.name == comparison)[level]
+# Common given and family names with made-up counts: exercises the adjustment (and the
+# floor for every other value) on generated records.
+GENERATED_FREQUENCIES = TermFrequencies(
+    totals={"given_first": 1000, "family": 1000},
+    counts={
+        "given_first": {"mohammed": 40, "robert": 12, "smith": 10},
+        "family": {"khan": 55, "smith": 30, "jones": 11},
+    },
+)
 
 
 @settings(max_examples=8)
-@given(data=st.data())
-def test_predict_new_is_splinks_predict_new(data: st.DataObject) -> None:
+@given(data=st.data(), adjusted=st.booleans())
+def test_predict_new_is_splinks_predict_new(data: st.DataObject, adjusted: bool) -> None:
     new = [data.draw(records(f"n{i}")) for i in range(data.draw(st.integers(1, 4)))]
     existing = [data.draw(records(f"e{i}")) for i in range(data.draw(st.integers(0, 12)))]
-    ours = predict_new(new, existing, MODEL)
-    splink = predict_new_splink(new, existing, MODEL, digits=None)
-    assert_same_as_splink(ours, splink)
+    frequencies = GENERATED_FREQUENCIES if adjusted else None
+    ours = predict_new(new, existing, MODEL, frequencies)
+    splink = predict_new_splink(new, existing, MODEL, digits=None, frequencies=frequencies)
+    assert_same_as_splink(ours, splink, [*new, *existing], frequencies)
 
 
 @pytest.fixture(scope="module")
@@ -270,10 +286,13 @@ def test_synthetic_records_score_as_splink_scores_them(
     """Incremental scoring of 1, 20 and 300 synthetic records against the rest."""
     rows = synthetic_rows[offset:] + synthetic_rows[:offset]
     new, existing = rows[:new_share], rows[new_share:]
-    ours = predict_new(new, existing, MODEL)
-    splink = predict_new_splink(new, existing, MODEL, digits=None)
+    # The frequencies a full run over these records would keep (some names are common).
+    frequencies = TermFrequencies.from_rows(rows)
+    assert frequencies.counts["family"], "600 people should share some family names"
+    ours = predict_new(new, existing, MODEL, frequencies)
+    splink = predict_new_splink(new, existing, MODEL, digits=None, frequencies=frequencies)
     assert ours, "the split should produce candidate pairs"
-    assert_same_as_splink(ours, splink)
+    assert_same_as_splink(ours, splink, rows, frequencies)
     by_id = {str(r["unique_id"]): r for r in rows}
     pairs = [(by_id[p.left], by_id[p.right]) for p in ours]
     for pair, levels in zip(ours, duck_levels(duck, pairs), strict=True):
