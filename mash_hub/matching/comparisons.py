@@ -165,6 +165,20 @@ COMPARISONS: tuple[Comparison, ...] = (
         ),
     ),
     Comparison(
+        "middle_names",
+        "given names after the first, when both records hold some",
+        (
+            _null("given_middles"),
+            Level(
+                "agree",
+                "list_has_any(given_middles_l, given_tokens_r)"
+                " OR list_has_any(given_middles_r, given_tokens_l)",
+                "a middle name in common",
+            ),
+            Level("else", "ELSE", "different middle names"),
+        ),
+    ),
+    Comparison(
         "family_name",
         "family name, previous names and parts of double-barrelled names",
         (
@@ -252,6 +266,7 @@ COMPARISONS: tuple[Comparison, ...] = (
                 "postcode shared in address history",
             ),
             Level("district", "district_l = district_r", "same postcode district"),
+            Level("area", "area_l = area_r", "same postcode area"),
             Level("else", "ELSE", "different area"),
         ),
     ),

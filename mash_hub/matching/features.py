@@ -29,6 +29,7 @@ FEATURE_COLUMNS: dict[str, str] = {
     "given_first_phon": "str",
     "given_tokens": "list",
     "given_variants": "list",
+    "given_middles": "list",
     "given_phons": "list",
     "family": "str",
     "family_phon": "str",
@@ -41,6 +42,7 @@ FEATURE_COLUMNS: dict[str, str] = {
     "postcode": "str",
     "postcodes": "list",
     "district": "str",
+    "area": "str",
     "premise": "str",
     "nhs_number": "str",
     "upn": "str",
@@ -48,6 +50,15 @@ FEATURE_COLUMNS: dict[str, str] = {
 }
 
 _DIGITS = re.compile(r"\d+")
+_AREA = re.compile(r"[A-Z]{1,2}")
+
+
+def _postcode_area(district: str | None) -> str | None:
+    """The postcode area: the district's leading letters (LS6 -> LS, SW1A -> SW). Most people
+    who move stay near: a new postcode in the same area is weak evidence, a distant one is
+    more often a namesake."""
+    match = _AREA.match(district) if district else None
+    return match.group(0) if match else None
 
 
 def _premise(address: Mapping[str, Any]) -> str | None:
@@ -177,6 +188,9 @@ class FeatureBuilder:
             "given_phons": list(given_phons) or None,
             "family": family_key,
             "family_phon": family_phon,
+            # Given names after the first (None when there are none): two records that both
+            # hold middle names and share none of them are most often two people.
+            "given_middles": list(tokens[1:]) or None,
             "family_all": list(family_all) or None,
             "dob": dob,
             "dob_year": dob[:4] if dob else None,
@@ -185,7 +199,8 @@ class FeatureBuilder:
             "sex": sex if sex in ("M", "F") else None,
             "postcode": postcode,
             "postcodes": postcodes or None,
-            "district": self._district(postcode) if postcode else None,
+            "district": (district := self._district(postcode) if postcode else None),
+            "area": _postcode_area(district),
             "premise": _premise(current) if current and postcode else None,
             "nhs_number": identifiers.get("nhs_number") or None,
             "upn": identifiers.get("upn") or None,

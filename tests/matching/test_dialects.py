@@ -405,7 +405,8 @@ def test_the_emulation_notices_an_unguarded_negation(duck: Any) -> None:
 
 def _with_level_sql(settings: dict[str, Any], sql: str) -> dict[str, Any]:
     out = copy.deepcopy(settings)
-    out["comparisons"][1]["comparison_levels"][2]["sql_condition"] = sql
+    (family,) = [c for c in out["comparisons"] if c["output_column_name"] == "family_name"]
+    family["comparison_levels"][2]["sql_condition"] = sql
     return out
 
 
