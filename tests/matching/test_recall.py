@@ -41,11 +41,12 @@ def person(
     postcode: str | None = "LS6 2QT",
     line1: str = "12 Oak Road",
     sex: str = "F",
+    middles: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     addresses = [{"postcode": postcode, "line1": line1, "current": True}] if postcode else []
     groups: dict[str, dict[str, Any]] = {
         "identity": {
-            "given_names": [given],
+            "given_names": [given, *middles],
             "family_name": family,
             "date_of_birth": dob,
             "sex": sex,
@@ -177,4 +178,43 @@ def test_namesakes_in_one_street_born_the_same_year_stay_apart() -> None:
     b = person("b", "James", "Smith", "1990-08-23", line1="41 Oak Road", sex="M")
     assert blocked_pairs([a, b], [])
     assert score(a, b).match_weight < MODEL.thresholds.auto
+    assert linked([a, b]) == []
+
+
+# -- session 3: middle names, postcode area --------------------------------------------------
+
+
+def test_different_middle_names_count_against_a_namesake() -> None:
+    """Same name and date of birth, different towns: different middle names make them two
+    people; a shared middle name (even recorded as the other's first name) counts for."""
+    a = person("a", "Finlay", "Williams", "1990-10-24", postcode="LS25 7NY", middles=("James",))
+    b = person("b", "Finlay", "Williams", "1990-10-24", postcode="HU9 7GF", middles=("Oscar",))
+    c = person("c", "Finlay", "Williams", "1990-10-24", postcode="HU9 7GF", middles=("James",))
+    d = person("d", "James", "Williams", "1990-10-24", postcode="HU9 7GF", middles=("Finlay",))
+    e = person("e", "Finlay", "Williams", "1990-10-24", postcode="HU9 7GF")
+    assert score(a, b).levels["middle_names"] == "else"
+    # Rare names (no frequencies: every name at the floor) and the same date of birth: a
+    # person may look, but it is not linked automatically.
+    assert score(a, b).match_weight < MODEL.thresholds.auto
+    assert linked([a, b]) == []
+    assert score(a, c).levels["middle_names"] == "agree"
+    assert score(a, d).levels["middle_names"] == "agree"
+    # One record without middle names: no evidence either way.
+    assert score(a, e).levels["middle_names"] == "null"
+    assert score(a, c).match_weight > score(a, e).match_weight > score(a, b).match_weight
+
+
+def test_a_move_within_the_postcode_area_weighs_less_than_a_distant_one() -> None:
+    home = person("a", "Gemma", "Harris", "1982-07-23", postcode="LS6 2QT")
+    near = person("b", "Gemma", "Harris", "1982-07-23", postcode="LS27 9GA", line1="8 Elm Way")
+    far = person("c", "Gemma", "Harris", "1982-07-23", postcode="BS7 5LD", line1="8 Elm Way")
+    assert score(home, near).levels["address"] == "area"
+    assert score(home, far).levels["address"] == "else"
+    assert score(home, near).match_weight > score(home, far).match_weight
+
+
+def test_siblings_sharing_a_middle_name_stay_apart() -> None:
+    a = person("a", "Ava", "Khan", "2012-05-14", middles=("Grace",))
+    b = person("b", "Noah", "Khan", "2015-01-09", middles=("Grace",), sex="M")
+    assert score(a, b).match_weight < MODEL.thresholds.review
     assert linked([a, b]) == []
