@@ -23,12 +23,8 @@ import pytest
 import sqlglot
 import typer
 from sqlglot import exp
-from typer.testing import CliRunner
 
 from mash_hub.cli.link_settings import settings as settings_command
-from mash_hub.feeds.definition import feed_folders, load_feeds
-from mash_hub.feeds.mapping import map_record
-from mash_hub.feeds.reader import read_records
 from mash_hub.matching import comparisons as comp
 from mash_hub.matching.dialects import (
     SPARK_DAMERAU_LEVENSHTEIN,
@@ -38,9 +34,10 @@ from mash_hub.matching.dialects import (
     spark_settings,
 )
 from mash_hub.matching.duck import connect, feature_table
-from mash_hub.matching.features import FEATURE_COLUMNS, feature_rows, record_features
+from mash_hub.matching.features import FEATURE_COLUMNS, record_features
 from mash_hub.matching.model import LinkageModel, shipped_model_path
-from mash_hub.synth import generate
+from tests.clirunner import cli_runner
+from tests.matching.extracts import generated_feature_rows
 
 FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 DUCKDB_ONLY = {"jaro_winkler_similarity", "list_has_any", "list_contains"}
@@ -304,16 +301,7 @@ def duck() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def synthetic_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out = tmp_path_factory.mktemp("dialects")
-    generate(people=250, seed=31, out_dir=out)
-    feeds = load_feeds(feed_folders())
-    triples = []
-    for feed, name in FILES.items():
-        for raw in read_records(feeds[feed], Path(out) / name):
-            mapped = map_record(feeds[feed], raw)
-            if mapped.valid:
-                triples.append((f"{feed}:{mapped.source_record_id}", feed, mapped.groups))
-    return feature_rows(triples)
+    return generated_feature_rows(tmp_path_factory.mktemp("dialects"), people=250, seed=31)
 
 
 GIVEN = ["Robert", "Bob", "Rob", "Roberta", "Mohammed", "Muhammad", "Ann", "Anne", "Smith"]
@@ -488,11 +476,7 @@ def _root() -> None:
     """Force sub-command mode so the tests call ``settings`` by name."""
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:  # click >= 8.2 always separates stderr
-        return CliRunner()
+_runner = cli_runner
 
 
 def test_command_writes_spark_settings_once(tmp_path: Path, spark: dict[str, Any]) -> None:

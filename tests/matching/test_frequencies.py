@@ -23,7 +23,7 @@ MODEL = LinkageModel.load(shipped_model_path())
 
 
 def _record(rid: str, given: str, family: str, dob: str, postcode: str) -> dict[str, Any]:
-    groups = {
+    groups: dict[str, dict[str, Any]] = {
         "identity": {"given_names": [given], "family_name": family, "date_of_birth": dob},
         "contact": {"addresses": [{"postcode": postcode, "line1": "1 High Street"}]},
     }

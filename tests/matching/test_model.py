@@ -10,9 +10,6 @@ from typing import Any
 
 import pytest
 
-from mash_hub.feeds.definition import feed_folders, load_feeds
-from mash_hub.feeds.mapping import map_record
-from mash_hub.feeds.reader import read_records
 from mash_hub.matching import comparisons as comp
 from mash_hub.matching.cluster import (
     AUTO,
@@ -22,7 +19,7 @@ from mash_hub.matching.cluster import (
     pair_status,
     stable_person_ids,
 )
-from mash_hub.matching.features import feature_rows, record_features
+from mash_hub.matching.features import record_features
 from mash_hub.matching.model import (
     MIN_LABELS,
     LinkageModel,
@@ -33,29 +30,19 @@ from mash_hub.matching.model import (
     predict,
     train,
 )
-from mash_hub.synth import generate
+from tests.matching.extracts import generated_feature_rows
 
 FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 
 
 @pytest.fixture(scope="module")
 def extracts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("model")
-    generate(people=500, seed=31, out_dir=out)
-    return out
+    return tmp_path_factory.mktemp("model")
 
 
 @pytest.fixture(scope="module")
 def rows(extracts: Path) -> list[dict[str, Any]]:
-    out = extracts
-    feeds = load_feeds(feed_folders())
-    triples = []
-    for feed, name in FILES.items():
-        for raw in read_records(feeds[feed], out / name):
-            mapped = map_record(feeds[feed], raw)
-            if mapped.valid:
-                triples.append((f"{feed}:{mapped.source_record_id}", feed, mapped.groups))
-    return feature_rows(triples)
+    return generated_feature_rows(extracts, people=500, seed=31)
 
 
 def _record(given: list[str], family: str, dob: str, **extra: Any) -> dict[str, Any]:

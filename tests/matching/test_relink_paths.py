@@ -7,7 +7,6 @@ import gc
 import json
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from mash_hub.feeds.definition import feed_folders, load_feeds
-from mash_hub.feeds.mapping import map_record
-from mash_hub.feeds.reader import read_records
 from mash_hub.matching import comparisons as comp
 from mash_hub.matching import review as reviewing
 from mash_hub.matching.cluster import AUTO, CONFLICT, Constraints, cluster, stable_person_ids
@@ -25,7 +21,6 @@ from mash_hub.matching.duck import feature_table
 from mash_hub.matching.features import (
     FeatureBuilder,
     FeatureTable,
-    feature_rows,
     record_features,
 )
 from mash_hub.matching.model import (
@@ -45,8 +40,8 @@ from mash_hub.matching.service import (
     person_events,
     run_linkage,
 )
-from mash_hub.synth import generate
 from tests.matching.conftest import LinkedHub
+from tests.matching.extracts import generated_feature_rows
 
 MODEL = LinkageModel.load(shipped_model_path())
 FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
@@ -108,16 +103,12 @@ def test_cached_feature_building_gives_the_uncached_rows(
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out = tmp_path_factory.mktemp("relink")
-    generate(people=400, seed=5, out_dir=out)
-    feeds = load_feeds(feed_folders())
-    triples = []
-    for feed, name in FILES.items():
-        for raw in read_records(feeds[feed], Path(out) / name):
-            mapped = map_record(feeds[feed], raw)
-            if mapped.valid:
-                triples.append((str(uuid.uuid4()), feed, mapped.groups))
-    return feature_rows(triples)
+    return generated_feature_rows(
+        tmp_path_factory.mktemp("relink"),
+        people=400,
+        seed=5,
+        record_id=lambda _feed, _source: str(uuid.uuid4()),
+    )
 
 
 def _table(rows: list[dict[str, Any]], lookup: tuple[str, ...] = LOOKUP_COLUMNS) -> FeatureTable:

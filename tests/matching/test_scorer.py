@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -13,12 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mash_hub.feeds.definition import feed_folders, load_feeds
-from mash_hub.feeds.mapping import map_record
-from mash_hub.feeds.reader import read_records
 from mash_hub.matching import comparisons as comp
 from mash_hub.matching.duck import connect
-from mash_hub.matching.features import FEATURE_COLUMNS, feature_rows, record_features
+from mash_hub.matching.features import FEATURE_COLUMNS, record_features
 from mash_hub.matching.frequencies import TermFrequencies
 from mash_hub.matching.model import (
     LinkageModel,
@@ -36,7 +32,7 @@ from mash_hub.matching.scorer import (
     match_probability,
     try_cast_integer,
 )
-from mash_hub.synth import generate
+from tests.matching.extracts import generated_feature_rows
 
 MODEL = LinkageModel.load(shipped_model_path())
 FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
@@ -267,16 +263,7 @@ def test_predict_new_is_splinks_predict_new(data: st.DataObject, adjusted: bool)
 
 @pytest.fixture(scope="module")
 def synthetic_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out = tmp_path_factory.mktemp("scorer")
-    generate(people=600, seed=44, out_dir=out)
-    feeds = load_feeds(feed_folders())
-    triples = []
-    for feed, name in FILES.items():
-        for raw in read_records(feeds[feed], Path(out) / name):
-            mapped = map_record(feeds[feed], raw)
-            if mapped.valid:
-                triples.append((f"{feed}:{mapped.source_record_id}", feed, mapped.groups))
-    return feature_rows(triples)
+    return generated_feature_rows(tmp_path_factory.mktemp("scorer"), people=600, seed=44)
 
 
 @pytest.mark.parametrize(("new_share", "offset"), [(1, 0), (20, 3), (300, 7)])

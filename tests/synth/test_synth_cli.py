@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from typer.testing import CliRunner
 
 from mash_hub.cli.synth import synth
+from tests.clirunner import cli_runner
 
 app = typer.Typer()
 app.command("synth")(synth)
@@ -19,11 +19,7 @@ def _root() -> None:
     """Force sub-command mode so the test calls ``synth`` by name."""
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:  # click >= 8.2 always separates stderr
-        return CliRunner()
+_runner = cli_runner
 
 
 def test_json_summary_matches_files(tmp_path: Path) -> None:
