@@ -28,6 +28,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from mash_hub.matching.comparisons import IDENTIFIER_COLUMNS
@@ -81,23 +82,46 @@ def pair_status(
     pair: ScoredPair, left: Mapping[str, Any], right: Mapping[str, Any], thresholds: Thresholds
 ) -> str:
     """What a pair is, before clustering: auto, review, possible twin, conflict or rejected."""
-    shared_id = any(pair.levels[c] == "exact" for c in IDENTIFIER_COLUMNS)
-    if any(
-        left.get(c) is not None and right.get(c) is not None and left[c] != right[c]
-        for c in IDENTIFIER_COLUMNS
-    ):
-        return CONFLICT
+    return _status(pair.levels, pair.match_weight, _facts(left), _facts(right), thresholds)
+
+
+# What the guards read of a record: its identifiers (IDENTIFIER_COLUMNS order), then its
+# first given name. Read once per record, not once per pair it is in.
+_N_IDS = len(IDENTIFIER_COLUMNS)
+
+
+def _facts(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    get = row.get
+    return (*[get(c) for c in IDENTIFIER_COLUMNS], get("given_first"))
+
+
+def _status(
+    levels: Mapping[str, str],
+    match_weight: float,
+    left: tuple[Any, ...],
+    right: tuple[Any, ...],
+    thresholds: Thresholds,
+) -> str:
+    shared_id = False
+    for c in IDENTIFIER_COLUMNS:
+        if levels[c] == "exact":
+            shared_id = True
+            break
+    for i in range(_N_IDS):
+        a, b = left[i], right[i]
+        if a is not None and b is not None and a != b:
+            return CONFLICT
     if (
         not shared_id
-        and pair.levels["date_of_birth"] in _TWIN_DOB
-        and pair.levels["family_name"] in _TWIN_FAMILY
-        and pair.levels["given_name"] in _TWIN_GIVEN
-        and not keying_error(str(left.get("given_first")), str(right.get("given_first")))
+        and levels["date_of_birth"] in _TWIN_DOB
+        and levels["family_name"] in _TWIN_FAMILY
+        and levels["given_name"] in _TWIN_GIVEN
+        and not keying_error(str(left[_N_IDS]), str(right[_N_IDS]))
     ):
         return POSSIBLE_TWIN
-    if pair.match_weight >= thresholds.auto:
+    if match_weight >= thresholds.auto:
         return AUTO
-    if pair.match_weight >= thresholds.review:
+    if match_weight >= thresholds.review:
         return REVIEW
     return REJECTED
 
@@ -148,26 +172,44 @@ class Clustering:
 class _Clusters:
     """Union-find over records, built lazily: a record no pair or constraint touches stays a
     cluster of its own without any state (most records of a relink have no pair; at 173,583
-    records and 79,518 pairs, 1.0 s of CPU instead of 1.5 s with state for every record)."""
+    records and 79,518 pairs, 1.0 s of CPU instead of 1.5 s with state for every record).
+    Identifier sets exist only for clusters of two or more records; a lone record's
+    identifiers are read from its cached facts."""
 
     def __init__(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
         self.rows = rows
         self.parent: dict[str, str] = {}
         self.members: dict[str, list[str]] = {}
-        self.ids: dict[str, dict[str, set[str]]] = {}
+        self.ids: dict[str, list[set[Any]]] = {}
         # Records each cluster must never be joined with (cannot-link decisions).
-        self.apart: dict[str, set[str]] = defaultdict(set)
+        self.apart: dict[str, set[str]] = {}
         # Existing persons each cluster holds (incremental runs never merge two).
-        self.groups: dict[str, set[str]] = defaultdict(set)
+        self.groups: dict[str, set[str]] = {}
+        self._facts: dict[str, tuple[Any, ...]] = {}
+        self._ids: dict[str, tuple[Any, ...]] = {}
+
+    def facts(self, rid: str) -> tuple[Any, ...]:
+        facts = self._facts.get(rid)
+        if facts is None:
+            facts = self._facts[rid] = _facts(self.rows[rid])
+        return facts
+
+    def _lone_ids(self, rid: str) -> tuple[Any, ...]:
+        """A lone record's identifiers, ``None`` where it has none (empty counts as none)."""
+        ids = self._ids.get(rid)
+        if ids is None:
+            ids = self._ids[rid] = tuple(v if v else None for v in self.facts(rid)[:_N_IDS])
+        return ids
 
     def find(self, rid: str) -> str:
-        if rid not in self.parent:
+        parent = self.parent
+        root = parent.get(rid)
+        if root is None or root == rid:
             return rid
-        root = rid
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[rid] != root:
-            self.parent[rid], rid = root, self.parent[rid]
+        while (up := parent[root]) != root:
+            root = up
+        while (up := parent[rid]) != root:
+            parent[rid], rid = root, up
         return root
 
     def members_of(self, root: str) -> list[str]:
@@ -177,20 +219,24 @@ class _Clusters:
         members = self.members.get(root)
         return len(members) if members is not None else 1
 
-    def ids_of(self, root: str) -> dict[str, set[str]]:
+    def ids_of(self, root: str) -> list[set[Any]]:
         ids = self.ids.get(root)
         if ids is None:
-            row = self.rows[root]
-            ids = {c: {row[c]} if row.get(c) else set() for c in IDENTIFIER_COLUMNS}
-            self.ids[root] = ids
+            return [{v} if v is not None else set() for v in self._lone_ids(root)]
         return ids
 
     def compatible_ids(self, a: str, b: str) -> bool:
-        ids_a, ids_b = self.ids_of(a), self.ids_of(b)
-        return all(len(ids_a[c] | ids_b[c]) <= 1 for c in IDENTIFIER_COLUMNS)
+        if a not in self.ids and b not in self.ids:
+            for x, y in zip(self._lone_ids(a), self._lone_ids(b), strict=True):
+                if x is not None and y is not None and x != y:
+                    return False
+            return True
+        return all(len(x | y) <= 1 for x, y in zip(self.ids_of(a), self.ids_of(b), strict=True))
 
     def kept_apart(self, a: str, b: str) -> bool:
         """A cannot-link decision (direct or through members) forbids joining ``a`` and ``b``."""
+        if not self.apart:
+            return False
         small, other = (a, b) if self.size(a) <= self.size(b) else (b, a)
         apart = self.apart.get(other)
         if not apart:
@@ -198,34 +244,52 @@ class _Clusters:
         return any(m in apart for m in self.members_of(small))
 
     def separate_persons(self, a: str, b: str) -> bool:
-        return len(self.groups.get(a, set()) | self.groups.get(b, set())) > 1
+        if not self.groups:
+            return False
+        group_a, group_b = self.groups.get(a), self.groups.get(b)
+        if not group_a or not group_b:
+            return len(group_a or group_b or ()) > 1
+        return len(group_a | group_b) > 1
 
     def union(self, a: str, b: str) -> None:
         if self.size(a) < self.size(b):
             a, b = b, a
         ids_a, ids_b = self.ids_of(a), self.ids_of(b)
+        for mine, theirs in zip(ids_a, ids_b, strict=True):
+            mine.update(theirs)
+        self.ids[a] = ids_a
+        self.ids.pop(b, None)
         self.parent.setdefault(a, a)
         self.parent[b] = a
-        self.members[a] = self.members_of(a)
-        self.members[a].extend(self.members.pop(b, [b]))
-        for c in IDENTIFIER_COLUMNS:
-            ids_a[c] |= ids_b[c]
-        del self.ids[b]
-        self.apart[a] |= self.apart.pop(b, set())
-        self.groups[a] |= self.groups.pop(b, set())
+        members = self.members.get(a)
+        if members is None:
+            members = self.members[a] = [a]
+        absorbed = self.members.pop(b, None)
+        members.extend(absorbed if absorbed is not None else (b,))
+        _move_set(self.apart, b, a)
+        _move_set(self.groups, b, a)
 
     def clusters(self) -> list[list[str]]:
-        """Every record's cluster, each sorted, in sorted order."""
-        joined = [sorted(m) for m in self.members.values()]
-        alone = [[rid] for rid in self.rows if rid not in self.parent]
-        return sorted(joined + alone)
+        """Every record's cluster, each sorted, in sorted order (clusters are disjoint, so
+        ordering by first record is ordering by the whole list)."""
+        parent = self.parent
+        out = [sorted(m) for m in self.members.values()]
+        out.extend([rid] for rid in self.rows if rid not in parent)
+        out.sort(key=itemgetter(0))
+        return out
+
+
+def _move_set(sets: dict[str, set[str]], source: str, target: str) -> None:
+    moved = sets.pop(source, None)
+    if moved:
+        sets.setdefault(target, set()).update(moved)
 
 
 def _join_groups(state: _Clusters, groups: Mapping[str, str], rows: Mapping[str, object]) -> None:
     by_person: dict[str, list[str]] = defaultdict(list)
     for rid, person in sorted(groups.items()):
         if rid in rows:
-            state.groups[rid].add(person)
+            state.groups.setdefault(rid, set()).add(person)
             by_person[person].append(rid)
     for members in by_person.values():
         for rid in members[1:]:
@@ -239,8 +303,8 @@ def _apply_constraints(
 ) -> list[ConstraintConflict]:
     for a, b in constraints.cannot_link:
         if a in rows and b in rows:
-            state.apart[a].add(b)
-            state.apart[b].add(a)
+            state.apart.setdefault(a, set()).add(b)
+            state.apart.setdefault(b, set()).add(a)
     _join_groups(state, constraints.groups, rows)
     conflicts = []
     for left, right in sorted(pair_key(a, b) for a, b in constraints.must_link):
@@ -261,6 +325,14 @@ def _apply_constraints(
     return conflicts
 
 
+# What a pair across two clusters does to a merge (see _may_merge), worked out once per
+# pair: a strong link counted; a strong link that still blocks (its comparisons contradict);
+# a possible twin (blocks unless explained); a block (identifier conflict or contradiction).
+# Pairs that do none of these (review band or rejected, no contradiction) are left out.
+_COUNT, _AUTO_BLOCK, _TWIN, _BLOCK = 0, 1, 2, 3
+Neighbours = Mapping[str, list[tuple[str, int]]]
+
+
 def cluster(
     rows: Mapping[str, Mapping[str, Any]],
     pairs: Iterable[ScoredPair],
@@ -271,43 +343,69 @@ def cluster(
     reviewers' decisions (``constraints``)."""
     constraints = constraints or Constraints()
     pairs = list(pairs)
-    status: dict[tuple[str, str], str] = {}
-    neighbours: defaultdict[str, list[tuple[str, ScoredPair, str]]] = defaultdict(list)
-    for p in pairs:
-        s = pair_status(p, rows[p.left], rows[p.right], thresholds)
-        status[(p.left, p.right)] = s
-        neighbours[p.left].append((p.right, p, s))
-        neighbours[p.right].append((p.left, p, s))
     state = _Clusters(rows)
+    facts = state.facts
+    status: dict[tuple[str, str], str] = {}
+    neighbours: defaultdict[str, list[tuple[str, int]]] = defaultdict(list)
+    contradiction, review_weight = thresholds.contradiction, thresholds.review
+    strong: list[ScoredPair] = []
+    maybe_review: list[ScoredPair] = []
+    known = state._facts
+    for p in pairs:
+        left, right = p.left, p.right
+        s = _status(
+            p.levels,
+            p.match_weight,
+            known.get(left) or facts(left),
+            known.get(right) or facts(right),
+            thresholds,
+        )
+        status[(left, right)] = s
+        if p.match_weight >= review_weight:
+            maybe_review.append(p)
+        if s == AUTO:
+            strong.append(p)
+            code = _AUTO_BLOCK if p.evidence < contradiction else _COUNT
+        elif s == POSSIBLE_TWIN:
+            code = _TWIN
+        elif s == CONFLICT or p.evidence < contradiction:
+            code = _BLOCK
+        else:
+            continue
+        neighbours[left].append((right, code))
+        neighbours[right].append((left, code))
+    if len(status) != len(pairs):
+        # A pair given twice: its last status is the one that counts, as for every lookup.
+        strong = [p for p in pairs if status[(p.left, p.right)] == AUTO]
     conflicts = _apply_constraints(state, constraints, rows)
     decided = constraints.decided()
-    blocked: list[ScoredPair] = []
-    strong = sorted(
-        (p for p in pairs if status[(p.left, p.right)] == AUTO),
-        key=lambda p: (-p.match_weight, p.left, p.right),
-    )
+    strong.sort(key=lambda p: (-p.match_weight, p.left, p.right))
+    # Two clusters a merge was refused for, by their sizes then: a cluster's size changes
+    # exactly when its records do, and a later edge is no stronger, so the answer stands.
+    refused: dict[tuple[str, str], tuple[int, int]] = {}
+    find, size = state.find, state.size
     for p in strong:
-        a, b = state.find(p.left), state.find(p.right)
+        a, b = find(p.left), find(p.right)
         if a == b:
+            continue
+        key = (a, b) if a < b else (b, a)
+        sizes = refused.get(key)
+        if sizes is not None and sizes == (size(key[0]), size(key[1])):
             continue
         if _may_merge(state, neighbours, (a, b), p, thresholds, status=status):
             state.union(a, b)
         else:
-            blocked.append(p)
+            refused[key] = (size(key[0]), size(key[1]))
     clusters = state.clusters()
     review = [
         p
-        for p in pairs
+        for p in maybe_review
         if status[(p.left, p.right)] in (REVIEW, POSSIBLE_TWIN, AUTO)
-        and p.match_weight >= thresholds.review
-        and state.find(p.left) != state.find(p.right)
+        and find(p.left) != find(p.right)
         and (p.left, p.right) not in decided
     ]
     review.sort(key=lambda p: (-p.match_weight, p.left, p.right))
     return Clustering(clusters, status, review, conflicts)
-
-
-Neighbours = Mapping[str, list[tuple[str, ScoredPair, str]]]
 
 
 def _twin_explained(
@@ -322,9 +420,9 @@ def _twin_explained(
     spelled three ways, where a co-twin's name would be a possible twin of both."""
     for near, far in (pair, pair[::-1]):
         other = state.find(far)
-        for third, _, s in neighbours.get(near, ()):
+        for third, code in neighbours.get(near, ()):
             if (
-                s == AUTO
+                code <= _AUTO_BLOCK
                 and third != far
                 and state.find(third) == other
                 and status.get(pair_key(third, far)) == AUTO
@@ -347,16 +445,15 @@ def _may_merge(
         return False
     small, other = (a, b) if state.size(a) <= state.size(b) else (b, a)
     strong_links = 0
+    find = state.find
     for rid in state.members_of(small):
-        for nid, pair, s in neighbours.get(rid, ()):
-            if state.find(nid) != other:
+        for nid, code in neighbours.get(rid, ()):
+            if find(nid) != other:
                 continue
-            if s == POSSIBLE_TWIN and _twin_explained(state, neighbours, status, (rid, nid)):
-                continue
-            if s in (CONFLICT, POSSIBLE_TWIN) or pair.evidence < thresholds.contradiction:
-                return False
-            if s == AUTO:
+            if code == _COUNT:
                 strong_links += 1
+            elif code != _TWIN or not _twin_explained(state, neighbours, status, (rid, nid)):
+                return False
     if state.size(a) > 1 and state.size(b) > 1:
         return strong_links >= 2 or edge.match_weight >= thresholds.auto + BRIDGE_MARGIN
     return True
@@ -369,29 +466,38 @@ def stable_person_ids(
 
     Each old id goes to the cluster holding most of its records (ties: larger cluster, then
     id order), so a re-run with nothing new changes no id, and a split keeps the old id on
-    the larger part.
+    the larger part. Ids are counted and compared by their integer value (its order is the
+    order of their text), not as ``UUID`` objects, whose hashing runs in Python.
     """
-    overlaps: list[tuple[int, int, str, int, uuid.UUID]] = []
+    overlaps: list[tuple[int, int, int, int, uuid.UUID]] = []
     # A one-record cluster sorts after every larger overlap and has a single candidate, so
-    # it needs no sorting: in index order it takes its old id unless that is taken.
+    # it needs no sorting: in index order it takes its old id unless that is taken. So a
+    # one-record cluster keeps an id only if it is its own record's previous one.
     singles: list[tuple[int, uuid.UUID]] = []
     for index, members in enumerate(clusters):
         if len(members) == 1:
             if (single := previous.get(members[0])) is not None:
                 singles.append((index, single))
             continue
-        counts: dict[uuid.UUID, int] = defaultdict(int)
+        counts: dict[int, int] = {}
+        olds: dict[int, uuid.UUID] = {}
         for rid in members:
             old = previous.get(rid)
             if old is not None:
-                counts[old] += 1
-        for old, n in counts.items():
-            overlaps.append((-n, -len(members), str(old), index, old))
+                key = old.int
+                counts[key] = counts.get(key, 0) + 1
+                olds.setdefault(key, old)
+        for key, n in counts.items():
+            overlaps.append((-n, -len(members), key, index, olds[key]))
     overlaps.sort()
     out: list[uuid.UUID | None] = [None] * len(clusters)
-    used: set[uuid.UUID] = set()
-    for index, old in [(index, old) for *_, index, old in overlaps] + singles:
-        if out[index] is None and old not in used:
+    used: set[int] = set()
+    for *_, index, old in overlaps:
+        if out[index] is None and old.int not in used:
             out[index] = old
-            used.add(old)
+            used.add(old.int)
+    for index, old in singles:
+        if old.int not in used:
+            out[index] = old
+            used.add(old.int)
     return out
