@@ -12,6 +12,7 @@ one definition, so Splink's predictions and the Python scorer agree exactly.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -98,6 +99,7 @@ _GROUP = "term_frequencies"
 # they only change with a full run. Common names only (see TF_MINIMUM_COUNT).
 _CACHE: dict[uuid.UUID, TermFrequencies] = {}
 _CACHE_SIZE = 4
+_CACHE_LOCK = threading.Lock()  # the API serves searches and referrals from several threads
 
 
 def seal(keys: KeyStore, session: Session, run: LinkRun, frequencies: TermFrequencies) -> None:
@@ -119,7 +121,8 @@ def latest(session: Session, keys: KeyStore) -> TermFrequencies | None:
     )
     if run_id is None:
         return None
-    cached = _CACHE.get(run_id)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(run_id)
     if cached is not None:
         return cached
     ciphertext = session.scalar(select(LinkRun.term_frequencies).where(LinkRun.id == run_id))
@@ -129,7 +132,8 @@ def latest(session: Session, keys: KeyStore) -> TermFrequencies | None:
     found = TermFrequencies.from_json(
         cipher.decrypt_group(bytes(ciphertext), table=_TABLE, group=_GROUP, row_id=run_id)
     )
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[run_id] = found
+    with _CACHE_LOCK:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[run_id] = found
     return found
