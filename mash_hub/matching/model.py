@@ -295,6 +295,8 @@ class ScoredPair:
     match_weight: float
     levels: dict[str, str]  # comparison -> level key
     weights: dict[str, float]  # comparison -> match weight
+    # Comparisons whose exact agreement counted for less because the value is common.
+    common: tuple[str, ...] = ()
 
     @property
     def evidence(self) -> float:
@@ -358,6 +360,7 @@ def scored_pair(score: PairScore) -> ScoredPair:
         score.match_weight,
         dict(score.levels),
         {name: round(weight, 2) for name, weight in score.weights.items()},
+        score.common,
     )
 
 
@@ -433,7 +436,7 @@ def _scored(
     tf_end = 3 + width + len(adjusted)
     # Weights and nulls decide the levels, so pairs alike share one (read-only) levels dict
     # and one weights dict: a relink has a few thousand shapes for ~80,000 pairs.
-    shapes: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, float]]] = {}
+    shapes: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, float], tuple[str, ...]]] = {}
     out = []
     while chunk := result.fetchmany(10_000):
         for row in chunk:
@@ -450,11 +453,15 @@ def _scored(
             if shape is None:
                 base = {n: float(w) for n, w in zip(names, row[3 : 3 + width], strict=True)}
                 weights = dict(base)
+                common = []
                 for n, adjustment in zip(adjusted, row[3 + width : tf_end], strict=True):
                     weights[n] += float(adjustment)
+                    if adjustment < 0:
+                        common.append(n)
                 shape = (
                     levels.levels(nulls, base),
                     {n: w if digits is None else round(w, digits) for n, w in weights.items()},
+                    tuple(common),
                 )
                 shapes[key] = shape
             out.append(ScoredPair(left, right, float(row[2]), *shape))
@@ -522,6 +529,9 @@ def explain(pair: ScoredPair) -> str:
         level = _LEVELS[(comparison.name, pair.levels[comparison.name])]
         if level.is_null:
             continue
-        parts.append((pair.weights[comparison.name], level.explain))
+        text = level.explain
+        if comparison.name in pair.common:
+            text += " (a common name: counts for less)"
+        parts.append((pair.weights[comparison.name], text))
     parts.sort(key=lambda item: -abs(item[0]))
     return ", ".join(f"{text} {weight:+.1f}" for weight, text in parts)

@@ -409,6 +409,8 @@ class PairScore:
     match_weight: float
     levels: dict[str, str]
     weights: dict[str, float]
+    # Comparisons whose exact agreement counted for less because the value is common.
+    common: tuple[str, ...] = ()
 
     @property
     def match_probability(self) -> float:
@@ -467,18 +469,22 @@ class PairScorer:
         total = self.prior_weight
         levels: dict[str, str] = {}
         weights: dict[str, float] = {}
+        common: list[str] = []
         for compiled, level_weights, tf_log_u in self._plan:
             level = compiled.level(left, right)
             levels[compiled.name] = level.key
             weight = level_weights[level.key]
             if level.key in tf_log_u:
-                weight += self._tf_adjustment(level, tf_log_u[level.key], left, right)
+                adjustment = self._tf_adjustment(level, tf_log_u[level.key], left, right)
+                weight += adjustment
+                if adjustment < 0:
+                    common.append(compiled.name)
             weights[compiled.name] = weight
             total += weight
         a, b = str(left["unique_id"]), str(right["unique_id"])
         if a > b:
             a, b = b, a
-        return PairScore(a, b, total, levels, weights)
+        return PairScore(a, b, total, levels, weights, tuple(common))
 
     def predict_new(self, new: Sequence[Row], existing: Sequence[Row]) -> list[PairScore]:
         """Splink's ``predict_within(new)`` + ``predict_between(new, existing)``: every pair a

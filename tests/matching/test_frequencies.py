@@ -15,7 +15,7 @@ from mash_hub.matching import comparisons as comp
 from mash_hub.matching import frequencies as term_frequencies
 from mash_hub.matching.features import record_features
 from mash_hub.matching.frequencies import TermFrequencies
-from mash_hub.matching.model import LinkageModel, predict, shipped_model_path
+from mash_hub.matching.model import LinkageModel, explain, predict, shipped_model_path
 from mash_hub.matching.models import LinkRun
 from tests.matching.conftest import LinkedHub
 
@@ -85,6 +85,11 @@ def test_namesakes_with_common_names_score_lower_than_with_rare_ones() -> None:
     )
     # A common-name namesake pair in different areas is not linked automatically.
     assert common_pair.match_weight < MODEL.thresholds.auto
+    # The explanation says why an exact name counted for little.
+    assert common_pair.common == ("given_name", "family_name")
+    assert "same first name (a common name: counts for less)" in explain(common_pair)
+    assert rare_pair.common == ()
+    assert "common" not in explain(rare_pair)
 
 
 def test_a_full_run_keeps_its_frequencies_encrypted(linked_hub: LinkedHub) -> None:

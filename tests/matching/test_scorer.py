@@ -233,6 +233,7 @@ def assert_same_as_splink(
     by_id = {str(r["unique_id"]): r for r in rows}
     for mine, theirs in zip(ours, splink, strict=True):
         assert mine.match_weight == pytest.approx(theirs.match_weight, abs=1e-6)
+        assert mine.common == theirs.common
         raw = scorer.score(by_id[mine.left], by_id[mine.right])
         assert raw.levels == mine.levels
         for name, weight in theirs.weights.items():
