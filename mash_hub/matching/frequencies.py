@@ -112,10 +112,11 @@ def seal(keys: KeyStore, session: Session, run: LinkRun, frequencies: TermFreque
 
 
 def latest(session: Session, keys: KeyStore) -> TermFrequencies | None:
-    """The term frequencies of the latest full run that kept some (``None``: no such run)."""
+    """The term frequencies of the latest full run (``None``: no full run yet, or one made
+    before they were kept: every name then counts at the floor until the next full run)."""
     run_id = session.scalar(
         select(LinkRun.id)
-        .where(LinkRun.mode == "full", LinkRun.term_frequencies.is_not(None))
+        .where(LinkRun.mode == "full")
         .order_by(LinkRun.started_at.desc(), LinkRun.id)
         .limit(1)
     )

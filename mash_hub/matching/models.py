@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -35,6 +36,11 @@ class LinkRun(Base):
     """One linkage run: which model, who ran it, and what it changed."""
 
     __tablename__ = "link_runs"
+    # The latest full run (whose name frequencies every incremental link and search uses),
+    # found without scanning the incremental runs, one per referral or batch.
+    __table_args__ = (
+        Index("ix_link_runs_full_started_at", "started_at", postgresql_where=text("mode = 'full'")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     started_at: Mapped[dt.datetime] = mapped_column(

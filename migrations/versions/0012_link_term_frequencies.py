@@ -25,7 +25,15 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("link_runs", sa.Column("term_frequencies", sa.LargeBinary(), nullable=True))
+    # The latest full run is looked up by every incremental link and search.
+    op.create_index(
+        "ix_link_runs_full_started_at",
+        "link_runs",
+        ["started_at"],
+        postgresql_where=sa.text("mode = 'full'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_link_runs_full_started_at", table_name="link_runs")
     op.drop_column("link_runs", "term_frequencies")
