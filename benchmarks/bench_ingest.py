@@ -31,9 +31,8 @@ from mash_hub.feeds.ingest import PreparePool, ingest_file, to_new_record
 from mash_hub.feeds.mapping import map_record
 from mash_hub.feeds.reader import read_records
 from mash_hub.persons.store import PersonStore
-from mash_hub.synth import generate
+from mash_hub.synth import EXTRACT_FILES, generate
 
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 RECORDS_PER_PERSON = 0.87  # measured on the synthetic population with default rates
 
 
@@ -66,7 +65,7 @@ def main() -> None:
 
         def timed(work: str) -> float:
             begin = time.perf_counter()
-            for feed, name in FILES.items():
+            for feed, name in EXTRACT_FILES.items():
                 definition = feeds[feed]
                 for raw in read_records(definition, root / "synth" / name):
                     if work == "parse":
@@ -97,7 +96,7 @@ def main() -> None:
             db = Database(engine)
             begin = time.perf_counter()
             reports = []
-            for feed, name in FILES.items():
+            for feed, name in EXTRACT_FILES.items():
                 with PreparePool(store, feeds[feed], workers) as pool:
                     reports.append(
                         ingest_file(

@@ -39,7 +39,7 @@ from mash_hub.matching.model import LinkageModel, predict_new_splink
 from mash_hub.matching.service import evaluate_current, run_linkage, train_model
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import PersonStore
-from mash_hub.synth import generate
+from mash_hub.synth import EXTRACT_FILES, generate
 
 
 def _link_one_by_one(
@@ -114,9 +114,6 @@ def incremental(db: Database, store: PersonStore, model: LinkageModel, n: int) -
     }
 
 
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--people", type=int, default=10_000)
@@ -148,7 +145,7 @@ def main() -> None:
             begin = time.perf_counter()
             reports = [
                 ingest_file(db, store, feeds[feed], root / "synth" / name, actor="bench")
-                for feed, name in FILES.items()
+                for feed, name in EXTRACT_FILES.items()
             ]
             result["ingest_seconds"] = round(time.perf_counter() - begin, 1)
             result["records_in_extracts"] = sum(summary.records.values())

@@ -65,11 +65,6 @@ from sqlalchemy.orm import Session
 ACTOR = "bench:relink"
 MARKER = "bench-relink.json"
 EXTRACTS = "bench-extracts"
-FEED_FILES = (
-    ("police", "police.csv"),
-    ("council", "council.csv"),
-    ("social_care", "social_care.json"),
-)
 BARE_URL_VARIABLE = "BENCH_RELINK_BARE_URL"
 SAMPLE_SEED = 7
 SINGLES = 20
@@ -495,7 +490,7 @@ def build_hub(data_dir: Path, people: int, seed: int) -> dict[str, Any]:
     from mash_hub.feeds.ingest import PreparePool, ingest_file  # noqa: PLC0415
     from mash_hub.persons.store import PersonStore  # noqa: PLC0415
     from mash_hub.settings import get_settings  # noqa: PLC0415
-    from mash_hub.synth import generate  # noqa: PLC0415
+    from mash_hub.synth import EXTRACT_FILES, generate  # noqa: PLC0415
 
     cfg = get_settings()
     extracts = data_dir / EXTRACTS
@@ -510,7 +505,7 @@ def build_hub(data_dir: Path, people: int, seed: int) -> dict[str, Any]:
     quarantined = 0
     with database(cfg) as db:
         migrate.upgrade(db.engine)
-        for feed, name in FEED_FILES:
+        for feed, name in EXTRACT_FILES.items():
             mark = time.perf_counter()
             definition = get_feed(feed, folders)
             with PreparePool(store, definition, workers) as pool:

@@ -52,11 +52,10 @@ from mash_hub.persons.search import query_terms, search_persons, standardise_que
 from mash_hub.persons.store import IDENTIFIERS, IDENTITY, PersonStore
 from mash_hub.persons.view import Purpose
 from mash_hub.settings import Settings
-from mash_hub.synth import generate
+from mash_hub.synth import EXTRACT_FILES, generate
 from mash_hub.users.service import add_user, issue_token
 from mash_hub.web.app import create_app
 
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 PURPOSE = Purpose(code="mash_triage", text="Benchmark triage of synthetic contacts")
 HEADERS = {"X-Purpose-Code": "mash_triage", "X-Purpose-Text": "Benchmark triage of contacts"}
 CALLER = Caller("bench.sw", "social_worker", "social_care")
@@ -279,7 +278,7 @@ def main() -> None:
             migrate.upgrade(engine)
             db = Database(engine)
             began = time.perf_counter()
-            for feed, name in FILES.items():
+            for feed, name in EXTRACT_FILES.items():
                 ingest_file(db, store, feeds[feed], root / "synth" / name, actor="bench")
             run = run_linkage(db, store, model, actor="bench")
             result["records"] = run.records

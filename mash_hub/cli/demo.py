@@ -35,7 +35,7 @@ from mash_hub.matching.model import LinkageModel, model_path
 from mash_hub.matching.service import run_linkage
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import PersonStore
-from mash_hub.synth import generate
+from mash_hub.synth import EXTRACT_FILES, generate
 from mash_hub.users.models import ApiClient, User
 from mash_hub.users.service import (
     MAX_TOKEN_MINUTES,
@@ -48,11 +48,6 @@ from mash_hub.users.service import (
 DEMO_DIR = "demo"
 MARKER = "demo.json"
 CREDENTIALS = "credentials.json"
-FEED_FILES = (
-    ("police", "police.csv"),
-    ("council", "council.csv"),
-    ("social_care", "social_care.json"),
-)
 
 # The agency each demo account works for; roles not listed work for the council.
 ROLE_AGENCY: dict[str, str] = {
@@ -241,7 +236,7 @@ def _load_population(
     )
     folders = feed_folders([settings().feeds_dir])
     workers = max(1, min(os.cpu_count() or 1, 4))
-    for feed, file_name in FEED_FILES:
+    for feed, file_name in EXTRACT_FILES.items():
         definition = get_feed(feed, folders)
         with PreparePool(store, definition, workers) as pool:
             report = ingest_file(

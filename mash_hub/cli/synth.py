@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from mash_hub.cli._common import ExitCode, console, emit_json, fail, progress_bar
-from mash_hub.synth import ErrorRates, generate
+from mash_hub.synth import EXTRACT_FILES, TRUTH_FILE, ErrorRates, generate
 
-_EXTRACTS = ("police.csv", "council.csv", "social_care.json", "truth.csv")
+_EXTRACTS = (*EXTRACT_FILES.values(), TRUTH_FILE)
 
 
 def _load_rates(path: Path | None, scale: float) -> ErrorRates:

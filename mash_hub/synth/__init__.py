@@ -5,5 +5,6 @@ Used to test and tune record linkage without touching real people's data.
 
 from mash_hub.synth.errors import ErrorRates
 from mash_hub.synth.generator import SynthSummary, generate
+from mash_hub.synth.writers import EXTRACT_FILES, TRUTH_FILE
 
-__all__ = ["ErrorRates", "SynthSummary", "generate"]
+__all__ = ["EXTRACT_FILES", "TRUTH_FILE", "ErrorRates", "SynthSummary", "generate"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from random import Random
@@ -57,7 +58,14 @@ COUNCIL_COLUMNS = (
     "email",
 )
 TRUTH_COLUMNS = ("feed", "source_record_id", "person_key")
-FEEDS = ("police", "council", "social_care")
+# The extract each feed's definition reads, and the ground truth, in the output folder.
+EXTRACT_FILES: Mapping[str, str] = {
+    "police": "police.csv",
+    "council": "council.csv",
+    "social_care": "social_care.json",
+}
+TRUTH_FILE = "truth.csv"
+FEEDS = tuple(EXTRACT_FILES)
 
 _BUFFER = 4096
 _FILE_BUFFER = 1 << 20
@@ -228,12 +236,8 @@ class Recorder:
         self.pnc_perm = ids.Permutation(stream(seed, "pnc"), 10**7)
         self.pnc_count = 0
         self.generated_at = ""
-        self.paths = {
-            "police": out_dir / "police.csv",
-            "council": out_dir / "council.csv",
-            "social_care": out_dir / "social_care.json",
-            "truth": out_dir / "truth.csv",
-        }
+        self.paths = {feed: out_dir / name for feed, name in EXTRACT_FILES.items()}
+        self.paths["truth"] = out_dir / TRUTH_FILE
         self._files: list[IO[str]] = []
 
     # -- file lifecycle -------------------------------------------------------------------

@@ -19,9 +19,8 @@ from mash_hub.feeds.quarantine import raw_values
 from mash_hub.feeds.reader import MalformedFileError
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import IDENTIFIERS, IDENTITY, PersonStore
+from mash_hub.synth import EXTRACT_FILES
 from mash_hub.synth.identifiers import pnc_is_valid
-
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 
 
 def _count(db: Database, model: type) -> int:
@@ -35,7 +34,7 @@ def test_clean_synthetic_extracts_ingest_with_no_quarantine(
     feeds: dict[str, FeedDefinition],
     clean_extracts: Path,
 ) -> None:
-    for feed, name in FILES.items():
+    for feed, name in EXTRACT_FILES.items():
         report = ingest_file(
             committing_database, store, feeds[feed], clean_extracts / name, actor="test"
         )
@@ -53,7 +52,7 @@ def test_messy_extracts_quarantine_only_truly_invalid_rows(
     messy_extracts: Path,
 ) -> None:
     quarantined = 0
-    for feed, name in FILES.items():
+    for feed, name in EXTRACT_FILES.items():
         report = ingest_file(
             committing_database, store, feeds[feed], messy_extracts / name, actor="test"
         )

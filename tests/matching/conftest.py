@@ -22,10 +22,9 @@ from mash_hub.feeds.ingest import ingest_file
 from mash_hub.matching.model import LinkageModel
 from mash_hub.matching.service import RunReport, run_linkage, train_model
 from mash_hub.persons.store import PersonStore
-from mash_hub.synth import generate
+from mash_hub.synth import EXTRACT_FILES, generate
 from tests.conftest import PostgresServer
 
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 # 700 people, seed 12: four sets of twins appear in the extracts.
 PEOPLE = 700
 SEED = 12
@@ -61,7 +60,7 @@ def linked_hub(
     db = Database(engine)
     feeds = load_feeds(feed_folders())
     try:
-        for feed, name in FILES.items():
+        for feed, name in EXTRACT_FILES.items():
             ingest_file(db, store, feeds[feed], root / "synth" / name, actor="test")
         model = train_model(db, store, seed=1, version=1)
         report = run_linkage(db, store, model, actor="test")

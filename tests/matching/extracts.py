@@ -10,9 +10,7 @@ from mash_hub.feeds.definition import feed_folders, load_feeds
 from mash_hub.feeds.mapping import map_record
 from mash_hub.feeds.reader import read_records
 from mash_hub.matching.features import feature_rows
-from mash_hub.synth import generate
-
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
+from mash_hub.synth import EXTRACT_FILES, generate
 
 
 def _feed_and_source(feed: str, source_record_id: str) -> str:
@@ -31,7 +29,7 @@ def generated_feature_rows(
     generate(people=people, seed=seed, out_dir=out)
     feeds = load_feeds(feed_folders())
     triples = []
-    for feed, name in FILES.items():
+    for feed, name in EXTRACT_FILES.items():
         for raw in read_records(feeds[feed], out / name):
             mapped = map_record(feeds[feed], raw)
             if mapped.valid:

@@ -39,7 +39,6 @@ from mash_hub.matching.model import LinkageModel, shipped_model_path
 from tests.clirunner import cli_runner
 from tests.matching.extracts import generated_feature_rows
 
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 DUCKDB_ONLY = {"jaro_winkler_similarity", "list_has_any", "list_contains"}
 
 

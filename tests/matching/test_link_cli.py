@@ -12,9 +12,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from mash_hub.synth import generate
-
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
+from mash_hub.synth import EXTRACT_FILES, generate
 
 
 def _audit(env: dict[str, str]) -> list[tuple[str, str | None]]:
@@ -40,7 +38,7 @@ def test_train_run_evaluate_from_the_command_line(hub_env: dict[str, str], tmp_p
     assert run_hub("db", "upgrade", env=hub_env).returncode == 0
     assert run_hub("keys", "init", env=hub_env).returncode == 0
     generate(people=300, seed=5, out_dir=tmp_path / "synth")
-    for feed, name in FILES.items():
+    for feed, name in EXTRACT_FILES.items():
         result = run_hub("ingest", "--feed", feed, str(tmp_path / "synth" / name), env=hub_env)
         assert result.returncode == 0, result.stderr
     model = tmp_path / "model.json"

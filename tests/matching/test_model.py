@@ -32,8 +32,6 @@ from mash_hub.matching.model import (
 )
 from tests.matching.extracts import generated_feature_rows
 
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
-
 
 @pytest.fixture(scope="module")
 def extracts(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -44,7 +44,6 @@ from tests.matching.conftest import LinkedHub
 from tests.matching.extracts import generated_feature_rows
 
 MODEL = LinkageModel.load(shipped_model_path())
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 
 # -- feature building ---------------------------------------------------------------------
 

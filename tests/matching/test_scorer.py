@@ -35,7 +35,6 @@ from mash_hub.matching.scorer import (
 from tests.matching.extracts import generated_feature_rows
 
 MODEL = LinkageModel.load(shipped_model_path())
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 
 
 @pytest.fixture(scope="module")

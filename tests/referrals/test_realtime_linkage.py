@@ -23,11 +23,10 @@ from mash_hub.matching.service import run_linkage, train_model
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import PersonStore
 from mash_hub.referrals.models import Referral, ReferralSubject
+from mash_hub.synth import EXTRACT_FILES
 from tests.conftest import PostgresServer
 from tests.referrals.conftest import body
 from tests.web.test_referrals_api import PURPOSE, ReferralHub
-
-FILES = {"police": "police.csv", "council": "council.csv", "social_care": "social_care.json"}
 
 
 @dataclass
@@ -54,7 +53,7 @@ def population(
     db = Database(engine)
     feeds = load_feeds(feed_folders())
     try:
-        for feed, name in FILES.items():
+        for feed, name in EXTRACT_FILES.items():
             ingest_file(db, store, feeds[feed], root / "synth" / name, actor="test")
         model = train_model(db, store, seed=1, version=1)
         run_linkage(db, store, model, actor="test")
