@@ -20,20 +20,26 @@ from mash_hub.persons.store import IDENTIFIERS, IDENTITY, NewRecord, PersonStore
 from tests.persons.conftest import person_record
 
 
-def test_round_trip_decrypts_only_the_groups_asked_for(
-    session: Session, store: PersonStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    [record_id] = store.add(session, [person_record("SC-1")])
-    opened: list[str] = []
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The groups decrypted during the test, in order (a spy on ``decrypt_group``)."""
+    groups: list[str] = []
     original = FieldCipher.decrypt_group
 
     def spy(
         self: FieldCipher, ciphertext: bytes, *, table: str, group: str, row_id: object
     ) -> object:
-        opened.append(group)
+        groups.append(group)
         return original(self, ciphertext, table=table, group=group, row_id=row_id)  # type: ignore[arg-type]
 
     monkeypatch.setattr(FieldCipher, "decrypt_group", spy)
+    return groups
+
+
+def test_round_trip_decrypts_only_the_groups_asked_for(
+    session: Session, store: PersonStore, opened: list[str]
+) -> None:
+    [record_id] = store.add(session, [person_record("SC-1")])
     got = store.read(session, [record_id], {IDENTITY})[record_id]
     assert got.groups == {
         IDENTITY: {
@@ -270,7 +276,7 @@ def test_erasure_shreds_reviewers_reasons_about_the_persons_records(
 
 
 def test_stream_groups_reads_every_current_record_as_read_does(
-    session: Session, store: PersonStore, monkeypatch: pytest.MonkeyPatch
+    session: Session, store: PersonStore, opened: list[str]
 ) -> None:
     person = store.new_person(session)
     ids = store.add(
@@ -285,16 +291,6 @@ def test_stream_groups_reads_every_current_record_as_read_does(
     erased_person = store.new_person(session)
     [erased] = store.add(session, [person_record("SC-gone", person_id=erased_person)])
     store.erase_person(session, erased_person, actor="cli:test", reason="ERASE-4")
-    opened: list[str] = []
-    original = FieldCipher.decrypt_group
-
-    def spy(
-        self: FieldCipher, ciphertext: bytes, *, table: str, group: str, row_id: object
-    ) -> object:
-        opened.append(group)
-        return original(self, ciphertext, table=table, group=group, row_id=row_id)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(FieldCipher, "decrypt_group", spy)
     batches = list(store.stream_groups(session, [IDENTITY, "details.case"], batch_size=2))
     assert [len(b) for b in batches] == [2, 2, 1]
     streamed = [record for batch in batches for record in batch]
