@@ -55,14 +55,6 @@ class TermFrequencies:
             }
         return cls(totals, counts)
 
-    @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> TermFrequencies:
-        columns: dict[str, list[Any]] = {c: [] for c in TF_COLUMNS}
-        for row in rows:
-            for column in TF_COLUMNS:
-                columns[column].append(row.get(column))
-        return cls.count(columns)
-
     def frequency(self, column: str, value: Any) -> float | None:
         """The value's frequency as the adjustment uses it (never below the floor); ``None``
         for a missing value (no adjustment)."""

@@ -19,6 +19,7 @@ from mash_hub.matching.frequencies import TermFrequencies
 from mash_hub.matching.model import (
     LinkageModel,
     ScoredPair,
+    frequencies_of,
     predict_new,
     predict_new_splink,
     shipped_model_path,
@@ -274,7 +275,7 @@ def test_synthetic_records_score_as_splink_scores_them(
     rows = synthetic_rows[offset:] + synthetic_rows[:offset]
     new, existing = rows[:new_share], rows[new_share:]
     # The frequencies a full run over these records would keep (some names are common).
-    frequencies = TermFrequencies.from_rows(rows)
+    frequencies = frequencies_of(rows)
     assert frequencies.counts["family"], "600 people should share some family names"
     ours = predict_new(new, existing, MODEL, frequencies)
     splink = predict_new_splink(new, existing, MODEL, digits=None, frequencies=frequencies)
