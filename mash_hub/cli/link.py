@@ -40,7 +40,12 @@ from mash_hub.matching.model import (
     model_path,
     trained_model_path,
 )
-from mash_hub.matching.service import evaluate_current, run_linkage, train_model
+from mash_hub.matching.service import (
+    TruthFileError,
+    evaluate_current,
+    run_linkage,
+    train_model,
+)
 from mash_hub.persons.store import PersonStore
 from mash_hub.users.service import UserError, find_user
 
@@ -133,16 +138,52 @@ def run(
 @app.command()
 def evaluate(
     truth: Path = TRUTH_OPTION,
+    by: str = typer.Option(
+        "",
+        "--by",
+        help="Also report precision, recall and review share per group of true persons, "
+        "for each of these truth-file columns (comma-separated), e.g. "
+        "age_band,sex,name_origin: the linkage-bias report.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Score the current persons against ground truth (feed, source_record_id, person_key)."""
+    attributes = [a.strip() for a in by.split(",") if a.strip()]
     with open_hub() as (db, provider):
-        result = evaluate_current(db, PersonStore.from_provider(provider), truth)
+        try:
+            result = evaluate_current(db, PersonStore.from_provider(provider), truth, attributes)
+        except TruthFileError as exc:
+            fail(f"--by: {exc}", ExitCode.BAD_INPUT)
     if json_output:
         emit_json(result)
         return
+    by_group = result.pop("by_group", None)
     for key, value in result.items():
         console.print(f"{key:>22}: {value}", highlight=False)
+    if by_group is not None:
+        _print_bias_report(by_group)
+
+
+def _print_bias_report(by_group: dict[str, Any]) -> None:
+    overall = by_group.pop("overall")
+    for attribute, report in by_group.items():
+        table = Table(
+            title=f"by {attribute} (overall recall {overall['recall']:.4f}; "
+            f"worst group {report['max_recall_gap'] * 100:.2f} points below)"
+        )
+        for column in ("group", "records", "precision", "recall", "points below overall", "review"):
+            table.add_column(column, justify="left" if column == "group" else "right")
+        for group, m in report["groups"].items():
+            gap = (overall["recall"] - m["recall"]) * 100
+            table.add_row(
+                group,
+                f"{m['records']:,}",
+                f"{m['precision']:.4f}",
+                f"{m['recall']:.4f}",
+                f"{gap:+.2f}",
+                f"{m['review_share'] * 100:.2f} %",
+            )
+        console.print(table)
 
 
 def staff_caller(session: Session, name: str) -> Caller:

@@ -7,7 +7,7 @@ code scores a database run (truth mapped through keyed source keys) and an in-me
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 
@@ -71,3 +71,71 @@ def evaluate(
         "review_queue_records": review_records,
         "review_queue_share": round(review_records / len(records), 5) if records else 0.0,
     }
+
+
+def evaluate_by_group(
+    cluster_of: Mapping[str, Any],
+    truth: Mapping[str, str],
+    attributes: Mapping[str, Mapping[str, str]],
+    by: Iterable[str],
+    review_records: Collection[str] = (),
+) -> dict[str, Any]:
+    """Cluster precision, recall and review share per group of true persons (the bias report).
+
+    ``attributes`` gives each true person's attributes (age band, sex, name origin …); each
+    attribute in ``by`` splits the persons into groups. For a group:
+
+    * recall: of the record pairs of its persons, the share the clustering put together;
+    * precision: of the predicted pairs with at least one record of its persons, the share
+      that are true (a false merge of two groups' persons counts against both);
+    * review share: of its persons' records, the share in the review queue.
+
+    ``max_recall_gap`` per attribute is how far the worst group's recall falls below the
+    overall recall: the figure the report's goal (no group more than a point below) is on.
+    """
+    records = [r for r in cluster_of if r in truth]
+    by_cluster: dict[Any, Counter[str]] = defaultdict(Counter)
+    per_person: Counter[str] = Counter()
+    for r in records:
+        by_cluster[cluster_of[r]][truth[r]] += 1
+        per_person[truth[r]] += 1
+    in_review = Counter(truth[r] for r in review_records if r in truth)
+    overall = evaluate(cluster_of, truth, review_records=len(review_records))
+    report: dict[str, Any] = {"overall": overall["cluster"] | {"records": overall["records"]}}
+    for attribute in by:
+        group_of = {p: attributes.get(p, {}).get(attribute, "unknown") for p in per_person}
+        tp: Counter[str] = Counter()
+        false_pairs: Counter[str] = Counter()
+        for people in by_cluster.values():
+            size = sum(people.values())
+            in_group: Counter[str] = Counter()
+            for person, n in people.items():
+                in_group[group_of[person]] += n
+                tp[group_of[person]] += n * (n - 1) // 2
+            for group, n in in_group.items():
+                touching = size * (size - 1) // 2 - (size - n) * (size - n - 1) // 2
+                together = sum(m * (m - 1) // 2 for p, m in people.items() if group_of[p] == group)
+                false_pairs[group] += touching - together
+        actual: Counter[str] = Counter()
+        group_records: Counter[str] = Counter()
+        group_review: Counter[str] = Counter()
+        for person, n in per_person.items():
+            group = group_of[person]
+            actual[group] += n * (n - 1) // 2
+            group_records[group] += n
+            group_review[group] += in_review[person]
+        groups = {
+            group: _prf(tp[group], false_pairs[group], actual[group] - tp[group])
+            | {
+                "records": group_records[group],
+                "true_pairs": actual[group],
+                "review_share": round(group_review[group] / group_records[group], 5),
+            }
+            for group in sorted(group_records)
+        }
+        worst = min((g["recall"] for g in groups.values() if g["true_pairs"]), default=1.0)
+        report[attribute] = {
+            "groups": groups,
+            "max_recall_gap": round(max(0.0, overall["cluster"]["recall"] - worst), 5),
+        }
+    return report

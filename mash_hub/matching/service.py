@@ -19,7 +19,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from mash_hub.matching import cluster as clustering
 from mash_hub.matching import frequencies as term_frequencies
 from mash_hub.matching import review as reviewing
 from mash_hub.matching.comparisons import IDENTIFIER_COLUMNS
-from mash_hub.matching.evaluate import evaluate
+from mash_hub.matching.evaluate import evaluate, evaluate_by_group
 from mash_hub.matching.features import FeatureBuilder, FeatureTable
 from mash_hub.matching.model import (
     LinkageModel,
@@ -499,8 +499,32 @@ def truth_by_record(session: Session, store: PersonStore, truth_csv: Path) -> di
     return out
 
 
-def evaluate_current(db: Database, store: PersonStore, truth_csv: Path) -> dict[str, Any]:
-    """Score the persons currently assigned (and the last run's links) against ground truth."""
+class TruthFileError(ValueError):
+    """The truth file lacks what was asked of it (the message names the column, no value)."""
+
+
+def truth_attributes(truth_csv: Path, by: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Each true person's attributes named in ``by`` (columns of the truth file)."""
+    out: dict[str, dict[str, str]] = {}
+    with truth_csv.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [a for a in by if a not in (reader.fieldnames or ())]
+        if missing:
+            raise TruthFileError(
+                f"{truth_csv.name} has no column {', '.join(missing)}; "
+                f"its columns: {', '.join(reader.fieldnames or ())}"
+            )
+        for row in reader:
+            out.setdefault(row["person_key"], {a: row[a] or "unknown" for a in by})
+    return out
+
+
+def evaluate_current(
+    db: Database, store: PersonStore, truth_csv: Path, by: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Score the persons currently assigned (and the last run's links) against ground truth;
+    with ``by``, also per group of true persons (:func:`evaluate_by_group`)."""
+    attributes = truth_attributes(truth_csv, by) if by else {}
     with db.transaction() as session:
         truth = truth_by_record(session, store, truth_csv)
         # Records not yet linked each count as their own person.
@@ -527,4 +551,6 @@ def evaluate_current(db: Database, store: PersonStore, truth_csv: Path) -> dict[
                     review.update((str(left), str(right)))
     result = evaluate(cluster_of, truth, links, len(review))
     result["truth_rows_matched"] = len(truth)
+    if by:
+        result["by_group"] = evaluate_by_group(cluster_of, truth, attributes, by, review)
     return result

@@ -57,7 +57,31 @@ COUNCIL_COLUMNS = (
     "phone",
     "email",
 )
-TRUTH_COLUMNS = ("feed", "source_record_id", "person_key")
+# The truth also carries the attributes the linkage-bias report groups by
+# (``mash-hub link evaluate --by``): the person's true age band, sex and naming tradition.
+TRUTH_COLUMNS = ("feed", "source_record_id", "person_key", "age_band", "sex", "name_origin")
+# Bands that matter to safeguarding: under-5s often lack identifiers, school age, young adults.
+AGE_BANDS: tuple[tuple[int, str], ...] = (
+    (5, "0-4"),
+    (11, "5-10"),
+    (18, "11-17"),
+    (25, "18-24"),
+    (45, "25-44"),
+    (65, "45-64"),
+)
+OLDEST_BAND = "65+"
+
+
+def age_band(age: int) -> str:
+    """The truth file's age band of a person ``age`` years old."""
+    return next((band for below, band in AGE_BANDS if age < below), OLDEST_BAND)
+
+
+def truth_row(feed: str, record_id: str, person: Person) -> tuple[str, ...]:
+    """One truth line: the record, its true person, and that person's attributes."""
+    return (feed, record_id, person.key, age_band(person.age), person.sex, person.origin.name)
+
+
 # The extract each feed's definition reads, and the ground truth, in the output folder.
 EXTRACT_FILES: Mapping[str, str] = {
     "police": "police.csv",
@@ -465,7 +489,7 @@ class Recorder:
                     narrative,
                 ]
             )
-            self.truth(("police", rid, p.key))
+            self.truth(truth_row("police", rid, p))
 
     def _council(self, p: Person, hh: Household) -> None:
         r = self.rng.random
@@ -501,7 +525,7 @@ class Recorder:
                     email,
                 ]
             )
-            self.truth(("council", rid, p.key))
+            self.truth(truth_row("council", rid, p))
 
     def _social(self, p: Person, hh: Household) -> None:
         rng = self.rng
@@ -560,7 +584,7 @@ class Recorder:
                 "contact": {"phone": phone, "email": email},
             }
             self.sc_out.push(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
-            self.truth(("social_care", rid, p.key))
+            self.truth(truth_row("social_care", rid, p))
 
 
 def _mistype(ident: str, rng: Random) -> str:

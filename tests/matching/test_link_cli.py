@@ -57,6 +57,17 @@ def test_train_run_evaluate_from_the_command_line(hub_env: dict[str, str], tmp_p
     metrics = json.loads(scored.stdout)
     assert metrics["false_merge_people"] == 0
     assert metrics["cluster"]["recall"] > 0.9
+    truth = str(tmp_path / "synth" / "truth.csv")
+    bias = run_hub("link", "evaluate", "--truth", truth, "--by", "age_band,sex", "--json",
+                   env=hub_env)  # fmt: skip
+    assert bias.returncode == 0, bias.stderr
+    by_group = json.loads(bias.stdout)["by_group"]
+    assert {"F", "M"} <= set(by_group["sex"]["groups"])
+    assert sum(g["records"] for g in by_group["age_band"]["groups"].values()) == metrics["records"]
+    shown = run_hub("link", "evaluate", "--truth", truth, "--by", "name_origin", env=hub_env)
+    assert shown.returncode == 0 and "by name_origin" in shown.stderr, shown.stderr
+    unknown = run_hub("link", "evaluate", "--truth", truth, "--by", "shoe_size", env=hub_env)
+    assert unknown.returncode == 2 and "no column shoe_size" in unknown.stderr
 
     # The review queue: list (no personal data), show (audited), decide.
     listed = run_hub("link", "review", "list", "--json", env=hub_env)

@@ -54,7 +54,7 @@ def test_columns_exact(extracts: Extracts) -> None:
     assert tuple(extracts.police[0]) == POLICE_COLUMNS
     assert tuple(extracts.council[0]) == COUNCIL_COLUMNS
     header = Path(extracts.summary.files["truth"]).read_text(encoding="utf-8").splitlines()[0]
-    assert header == "feed,source_record_id,person_key"
+    assert header == "feed,source_record_id,person_key,age_band,sex,name_origin"
 
 
 def test_truth_covers_every_record_once(extracts: Extracts) -> None:
