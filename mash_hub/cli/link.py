@@ -171,15 +171,20 @@ def _print_bias_report(by_group: dict[str, Any]) -> None:
             title=f"by {attribute} (overall recall {overall['recall']:.4f}; "
             f"worst group {report['max_recall_gap'] * 100:.2f} points below)"
         )
-        for column in ("group", "records", "precision", "recall", "points below overall", "review"):
+        columns = ("group", "records", "true pairs", "precision", "recall", "recall 95 %",
+                   "points below overall", "review")  # fmt: skip
+        for column in columns:
             table.add_column(column, justify="left" if column == "group" else "right")
         for group, m in report["groups"].items():
             gap = (overall["recall"] - m["recall"]) * 100
+            low, high = m["recall_95"]
             table.add_row(
                 group,
                 f"{m['records']:,}",
+                f"{m['true_pairs']:,}",
                 f"{m['precision']:.4f}",
                 f"{m['recall']:.4f}",
+                f"{low:.3f}-{high:.3f}",
                 f"{gap:+.2f}",
                 f"{m['review_share'] * 100:.2f} %",
             )

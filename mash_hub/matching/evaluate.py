@@ -6,6 +6,7 @@ code scores a database run (truth mapped through keyed source keys) and an in-me
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -124,18 +125,39 @@ def evaluate_by_group(
             actual[group] += n * (n - 1) // 2
             group_records[group] += n
             group_review[group] += in_review[person]
-        groups = {
+        groups: dict[str, dict[str, Any]] = {
             group: _prf(tp[group], false_pairs[group], actual[group] - tp[group])
             | {
                 "records": group_records[group],
                 "true_pairs": actual[group],
+                "recall_95": _wilson(tp[group], actual[group]),
                 "review_share": round(group_review[group] / group_records[group], 5),
             }
-            for group in sorted(group_records)
+            for group in sorted(group_records, key=_natural)
         }
-        worst = min((g["recall"] for g in groups.values() if g["true_pairs"]), default=1.0)
+        worst = min((float(g["recall"]) for g in groups.values() if g["true_pairs"]), default=1.0)
         report[attribute] = {
             "groups": groups,
             "max_recall_gap": round(max(0.0, overall["cluster"]["recall"] - worst), 5),
         }
     return report
+
+
+def _natural(group: str) -> tuple[float, str]:
+    """Age bands in age order ("5-10" before "11-17"), other groups by name."""
+    digits = group.split("-", maxsplit=1)[0].rstrip("+")
+    return (float(digits) if digits.isdigit() else float("inf"), group)
+
+
+def _wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """A 95 % Wilson interval for a share: small groups have wide ones, so a gap between a
+    small group and the overall figure is only worth chasing when the interval excludes it.
+    (Pairs of one person's records are not independent, so the interval is a guide.)"""
+    if trials == 0:
+        return (0.0, 1.0)
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = (z / (1 + z * z / trials)) * math.sqrt(
+        share * (1 - share) / trials + z * z / (4 * trials * trials)
+    )
+    return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))

@@ -70,6 +70,8 @@ def test_group_figures_match_a_pair_by_pair_count(
     for group, figures in expected.items():
         for name, value in figures.items():
             assert got[group][name] == value, (group, name)
+        low, high = got[group]["recall_95"]
+        assert low <= figures["recall"] + 1e-4 and figures["recall"] <= high + 1e-4
     worst = min(
         (g["recall"] for g in got.values() if g["true_pairs"]), default=report["overall"]["recall"]
     )
