@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     pool_max_overflow: int = Field(default=10, ge=0, le=200)
     pool_timeout_seconds: float = Field(default=30.0, gt=0)
     log_level: str = Field(default="INFO")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one JSON object per log line (time, level, logger, message, "
+        "request id), for a log pipeline. Neither form holds personal data.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token a Prometheus scraper presents at /metrics; unset: no metrics.",
+    )
     key_provider: Literal["auto", "keyring", "env"] = Field(
         default="auto",
         description=(

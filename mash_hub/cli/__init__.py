@@ -27,6 +27,7 @@ from mash_hub.cli.synth import synth
 from mash_hub.crypto.errors import KeyConfigError
 from mash_hub.db.embedded import EmbeddedPostgresError
 from mash_hub.db.engine import DatabaseConfigError, DatabaseUnavailableError
+from mash_hub.observability import logs
 
 app = typer.Typer(
     name="mash-hub",
@@ -71,7 +72,7 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
     level = logging.DEBUG if verbose else getattr(logging, settings().log_level)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(level, settings().log_format)
     if not verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 

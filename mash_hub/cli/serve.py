@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import signal
 import socket
+import tempfile
 from types import FrameType
 from typing import Annotated, Any
 
@@ -17,6 +19,9 @@ from uvicorn.supervisors import Multiprocess
 from mash_hub.audit.checkpointer import start_checkpointer
 from mash_hub.cli._common import console, open_hub, settings
 from mash_hub.crypto.signing import load_signing_key
+from mash_hub.observability import logs
+from mash_hub.observability.logs import LogFormat
+from mash_hub.observability.metrics import MULTIPROCESS_ENV
 from mash_hub.web.app import create_app
 
 
@@ -58,7 +63,7 @@ def serve(
             "host": host,
             "port": port,
             "log_level": cfg.log_level.lower(),
-            "log_config": log_config(),
+            "log_config": log_config(cfg.log_format),
             "access_log": True,
         }
         try:
@@ -68,6 +73,12 @@ def serve(
                 _run_workers(workers, options)
         finally:
             stop_checkpoints()
+
+
+# How long uvicorn's supervisor waits for a worker to answer its health check before it
+# kills and replaces it. uvicorn's 5 s is shorter than a worker's start-up (imports, pool,
+# policy) on a busy 2-core host: workers were killed and restarted in a loop, never serving.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def listening_socket(config: uvicorn.Config) -> socket.socket:
@@ -87,12 +98,22 @@ def _run_workers(workers: int, options: dict[str, Any]) -> None:
     connections it accepts, and a response written in two parts then waits for the client's
     delayed ACK (about 40 ms a request). Accepted sockets inherit the option on Linux.
     """
-    config = uvicorn.Config("mash_hub.web.app:worker_app", factory=True, workers=workers, **options)
+    config = uvicorn.Config(
+        "mash_hub.web.app:worker_app",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+        **options,
+    )
     sock = listening_socket(config)
-    try:
-        Multiprocess(config, sockets=[sock]).run()
-    finally:
-        sock.close()
+    # Each worker writes its request metrics here; a scrape of any worker sums them all.
+    with tempfile.TemporaryDirectory(prefix="mash-hub-metrics-") as shared_metrics:
+        os.environ[MULTIPROCESS_ENV] = shared_metrics
+        try:
+            Multiprocess(config, sockets=[sock]).run()
+        finally:
+            del os.environ[MULTIPROCESS_ENV]
+            sock.close()
 
 
 class QueryStringFilter(logging.Filter):
@@ -115,9 +136,11 @@ def _without_query(arg: object) -> object:
     return arg
 
 
-def log_config() -> dict[str, Any]:
-    """uvicorn's logging configuration with :class:`QueryStringFilter` on every handler."""
+def log_config(kind: LogFormat = "text") -> dict[str, Any]:
+    """uvicorn's logging configuration with :class:`QueryStringFilter` on every handler, in
+    the hub's log format (``MASH_LOG_FORMAT``)."""
     config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"].update(logs.uvicorn_formatters(kind))
     config.setdefault("filters", {})["no_query_string"] = {"()": QueryStringFilter}
     for handler in config["handlers"].values():
         handler["filters"] = [*handler.get("filters", []), "no_query_string"]

@@ -20,8 +20,10 @@ from mash_hub.db import migrate
 from mash_hub.db.engine import Database, open_database
 from mash_hub.settings import Settings, get_settings
 from mash_hub.web import api
+from mash_hub.web import metrics as metrics_api
 from mash_hub.web.auth import Authenticator
 from mash_hub.web.errors import PROBLEM_JSON, install_error_handlers
+from mash_hub.web.metrics import MetricsMiddleware
 from mash_hub.web.middleware import ApiMiddleware
 from mash_hub.web.ratelimit import RateLimiter
 
@@ -40,9 +42,14 @@ def create_app(
     app.state.authenticator = Authenticator(cfg, token_key)
     app.state.rate_limiter = RateLimiter(cfg.rate_limit_per_minute)
     app.state.failure_limiter = RateLimiter(cfg.auth_failures_per_minute)
+    app.state.metrics_token = (
+        cfg.metrics_token.get_secret_value() if cfg.metrics_token is not None else None
+    )
     install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, database=database)  # inner: sees the matched route
     app.add_middleware(ApiMiddleware, max_body_bytes=cfg.max_body_bytes)
     app.include_router(api.router)
+    app.include_router(metrics_api.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from mash_hub.observability.logs import request_id_var
 from mash_hub.web.errors import PROBLEM_JSON, problem_body
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class ApiMiddleware:
             return
         request_id = request_id_from(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        request_id_var.set(request_id)  # for the log lines written while answering
         started = False
         too_large = False
         received = 0

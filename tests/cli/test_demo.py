@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -73,18 +74,21 @@ def test_demo_refuses_an_external_database(server_dir: Path) -> None:
 
 def test_demo_serves_and_every_printed_credential_works(server_dir: Path) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mash_hub", "demo", "--people", PEOPLE, "--port", str(port)],
-        cwd=server_dir,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    metrics_token = "test-scraper-token-0123456789"
+    output = server_dir / "demo-output.log"  # a file, not a pipe: nothing blocks on a full pipe
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mash_hub", "demo", "--people", PEOPLE, "--port", str(port)],
+            cwd=server_dir,
+            env=_env(MASH_LOG_FORMAT="json", MASH_METRICS_TOKEN=metrics_token),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         ready = wait_until_ready(base, process, timeout=120)
-        assert ready, process.stderr.read() if process.stderr and process.poll() else "not ready"
+        assert ready, output.read_text() if process.poll() is not None else "not ready"
         document = json.loads((server_dir / ".mash-hub/demo/credentials.json").read_text())
         for account in document["accounts"]:
             headers = {"Authorization": f"Bearer {account['token']}"}
@@ -94,10 +98,46 @@ def test_demo_serves_and_every_printed_credential_works(server_dir: Path) -> Non
         me = httpx.get(f"{base}/api/v1/me", headers=partner, timeout=10).json()
         assert (me["kind"], me["agency"]) == ("partner", document["partner"]["agency"])
         _newcomer_flows(base, document, server_dir / ".mash-hub/demo/extracts")
+        _scrape_metrics(base, metrics_token)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     assert process.returncode == 0
+    logs = output.read_text()
+    json_lines = [line for line in logs.splitlines() if line.startswith("{")]
+    assert any('"logger": "uvicorn.access"' in line for line in json_lines)
+    assert all("request_id" in json.loads(line) for line in json_lines if "uvicorn.access" in line)
+    names, codes = _personal_values(server_dir / ".mash-hub/demo/extracts")
+    assert names & set(re.findall(r"[A-Za-z'-]+", logs)) == set()
+    assert [code for code in codes if code in logs] == []
+
+
+def _scrape_metrics(base: str, token: str) -> None:
+    """Prometheus scrapes with the token; the route is labelled by its template only."""
+    assert httpx.get(f"{base}/metrics", timeout=10).status_code == 401
+    scraped = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert scraped.status_code == 200, scraped.text
+    text = scraped.text
+    assert 'route="/api/v1/persons/{person_id}"' in text
+    assert "mash_hub_ingested_records" in text and "mash_hub_audit_unchained_entries" in text
+    assert "mash_hub_db_pool_connections_in_use" in text
+    assert not re.search(r"/api/v1/persons/[0-9a-f]{8}-", text)  # never a concrete path
+
+
+def _personal_values(extracts: Path) -> tuple[set[str], set[str]]:
+    """Family names, and postcodes and identifiers, of the demo's synthetic people as the
+    extracts write them (names under five letters left out: as often ordinary words)."""
+    names: set[str] = set()
+    codes: set[str] = set()
+    with (extracts / "council.csv").open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            names |= {row["last_name"], row["last_name"].upper()}
+            codes |= {row["upn"], row["postcode"]}
+    with (extracts / "police.csv").open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            names.add(row["SURNAME"])
+            codes |= {row["PNC_ID"], row["POSTCODE"]}
+    return {n for n in names if len(n) >= 5}, {c for c in codes if len(c) >= 5}
 
 
 def _newcomer_flows(base: str, credentials: dict[str, Any], extracts: Path) -> None:
