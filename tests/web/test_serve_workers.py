@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from mash_hub.db.embedded import EmbeddedPostgres
 from tests.serving import free_port, wait_until_ready
 
 WORKERS = 2
+METRICS_TOKEN = "scraper-token-for-workers-test"
 
 
 def _children(pid: int) -> list[str]:
@@ -37,6 +39,8 @@ def _children(pid: int) -> list[str]:
 
 def test_serve_with_workers_answers_and_stops_cleanly(server_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASH_")}
+    env["MASH_METRICS_TOKEN"] = METRICS_TOKEN
+    env["MASH_AUTH_FAILURES_PER_MINUTE"] = "1000"  # this test sends many on purpose
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mash_hub", "serve", "--port", str(port), "--workers", str(WORKERS)],
@@ -58,6 +62,17 @@ def test_serve_with_workers_answers_and_stops_cleanly(server_dir: Path) -> None:
                 response = client.get("/api/v1/me")
                 assert response.status_code == 401  # each worker authenticates (and audits)
                 assert response.headers["content-type"].startswith("application/problem+json")
+        # Requests on separate connections land on both workers; a scrape of either counts all.
+        for _ in range(20):
+            assert httpx.get(f"http://127.0.0.1:{port}/api/v1/me", timeout=10).status_code == 401
+        auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        for _ in range(3):
+            scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=auth, timeout=10)
+            assert scraped.status_code == 200
+            count = re.search(
+                r'_count\{method="GET",route="/api/v1/me",status="4xx"\} ([0-9.]+)', scraped.text
+            )
+            assert count is not None and float(count.group(1)) >= 30
         # The behaviour TCP_NODELAY exists for: no delayed-ACK stall on each response.
         assert fastest_keepalive_response(f"http://127.0.0.1:{port}") < 0.030
     finally:
