@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
 from mash_hub.db.engine import Database
+from mash_hub.observability import metrics
 from mash_hub.observability.logs import JsonFormatter, request_id_var
 from tests.web.test_api_basics import SECRET_VALUE, bearer_for, make_app
 
@@ -96,3 +97,25 @@ def test_json_log_lines_carry_the_request_id_and_no_exception_message() -> None:
         request_id_var.reset(token)
     assert line["message"] == "failed here" and line["request_id"] == "req-123"
     assert line["exception"] == "ValueError" and SECRET_VALUE not in json.dumps(line)
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_the_hub_exports(
+    committing_database: Database, tmp_path: Path
+) -> None:
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "deploy" / "grafana-dashboard.json").read_text()
+    )
+    wanted = {
+        re.sub(r"_(bucket|count|total)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"mash_hub_\w+", target["expr"])
+    }
+    families = [
+        *metrics.HubStateCollector(committing_database.engine).collect(),
+        *metrics.REQUEST_SECONDS.collect(),
+        *metrics.POOL_IN_USE.collect(),
+        *metrics.POOL_CAPACITY.collect(),
+    ]  # every family, with samples or not (an empty one is left out of a scrape)
+    exported = {family.name for family in families}
+    assert wanted and wanted <= exported, wanted - exported
