@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from mash_hub.db.engine import Database
 from mash_hub.observability import metrics
-from mash_hub.web.errors import ApiProblemError
+from mash_hub.web.errors import ApiProblemError, problem_doc, problem_example
 from mash_hub.web.middleware import ASGIApp, Message, Receive, Scope, Send
 
 router = APIRouter(tags=["operations"])
@@ -24,7 +24,17 @@ router = APIRouter(tags=["operations"])
     "/metrics",
     summary="Prometheus metrics (bearer MASH_METRICS_TOKEN)",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        401: problem_doc(
+            "Missing or wrong metrics token",
+            problem_example(401, "missing or invalid metrics token", "unauthenticated"),
+        ),
+        404: problem_doc(
+            "Metrics are not enabled (no MASH_METRICS_TOKEN)",
+            problem_example(404, "metrics are not enabled (set MASH_METRICS_TOKEN)"),
+        ),
+    },
 )
 def scrape(request: Request) -> Response:
     """Request latency per route, pool use, ingest, linkage, review-queue and audit-chain
