@@ -43,6 +43,7 @@ from mash_hub.crypto.errors import KeyConfigError
 from mash_hub.crypto.signing import AuditVerifyKey, load_signing_key
 from mash_hub.db import migrate
 from mash_hub.db.engine import Database
+from mash_hub.users.history import ActorResolver, AuditedAct
 
 app = typer.Typer(
     help="Verify the tamper-evident audit log, sign checkpoints, query and export it.",
@@ -244,7 +245,13 @@ def query(
         limit=limit,
     )
     with _open() as db, db.transaction() as session:
-        rows = [_row(entry) for entry in session.execute(stmt).scalars()]
+        entries = list(session.execute(stmt).scalars())
+        people = ActorResolver(session).describe(
+            AuditedAct(e.actor, e.occurred_at, e.details) for e in entries
+        )
+        rows = [
+            {**_row(entry), **who.as_dict()} for entry, who in zip(entries, people, strict=True)
+        ]
         audit(
             session,
             AuditEvent(actor(), "audit.query", details={"filters": filters, "rows": len(rows)}),
@@ -257,10 +264,15 @@ def query(
         table.add_column(column)
     for row in rows:
         subject = f"{row['subject_type'] or ''}:{row['subject_id'] or ''}".strip(":")
+        who = ", ".join(
+            str(part)
+            for part in (row["actor_name"], row["actor_role"], row["actor_agency"])
+            if part
+        )
         table.add_row(
             str(row["seq"]),
             row["occurred_at"][:19].replace("T", " "),
-            row["actor"],
+            f"{who} ({row['actor']})" if who else row["actor"],
             row["action"],
             subject,
             json.dumps(row["details"], sort_keys=True, ensure_ascii=False),

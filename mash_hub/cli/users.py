@@ -32,6 +32,7 @@ from mash_hub.users.service import (
     UserError,
     add_client,
     add_user,
+    change_user,
     disable_user,
     find_user,
     issue_token,
@@ -130,6 +131,44 @@ def users_disable(
         emit_json({"id": str(user.id), "name": name, "disabled": True})
     else:
         console.print(f"Disabled user {name}.", highlight=False)
+
+
+@users_app.command("change")
+def users_change(
+    name: Annotated[str, typer.Argument(help="The user to change.")],
+    role: Annotated[str | None, typer.Option("--role", help="A new staff role.")] = None,
+    agency: Annotated[str | None, typer.Option("--agency", help="A new agency.")] = None,
+    rename: Annotated[str | None, typer.Option("--rename", help="A new login name.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a user's role, agency or login name (audited as users.change).
+
+    Their current tokens carry the old role and agency and stop working at their next
+    request. The audit log keeps naming their past actions as they were then.
+    """
+    with _open() as db, db.transaction() as session:
+        try:
+            user = change_user(session, name, role=role, agency=agency, new_name=rename)
+        except UserError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        audit(
+            session,
+            AuditEvent(
+                actor(),
+                "users.change",
+                "user",
+                str(user.id),
+                {"role": user.role, "agency": user.agency, "renamed": rename is not None},
+            ),
+        )
+        result = {"id": str(user.id), "name": user.name, "role": user.role, "agency": user.agency}
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(
+            f"Changed user {result['name']}: {result['role']}, {result['agency']}.",
+            highlight=False,
+        )
 
 
 def token(

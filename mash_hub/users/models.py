@@ -2,6 +2,8 @@
 
 * ``users``: staff known to the hub (for hub-issued tokens on the embedded default); a
   disabled user's tokens stop working at their next request;
+* ``user_versions``: every state a user has had (name, role, agency, disabled) and from when,
+  so the audit log can name an actor as they were when they acted;
 * ``clients``: partner agencies' API clients; only the SHA-256 of a key's secret is stored.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Boolean, DateTime, LargeBinary, String, false, func
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, false, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mash_hub.db.base import Base
@@ -25,6 +27,24 @@ class User(Base):
     agency: Mapped[str] = mapped_column(String(64))
     disabled: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class UserVersion(Base):
+    """One state of a user, valid from ``valid_from`` until the next version's."""
+
+    __tablename__ = "user_versions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(64))
+    agency: Mapped[str] = mapped_column(String(64))
+    disabled: Mapped[bool] = mapped_column(Boolean)
+    valid_from: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
 

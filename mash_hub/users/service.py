@@ -12,12 +12,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mash_hub.authz.vocabulary import AGENCIES, ROLES
 from mash_hub.crypto.tokens import TokenKey, api_key_hash, new_api_key_secret
-from mash_hub.users.models import ApiClient, User
+from mash_hub.users.models import ApiClient, User, UserVersion
 
 PARTNER_ROLE = "partner_agency"
 STAFF_ROLES: tuple[str, ...] = tuple(role for role in ROLES if role != PARTNER_ROLE)
@@ -44,17 +44,69 @@ def check_agency(agency: str) -> None:
 
 
 def add_user(session: Session, name: str, role: str, agency: str) -> User:
-    if not _NAME_RE.fullmatch(name):
-        raise UserError(
-            "a user name is 1-100 characters: letters, digits and . _ @ - "
-            "(starting with a letter or digit)"
-        )
+    _check_name(name)
     check_staff_role(role, agency)
     if session.scalar(select(User.id).where(User.name == name)) is not None:
         raise UserError(f"a user named {name!r} already exists")
     user = User(id=uuid.uuid4(), name=name, role=role, agency=agency, disabled=False)
     session.add(user)
     session.flush()
+    _record_version(session, user)
+    return user
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.fullmatch(name):
+        raise UserError(
+            "a user name is 1-100 characters: letters, digits and . _ @ - "
+            "(starting with a letter or digit)"
+        )
+
+
+def _record_version(session: Session, user: User) -> None:
+    """Keep the user's new state in ``user_versions``, so past audit entries keep naming
+    the actor as they were when they acted. ``valid_from`` is the transaction's time, as is
+    the ``occurred_at`` of the audit entry written with the change."""
+    latest = session.scalar(
+        select(func.max(UserVersion.version)).where(UserVersion.user_id == user.id)
+    )
+    session.add(
+        UserVersion(
+            user_id=user.id,
+            version=(latest or 0) + 1,
+            name=user.name,
+            role=user.role,
+            agency=user.agency,
+            disabled=user.disabled,
+        )
+    )
+    session.flush()
+
+
+def change_user(
+    session: Session,
+    name: str,
+    *,
+    role: str | None = None,
+    agency: str | None = None,
+    new_name: str | None = None,
+) -> User:
+    """Change a user's role, agency or login name. Their tokens and sessions carry the old
+    role and agency, so they stop working at the next request; the old state stays in
+    ``user_versions`` for the audit log."""
+    user = find_user(session, name)
+    if role is None and agency is None and new_name is None:
+        raise UserError("nothing to change: give a new role, agency or name")
+    check_staff_role(role or user.role, agency or user.agency)
+    if new_name is not None and new_name != user.name:
+        _check_name(new_name)
+        if session.scalar(select(User.id).where(User.name == new_name)) is not None:
+            raise UserError(f"a user named {new_name!r} already exists")
+        user.name = new_name
+    user.role = role or user.role
+    user.agency = agency or user.agency
+    session.flush()
+    _record_version(session, user)
     return user
 
 
@@ -71,8 +123,10 @@ def list_users(session: Session) -> list[User]:
 
 def disable_user(session: Session, name: str) -> User:
     user = find_user(session, name)
-    user.disabled = True
-    session.flush()
+    if not user.disabled:
+        user.disabled = True
+        session.flush()
+        _record_version(session, user)
     return user
 
 

@@ -64,6 +64,7 @@ from mash_hub.crypto.errors import KeyConfigError
 from mash_hub.crypto.signing import AuditVerifyKey, load_signing_key
 from mash_hub.db.engine import Database
 from mash_hub.settings import Settings
+from mash_hub.users.history import ActorResolver, AuditedAct
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import ApiProblemError, problem_doc, problem_example
 
@@ -122,6 +123,17 @@ class AuditEntryOut(BaseModel):
     entry_id: uuid.UUID
     occurred_at: dt.datetime
     actor: str = Field(description="Namespaced id: user:, oidc:, client:, cli: ...")
+    actor_kind: str = Field(
+        default="unknown",
+        description="hub_user, partner_client, oidc_user, command_line or unknown.",
+    )
+    actor_name: str | None = Field(
+        default=None,
+        description="The actor's name when they acted (hub users: their login name then; "
+        "partner clients: their agency's client); null when the hub knows none.",
+    )
+    actor_role: str | None = Field(default=None, description="Their role when they acted.")
+    actor_agency: str | None = Field(default=None, description="Their agency when they acted.")
     action: str
     subject_type: str | None
     subject_id: str | None
@@ -459,9 +471,15 @@ def list_entries(
                 stmt = stmt.order_by(position.desc())
                 if after is not None:
                     stmt = stmt.where(position < after)
-            rows = [entry_dict(row) for row in session.execute(stmt.limit(limit + 1))]
-            more = len(rows) > limit
-            rows = rows[:limit]
+            found = list(session.execute(stmt.limit(limit + 1)))
+            more = len(found) > limit
+            found = found[:limit]
+            people = ActorResolver(session).describe(
+                AuditedAct(row.actor, row.occurred_at, row.details) for row in found
+            )
+            rows = [
+                {**entry_dict(row), **who.as_dict()} for row, who in zip(found, people, strict=True)
+            ]
             next_cursor = rows[-1]["chain_seq"] if more else None
             seq = audit_log.record(
                 session,

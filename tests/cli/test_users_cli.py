@@ -11,10 +11,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 
 from mash_hub.audit.models import AuditEntry
+from mash_hub.authz.versions import publish
 from mash_hub.db import migrate
 from mash_hub.db.engine import Database
 from mash_hub.settings import Settings
 from mash_hub.web.app import create_app
+from tests.authz.conftest import BASELINE
 from tests.cli.test_keys_and_erase_cli import json_output, refused, run_hub
 
 
@@ -115,3 +117,67 @@ def test_clients_add_list_revoke(hub_env: dict[str, str], hub_db: Database) -> N
     everything = json.dumps([e.details for e in audit_entries(hub_db)])
     assert key not in everything
     assert key.split("_", 3)[3] not in everything
+
+
+def test_the_audit_log_names_actors_as_they_were_when_they_acted(
+    hub_env: dict[str, str], hub_db: Database
+) -> None:
+    """A renamed auditor's earlier query keeps their old name; role and agency come from
+    the user's history, not from today's row."""
+    added = json_output(
+        run_hub("users", "add", "a.first", "--role", "auditor", "--agency", "council",
+                "--json", env=hub_env)
+    )  # fmt: skip
+    with hub_db.transaction() as session:
+        publish(session, BASELINE, actor="test:publisher")
+    client = api_client(hub_db, hub_env)
+
+    def query(name: str) -> tuple[dict[str, str], list[dict[str, object]]]:
+        token = run_hub("token", name, env=hub_env)
+        assert token.returncode == 0, token.stderr
+        bearer = {"Authorization": f"Bearer {token.stdout.strip()}"}
+        response = client.get("/api/v1/audit/entries", headers=bearer)
+        assert response.status_code == 200, response.text
+        return bearer, response.json()["entries"]
+
+    old_token, _ = query("a.first")
+    changed = json_output(
+        run_hub("users", "change", "a.first", "--rename", "a.second", "--agency", "health",
+                "--json", env=hub_env)
+    )  # fmt: skip
+    assert changed == {"id": added["id"], "name": "a.second", "role": "auditor", "agency": "health"}
+    _, listed_entries = query("a.second")
+    entries = {e["seq"]: e for e in listed_entries}
+
+    mine = [e for e in entries.values() if e["actor"] == f"user:{added['id']}"]
+    assert [(e["action"], e["actor_name"], e["actor_agency"]) for e in mine] == [
+        ("audit.query", "a.first", "council")
+    ]
+    assert mine[0]["actor_kind"] == "hub_user" and mine[0]["actor_role"] == "auditor"
+    operator = next(e for e in entries.values() if e["action"] == "users.change")
+    assert operator["actor_kind"] == "command_line"
+    assert operator["actor_name"] == str(operator["actor"]).removeprefix("cli:")
+
+    # The command line names the actor too, with the name they had then.
+    listed = json_output(run_hub("audit", "query", "--action", "audit.query", "--json",
+                                 env=hub_env))  # fmt: skip
+    assert [row["actor_name"] for row in listed] == ["a.first", "a.second"]
+    # A token issued before the change carries the old agency and stops working.
+    assert client.get("/api/v1/me", headers=old_token).status_code == 401
+    # Names stay out of the log itself.
+    assert "a.first" not in json.dumps([[e.actor, e.details] for e in audit_entries(hub_db)])
+
+
+def test_users_change_refuses_bad_input(hub_env: dict[str, str], hub_db: Database) -> None:
+    run_hub("users", "add", "b.one", "--role", "auditor", "--agency", "council", env=hub_env)
+    run_hub("users", "add", "b.two", "--role", "auditor", "--agency", "council", env=hub_env)
+    assert "nothing to change" in refused(run_hub("users", "change", "b.one", env=hub_env))
+    assert "already exists" in refused(
+        run_hub("users", "change", "b.one", "--rename", "b.two", env=hub_env)
+    )
+    assert "unknown staff role" in refused(
+        run_hub("users", "change", "b.one", "--role", "partner_agency", env=hub_env)
+    )
+    assert "no user named" in refused(
+        run_hub("users", "change", "nobody", "--role", "auditor", env=hub_env)
+    )

@@ -95,7 +95,7 @@ def hub(committing_database: Database, tmp_path: Path) -> Iterator[AuditHub]:
 
 def normalised(entry: dict[str, Any]) -> dict[str, Any]:
     """An entry of the API or the table in one form (times parsed; absent columns None)."""
-    out = {k: v for k, v in entry.items() if k != "chain_seq"}
+    out = {k: v for k, v in entry.items() if k != "chain_seq" and not k.startswith("actor_")}
     out["occurred_at"] = dt.datetime.fromisoformat(entry["occurred_at"])
     return out
 
@@ -111,6 +111,16 @@ def test_an_auditor_queries_every_entry_with_hashes(hub: AuditHub) -> None:
     assert got == [normalised(e) for e in before]
     actions = [e["action"] for e in body["entries"]]
     assert actions.count("person.view") == 4 and "authz.denied" in actions
+    # Each actor is described as they were: role and agency as the entry itself recorded.
+    for entry in body["entries"]:
+        if entry["action"] == "person.view":
+            details = entry["details"]
+            assert (entry["actor_role"], entry["actor_agency"]) == (
+                details["role"],
+                details["agency"],
+            )
+            assert entry["actor_kind"] == "hub_user"
+            assert entry["actor_name"] == f"{details['role']}.{details['agency']}"
     (query,) = hub.audit("audit.query")
     assert query.seq == body["audit_seq"]
     assert query.details["rows"] == len(before) and query.details["role"] == "auditor"
