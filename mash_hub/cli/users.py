@@ -39,6 +39,7 @@ from mash_hub.users.service import (
     list_clients,
     list_users,
     revoke_client,
+    sign_out_everywhere,
 )
 
 users_app = typer.Typer(
@@ -171,6 +172,27 @@ def users_change(
         )
 
 
+@users_app.command("sign-out")
+def users_sign_out(
+    name: Annotated[str, typer.Argument(help="The user to sign out everywhere.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Refuse every token the user holds now (a lost laptop, a leaked token); tokens issued
+    afterwards work. Audited as auth.signed_out_everywhere."""
+    with _open() as db, db.transaction() as session:
+        try:
+            user = sign_out_everywhere(session, name)
+        except UserError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        audit(session, AuditEvent(actor(), "auth.signed_out_everywhere", "user", str(user.id)))
+        not_before = user.tokens_not_before
+    stamp = not_before.isoformat() if not_before is not None else None
+    if as_json:
+        emit_json({"id": str(user.id), "name": name, "tokens_not_before": stamp})
+    else:
+        console.print(f"Signed out {name}: tokens issued before {stamp} are refused.")
+
+
 def token(
     name: Annotated[str, typer.Argument(help="The user the token is for.")],
     minutes: Annotated[
@@ -211,7 +233,13 @@ def token(
             ),
         )
     if as_json:
-        emit_json({"token": issued.token, "expires_at": issued.expires_at.isoformat()})
+        emit_json(
+            {
+                "token": issued.token,
+                "jti": issued.jti,
+                "expires_at": issued.expires_at.isoformat(),
+            }
+        )
     else:
         typer.echo(issued.token)
         console.print(f"Expires {issued.expires_at.isoformat()}.", highlight=False)

@@ -4,6 +4,8 @@
   disabled user's tokens stop working at their next request;
 * ``user_versions``: every state a user has had (name, role, agency, disabled) and from when,
   so the audit log can name an actor as they were when they acted;
+* ``revoked_tokens``: hub tokens signed out or revoked before they expire, by ``jti`` (kept
+  until the token would have expired anyway);
 * ``clients``: partner agencies' API clients; only the SHA-256 of a key's secret is stored.
 """
 
@@ -27,6 +29,21 @@ class User(Base):
     agency: Mapped[str] = mapped_column(String(64))
     disabled: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    # Tokens issued before this time are refused ("sign out everywhere").
+    tokens_not_before: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RevokedToken(Base):
+    """A hub token refused before its expiry (sign-out, or an operator's revocation)."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column()
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    revoked_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
 

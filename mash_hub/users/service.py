@@ -12,12 +12,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from mash_hub.authz.vocabulary import AGENCIES, ROLES
 from mash_hub.crypto.tokens import TokenKey, api_key_hash, new_api_key_secret
-from mash_hub.users.models import ApiClient, User, UserVersion
+from mash_hub.users.models import ApiClient, RevokedToken, User, UserVersion
 
 PARTNER_ROLE = "partner_agency"
 STAFF_ROLES: tuple[str, ...] = tuple(role for role in ROLES if role != PARTNER_ROLE)
@@ -165,6 +165,41 @@ def issue_token(
         "jti": jti,
     }
     return IssuedToken(key.sign(claims), jti, expires)
+
+
+def revoke_token(
+    session: Session, jti: str, *, expires_at: dt.datetime, user_id: uuid.UUID | None = None
+) -> bool:
+    """Refuse the hub token ``jti`` from now until it would have expired. True when it was
+    not revoked already."""
+    if session.get(RevokedToken, jti) is not None:
+        return False
+    purge_revocations(session)
+    session.add(RevokedToken(jti=jti, user_id=user_id, expires_at=expires_at))
+    session.flush()
+    return True
+
+
+def is_revoked(session: Session, jti: str) -> bool:
+    return session.get(RevokedToken, jti) is not None
+
+
+def sign_out_everywhere(session: Session, name: str) -> User:
+    """Refuse every token the user was issued before this second; tokens issued afterwards
+    work. (Token ``iat`` claims are whole seconds, so a token issued earlier within the same
+    second survives: a one-second window, in exchange for signing straight back in.)"""
+    user = find_user(session, name)
+    user.tokens_not_before = session.scalar(select(func.date_trunc("second", func.now())))
+    session.flush()
+    return user
+
+
+def purge_revocations(session: Session, now: dt.datetime | None = None) -> int:
+    """Forget revocations of tokens that have expired anyway (each revocation does this, so
+    the table holds at most a shift's sign-outs); how many were forgotten."""
+    cutoff = now or dt.datetime.now(dt.UTC)
+    result = session.execute(delete(RevokedToken).where(RevokedToken.expires_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def add_client(session: Session, agency: str) -> tuple[ApiClient, str]:

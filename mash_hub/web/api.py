@@ -3,17 +3,22 @@ join :data:`router` and take :data:`~mash_hub.web.deps.CurrentPrincipal` as a de
 
 from __future__ import annotations
 
+import uuid
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
+from mash_hub.audit import AuditEvent
+from mash_hub.audit import record as audit_record
+from mash_hub.db.engine import Database
+from mash_hub.users.service import revoke_token
 from mash_hub.web import audit as audit_api
 from mash_hub.web import persons, search, subject_access
 from mash_hub.web import referrals as referrals_api
 from mash_hub.web import review as review_api
 from mash_hub.web.deps import CurrentPrincipal
-from mash_hub.web.errors import problem_doc, problem_example
+from mash_hub.web.errors import ApiProblemError, problem_doc, problem_example
 
 # Answers any operation may give; an operation documents its own 400/422 where it has more
 # to say. (FastAPI's default 422 schema is not what the hub sends, so it is replaced here.)
@@ -78,3 +83,45 @@ def me(principal: CurrentPrincipal) -> Me:
         agency=principal.agency,
         method=principal.method,
     )
+
+
+@router.post(
+    "/auth/sign-out",
+    tags=["auth"],
+    summary="Sign out: refuse this hub token from now on",
+    status_code=204,
+    responses={
+        409: problem_doc(
+            "The credential is not a hub-issued token",
+            problem_example(409, "only hub-issued tokens are signed out here", "not_a_hub_token"),
+        )
+    },
+)
+def sign_out(request: Request, principal: CurrentPrincipal) -> Response:
+    """Revokes the presented hub token by its `jti` until it would have expired (audited as
+    `auth.signed_out`). API keys are revoked with `mash-hub clients revoke`; OIDC sessions
+    end at the identity provider."""
+    if principal.token_id is None or principal.token_expires is None:
+        raise ApiProblemError(
+            409,
+            "only hub-issued tokens are signed out here; revoke an API key with "
+            "`mash-hub clients revoke`, end an OIDC session at the identity provider",
+            code="not_a_hub_token",
+        )
+    database: Database = request.app.state.database
+    with database.transaction() as session:
+        user_id = uuid.UUID(principal.id.removeprefix("user:"))
+        revoke_token(
+            session, principal.token_id, expires_at=principal.token_expires, user_id=user_id
+        )
+        audit_record(
+            session,
+            AuditEvent(
+                principal.id,
+                "auth.signed_out",
+                "user",
+                str(user_id),
+                {"jti": principal.token_id, "role": principal.role, "agency": principal.agency},
+            ),
+        )
+    return Response(status_code=204)

@@ -37,7 +37,13 @@ from mash_hub.crypto.errors import KeyConfigError
 from mash_hub.crypto.tokens import TokenKey, api_key_matches, load_token_key
 from mash_hub.settings import Settings
 from mash_hub.users.models import ApiClient, User
-from mash_hub.users.service import API_KEY_PREFIX, PARTNER_ROLE, STAFF_ROLES, parse_api_key
+from mash_hub.users.service import (
+    API_KEY_PREFIX,
+    PARTNER_ROLE,
+    STAFF_ROLES,
+    is_revoked,
+    parse_api_key,
+)
 
 OIDC_ALGORITHMS: dict[str, str] = {"RS256": "RSA", "ES256": "EC"}  # algorithm -> JWK kty
 OIDC_LEEWAY_SECONDS = 30  # clock skew tolerated against an external provider
@@ -66,6 +72,9 @@ class Principal:
     role: str
     agency: str
     method: Literal["hub_token", "oidc", "api_key"]
+    # A hub token's jti and expiry, so the caller can sign it out.
+    token_id: str | None = None
+    token_expires: dt.datetime | None = None
 
     def caller(self) -> Caller:
         return Caller(self.id, self.role, self.agency)
@@ -273,4 +282,19 @@ class Authenticator:
             raise AuthFailure("user_disabled", "hub_token")
         if claims.get("role") != user.role or claims.get("agency") != user.agency:
             raise AuthFailure("claims_stale", "hub_token")
-        return Principal(f"user:{user.id}", "staff", user.role, user.agency, "hub_token")
+        jti = str(claims["jti"])
+        if user.tokens_not_before is not None and (
+            int(claims["iat"]) < user.tokens_not_before.timestamp()
+        ):
+            raise AuthFailure("signed_out", "hub_token")
+        if is_revoked(session, jti):
+            raise AuthFailure("revoked", "hub_token")
+        return Principal(
+            f"user:{user.id}",
+            "staff",
+            user.role,
+            user.agency,
+            "hub_token",
+            token_id=jti,
+            token_expires=dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC),
+        )

@@ -33,6 +33,7 @@ from mash_hub.users.service import (
     disable_user,
     issue_token,
     revoke_client,
+    sign_out_everywhere,
 )
 from mash_hub.web.app import create_app
 
@@ -203,6 +204,40 @@ def test_changed_role_invalidates_tokens(hub: Hub) -> None:
         assert row is not None
         row.role = "auditor"
     hub.refused(token, "claims_stale")
+
+
+def test_a_signed_out_token_is_refused_and_the_sign_out_audited(hub: Hub) -> None:
+    user = hub.user()
+    token, other = hub.hub_token(user), hub.hub_token(user)
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert hub.client.post("/api/v1/auth/sign-out", headers=bearer).status_code == 204
+    hub.refused(token, "revoked")
+    assert hub.me(other).status_code == 200  # only the presented token is signed out
+    with hub.database.transaction() as session:
+        (entry,) = session.scalars(select(AuditEntry).where(AuditEntry.action == "auth.signed_out"))
+        assert entry.actor == f"user:{user.id}"
+        assert entry.details["jti"] == jwt.decode(token, options={"verify_signature": False})["jti"]
+    # Signing the same token out again is refused like any revoked credential.
+    assert hub.client.post("/api/v1/auth/sign-out", headers=bearer).status_code == 401
+
+
+def test_signing_out_an_api_key_says_how_to_revoke_it(hub: Hub) -> None:
+    with hub.database.transaction() as session:
+        _, key = add_client(session, "education")
+    response = hub.client.post("/api/v1/auth/sign-out", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "not_a_hub_token"
+    assert hub.me(key).status_code == 200
+
+
+def test_sign_out_everywhere_refuses_every_earlier_token(hub: Hub) -> None:
+    user = hub.user()
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2)
+    old = hub.hub_token(user, now=earlier)
+    with hub.database.transaction() as session:
+        sign_out_everywhere(session, user.name)
+    hub.refused(old, "signed_out")
+    assert hub.me(hub.hub_token(user)).status_code == 200  # signing straight back in works
 
 
 def test_unknown_user_is_refused(hub: Hub) -> None:

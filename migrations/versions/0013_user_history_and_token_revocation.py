@@ -1,7 +1,9 @@
-"""Every state a user has had, so the audit log names actors as they were when they acted.
+"""Every state a user has had, and hub tokens revoked before they expire.
 
 Auditors read ``user:<uuid>`` actors as a name, role and agency; a later rename or change of
 role must not rewrite who did what. Existing users get a first version from their row.
+A signed-out or revoked token's ``jti`` is refused until the token would have expired;
+``users.tokens_not_before`` signs a user out everywhere.
 
 Revision ID: 0013
 Revises: 0012
@@ -50,5 +52,29 @@ def upgrade() -> None:
     )
 
 
+    op.add_column(
+        "users", sa.Column("tokens_not_before", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.create_table(
+        "revoked_tokens",
+        sa.Column("jti", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "revoked_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("jti", name=op.f("pk_revoked_tokens")),
+    )
+    op.create_index(
+        op.f("ix_revoked_tokens_expires_at"), "revoked_tokens", ["expires_at"], unique=False
+    )
+
+
 def downgrade() -> None:
+    op.drop_index(op.f("ix_revoked_tokens_expires_at"), table_name="revoked_tokens")
+    op.drop_table("revoked_tokens")
+    op.drop_column("users", "tokens_not_before")
     op.drop_table("user_versions")
