@@ -43,6 +43,7 @@ from mash_hub.authz.policy import AccessPolicy, Caller, Decisions
 from mash_hub.persons.models import Person, RecordFieldGroup, SourceRecord
 from mash_hub.persons.store import PersonStore
 from mash_hub.referrals.linked import (
+    REFERRAL_GROUP,
     REFERRAL_SOURCE,
     LinkedReferral,
     referrals_of_person,
@@ -147,8 +148,8 @@ class PersonView:
     break_glass: bool
     audit_seq: int
     sources: dict[str, list[RecordView]] = field(default_factory=dict)
-    # Referrals naming the person (when the caller sees their referral records); the
-    # concerns only where the policy let the view decrypt them.
+    # Referrals naming the person, only when the caller's mask holds ``details.referral`` of
+    # the person's referral records; the concerns only where the view decrypted that group.
     referrals: list[LinkedReferral] = field(default_factory=list)
 
     def shown(self) -> dict[str, frozenset[str]]:
@@ -242,7 +243,11 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
         "records": {source: len(ids) for source, (ids, _) in plan.items()},
         "break_glass": use_glass,
     }
-    linked = referrals_of_person(session, person_id) if REFERRAL_SOURCE in plan else []
+    # The list comes from the referral tables, not from a record's groups, so it is shown
+    # only to a caller whose mask holds the group it describes (reference, role, status,
+    # RAG are what ``details.referral`` says about the person).
+    referral_groups = plan.get(REFERRAL_SOURCE, ([], []))[1]
+    linked = referrals_of_person(session, person_id) if REFERRAL_GROUP in referral_groups else []
     details["referrals"] = [str(r.id) for r in linked]
     if purpose.text is not None:
         details["purpose_text"] = seal_text(session, store, person_id, "purpose", purpose.text)

@@ -154,8 +154,8 @@ class PersonViewOut(BaseModel):
     )
     referrals: list[LinkedReferralOut] = Field(
         default_factory=list,
-        description="Referrals naming the person, newest first (when the caller may see the "
-        "person's referral records).",
+        description="Referrals naming the person, newest first; empty unless the policy lets "
+        "the caller see `details.referral` of the person's referral records.",
     )
 
 
