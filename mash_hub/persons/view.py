@@ -46,6 +46,7 @@ from mash_hub.referrals.linked import (
     REFERRAL_GROUP,
     REFERRAL_SOURCE,
     LinkedReferral,
+    referral_purpose_problem,
     referrals_of_person,
     with_concerns,
 )
@@ -66,10 +67,21 @@ PURPOSE_TEXT_MIN = 10
 PURPOSE_TEXT_MAX = 500
 JUSTIFICATION_MIN = 30
 JUSTIFICATION_MAX = 1000
+# A break-glass justification is read by a privacy officer: it must say something in words.
+JUSTIFICATION_MIN_WORDS = 5
+JUSTIFICATION_MIN_LETTERS = 20
+_WORD = re.compile(r"[^\W\d_]{2,}")  # two or more letters (any script)
 # A reference, not a sentence: letters, digits, / _ - and at least one digit.
 _REFERRAL = re.compile(r"^(?=.*\d)[A-Za-z0-9][A-Za-z0-9/_-]{2,39}$")
 
 REVIEW_OUTCOMES = ("justified", "not_justified", "referred_to_dpo")
+
+# A referral given as purpose that does not exist, is closed, or names someone else.
+PURPOSE_REFERRAL_INVALID = "purpose_referral_invalid"
+PURPOSE_REFERRAL_MESSAGE = (
+    "the referral given as purpose of access does not exist, was decided more than 30 days "
+    "ago, or does not name this person"
+)
 
 
 class InvalidPurposeError(ValueError):
@@ -122,7 +134,30 @@ class BreakGlass:
     justification: str
 
     def __post_init__(self) -> None:
-        _check_text(self.justification, JUSTIFICATION_MIN, JUSTIFICATION_MAX, "justification")
+        check_justification(self.justification)
+
+
+def check_justification(text: str) -> None:
+    """The one rule for a break-glass justification (raises :class:`InvalidPurposeError`).
+
+    Runs of whitespace count as one space, and the text needs at least
+    ``JUSTIFICATION_MIN_WORDS`` words of two or more letters holding
+    ``JUSTIFICATION_MIN_LETTERS`` letters between them, so padding (``"x" + 38 spaces +
+    "y"``) or a row of digits or dots does not pass for a reason. The message quotes nothing
+    of the text."""
+    collapsed = " ".join(text.split())
+    if not JUSTIFICATION_MIN <= len(collapsed) <= JUSTIFICATION_MAX:
+        raise InvalidPurposeError(
+            f"the justification must be {JUSTIFICATION_MIN}-{JUSTIFICATION_MAX} characters "
+            "once runs of spaces are counted as one"
+        )
+    words = _WORD.findall(collapsed)
+    if len(words) < JUSTIFICATION_MIN_WORDS or sum(map(len, words)) < JUSTIFICATION_MIN_LETTERS:
+        raise InvalidPurposeError(
+            f"the justification must explain the emergency in words: at least "
+            f"{JUSTIFICATION_MIN_WORDS} words of two or more letters "
+            f"({JUSTIFICATION_MIN_LETTERS} letters in all)"
+        )
 
 
 def _check_text(value: str, low: int, high: int, what: str) -> None:
@@ -188,35 +223,7 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
     break_glass: BreakGlass | None = None,
 ) -> PersonView:
     """Show ``caller`` the person's records, masked per source agency (module docstring)."""
-    if purpose is None:
-        deny_person_access(
-            session, caller, person_id, "purpose_missing", "a purpose of access is required"
-        )
-    decisions = policy.for_session(session)
-    if not decisions.may_view_persons(caller):
-        deny_person_access(
-            session,
-            caller,
-            person_id,
-            "role_not_permitted",
-            f"role {caller.role!r} of agency {caller.agency!r} may not view person records",
-            decisions=decisions,
-        )
-    if break_glass is not None and not decisions.may_break_glass(caller):
-        deny_person_access(
-            session,
-            caller,
-            person_id,
-            "break_glass_not_permitted",
-            f"role {caller.role!r} of agency {caller.agency!r} may not use break-glass access",
-            decisions=decisions,
-        )
-    person = session.get(Person, person_id)
-    if person is None or person.erased_at is not None:
-        deny_person_access(
-            session, caller, person_id, "unknown_person", "no such person", decisions=decisions
-        )
-
+    decisions, purpose = _authorise(session, policy, caller, person_id, purpose, break_glass)
     by_source = _current_records(session, person_id)
     present = _present_groups(session, [rid for ids in by_source.values() for rid in ids])
     use_glass = break_glass is not None
@@ -300,6 +307,57 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
     )
 
 
+def _authorise(  # noqa: PLR0917 (view_person's inputs)
+    session: Session,
+    policy: AccessPolicy,
+    caller: Caller,
+    person_id: uuid.UUID,
+    purpose: Purpose | None,
+    break_glass: BreakGlass | None,
+) -> tuple[Decisions, Purpose]:
+    """Refuse (audited) unless the caller may view this person for this purpose."""
+    if purpose is None:
+        deny_person_access(
+            session, caller, person_id, "purpose_missing", "a purpose of access is required"
+        )
+    decisions = policy.for_session(session)
+    if not decisions.may_view_persons(caller):
+        deny_person_access(
+            session,
+            caller,
+            person_id,
+            "role_not_permitted",
+            f"role {caller.role!r} of agency {caller.agency!r} may not view person records",
+            decisions=decisions,
+        )
+    if break_glass is not None and not decisions.may_break_glass(caller):
+        deny_person_access(
+            session,
+            caller,
+            person_id,
+            "break_glass_not_permitted",
+            f"role {caller.role!r} of agency {caller.agency!r} may not use break-glass access",
+            decisions=decisions,
+        )
+    person = session.get(Person, person_id)
+    if person is None or person.erased_at is not None:
+        deny_person_access(
+            session, caller, person_id, "unknown_person", "no such person", decisions=decisions
+        )
+    refusal = referral_purpose_refusal(session, purpose, [person_id])
+    if refusal is not None:
+        deny_person_access(
+            session,
+            caller,
+            person_id,
+            PURPOSE_REFERRAL_INVALID,
+            PURPOSE_REFERRAL_MESSAGE,
+            decisions=decisions,
+            extra=refusal,
+        )
+    return decisions, purpose
+
+
 def deny_person_access(
     session: Session,
     caller: Caller,
@@ -309,9 +367,11 @@ def deny_person_access(
     *,
     requested: str = "person.view",
     decisions: Decisions | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> NoReturn:
     """Audit a refused access to a person (``authz.denied``) and raise it; every person read
-    path refuses through here so refusals look the same in the log."""
+    path refuses through here so refusals look the same in the log. ``extra``: ids and codes
+    only (e.g. :func:`referral_purpose_refusal`'s details)."""
     seq = audit_log.record(
         session,
         AuditEvent(
@@ -325,10 +385,34 @@ def deny_person_access(
                 "role": caller.role,
                 "agency": caller.agency,
                 "policy_version": None if decisions is None else decisions.version,
+                **(extra or {}),
             },
         ),
     )
     raise AccessDeniedError(reason, message, seq)
+
+
+def referral_purpose_refusal(
+    session: Session, purpose: Purpose, person_ids: list[uuid.UUID] | None
+) -> dict[str, Any] | None:
+    """None when the purpose is a reason code or a referral that may justify this access;
+    otherwise the details its refusal's audit entry holds.
+
+    The rule is :func:`~mash_hub.referrals.linked.referral_purpose_problem` (``person_ids``
+    None: no person is named, e.g. a search, so only existence and age are checked). The
+    reference is logged only when such a referral exists: a made-up one is caller-chosen
+    text and never enters the log."""
+    if purpose.referral is None:
+        return None
+    problem = referral_purpose_problem(
+        session, purpose.referral, person_ids, now=dt.datetime.now(dt.UTC)
+    )
+    if problem is None:
+        return None
+    details: dict[str, Any] = {"purpose_problem": problem}
+    if problem != "unknown_referral":
+        details["purpose"] = purpose.audit_fields()
+    return details
 
 
 def _current_records(session: Session, person_id: uuid.UUID) -> dict[str, list[uuid.UUID]]:
