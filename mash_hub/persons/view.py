@@ -76,6 +76,7 @@ _REFERRAL = re.compile(r"^(?=.*\d)[A-Za-z0-9][A-Za-z0-9/_-]{2,39}$")
 
 REVIEW_OUTCOMES = ("justified", "not_justified", "referred_to_dpo")
 
+BREAK_GLASS_JUSTIFICATION_INVALID = "break_glass_justification_invalid"
 # A referral given as purpose that does not exist, is closed, or names someone else.
 PURPOSE_REFERRAL_INVALID = "purpose_referral_invalid"
 PURPOSE_REFERRAL_MESSAGE = (
@@ -390,6 +391,23 @@ def deny_person_access(
         ),
     )
     raise AccessDeniedError(reason, message, seq)
+
+
+def refuse_invalid_justification(
+    session: Session, policy: AccessPolicy, caller: Caller, person_id: uuid.UUID
+) -> NoReturn:
+    """Refuse (audited, ``break_glass_justification_invalid``) a break-glass request whose
+    justification fails :func:`check_justification`: a refused attempt at emergency access
+    is exactly what a privacy officer must see. Nothing of the text is logged."""
+    deny_person_access(
+        session,
+        caller,
+        person_id,
+        BREAK_GLASS_JUSTIFICATION_INVALID,
+        "the break-glass justification is not acceptable",
+        decisions=policy.for_session(session),
+        extra={"break_glass": True},
+    )
 
 
 def referral_purpose_refusal(

@@ -36,6 +36,7 @@ from mash_hub.matching.models import LinkRun, PersonLink
 from mash_hub.persons.models import Person, SourceRecord
 from mash_hub.persons.store import PersonStore
 from mash_hub.persons.view import (
+    BREAK_GLASS_JUSTIFICATION_INVALID,
     JUSTIFICATION_MAX,
     JUSTIFICATION_MIN,
     JUSTIFICATION_MIN_WORDS,
@@ -50,6 +51,7 @@ from mash_hub.persons.view import (
     PersonView,
     Purpose,
     referral_purpose_refusal,
+    refuse_invalid_justification,
     view_person,
 )
 from mash_hub.web.deps import CurrentPrincipal
@@ -349,20 +351,23 @@ def get_person(
             may_view = policy.for_session(session).may_view_persons(caller)
         except PolicyNotPublishedError:
             raise policy_not_published() from None
-        # A malformed justification from someone who could otherwise view: 400, nothing read.
-        if not (may_view and purpose is not None and glass_faults):
-            try:
-                view = view_person(session, store, policy, caller, person_id, purpose, glass)
-            except AccessDeniedError as refusal:
-                denied = refusal.reason  # its authz.denied entry commits with the transaction
+        try:
+            # A malformed justification from someone who could otherwise view: 400 (audited,
+            # nothing read).
+            if may_view and purpose is not None and glass_faults:
+                refuse_invalid_justification(session, policy, caller, person_id)
+            view = view_person(session, store, policy, caller, person_id, purpose, glass)
+        except AccessDeniedError as refusal:
+            denied = refusal.reason  # its authz.denied entry commits with the transaction
     if denied == "purpose_missing" and may_view:
         return purpose_bad_request(request, faults + glass_faults)
+    if denied == BREAK_GLASS_JUSTIFICATION_INVALID:
+        return purpose_bad_request(request, glass_faults)
     if denied == PURPOSE_REFERRAL_INVALID:
         raise _referral_purpose_invalid()
     if denied is not None:
         raise _denied()
-    if view is None:
-        return purpose_bad_request(request, glass_faults)
+    assert view is not None
     return PersonViewOut.model_validate(view.to_dict())
 
 

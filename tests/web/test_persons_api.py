@@ -269,6 +269,25 @@ def test_a_break_glass_justification_must_be_written_in_words(
         assert session.scalars(select(BreakGlassView)).all() == []
 
 
+@pytest.mark.parametrize("justification", ["", "   ", "urgent", "x" + " " * 38 + "y"])
+def test_a_refused_break_glass_request_is_audited(hub: PersonsHub, justification: str) -> None:
+    """Issue #12 item 3: a bad or empty justification gets 400 AND an authz.denied entry
+    (committed although the request fails), holding nothing of the text."""
+    headers = {**PURPOSE, "X-Break-Glass-Justification": justification}
+    for role, agency in (("police_officer", "police"), ("council_officer", "council")):
+        body = assert_problem(hub.view(role, agency, headers), 400)
+        assert [e["loc"] for e in body["errors"]] == [["header", "X-Break-Glass-Justification"]]
+    denied = hub.audit("authz.denied")
+    assert [(d.details["reason"], d.details["role"]) for d in denied] == [
+        ("break_glass_justification_invalid", "police_officer"),
+        ("break_glass_justification_invalid", "council_officer"),
+    ]
+    assert all(d.subject_id == str(hub.person_id) and d.details["break_glass"] for d in denied)
+    if justification.strip():
+        assert justification.strip() not in json.dumps([d.details for d in denied])
+    assert hub.audit("person.view") == []
+
+
 def test_forbidden_and_unknown_get_the_same_answer(hub: PersonsHub) -> None:
     unknown = uuid.uuid4()
     answers = [
