@@ -20,9 +20,11 @@ Findings (all over ``person.view`` entries with ``since <= occurred_at < until``
    saving included). Bank holidays are not modelled: a view on one counts as in hours.
 3. **Break-glass.** Every break-glass view, with its review state from ``break_glass_views``
    (a break-glass entry with no such row is reported as ``review_row_missing``).
-4. **No related referral.** Views whose purpose is a reason code rather than a referral
-   reference, per actor and code. Referrals arrive with the API later, so today this is
-   every view that gave a reason code; it becomes a short list once views cite referrals.
+4. **No related referral.** Views whose purpose is not a valid referral, per actor and code:
+   a reason code, or a referral reference that names no referral in ``referrals``, whose
+   subjects do not include the viewed person, or that was decided ``PURPOSE_WINDOW_DAYS``
+   or more days before the view (code null for those). The person view refuses such
+   referrals today; this also catches entries written before it did.
 5. **Repeated denials.** Actors with at least ``denial_threshold`` ``authz.denied`` entries
    on one local day (possible probing).
 6. **Staff viewing people who share their family name or postcode** (optional; see
@@ -45,6 +47,9 @@ from sqlalchemy.orm import Session
 
 from mash_hub.audit.log import AuditEvent, record
 from mash_hub.crypto.blind_index import BlindIndexer, IndexTerm
+from mash_hub.referrals.linked import PURPOSE_WINDOW
+
+PURPOSE_WINDOW_DAYS = PURPOSE_WINDOW.days
 
 __all__ = [
     "BreakGlassUse",
@@ -183,8 +188,9 @@ class UnusualAccessReport:
             ),
             "break_glass": "every break-glass person view, with its review state",
             "unreferred": (
-                "person views whose purpose is a reason code, not a referral reference "
-                "(referrals arrive with the API later: today this is every reason-code view)"
+                "person views whose purpose is a reason code (code given), or a referral "
+                "that does not exist, does not name the viewed person among its subjects or "
+                f"was decided {PURPOSE_WINDOW_DAYS}+ days before the view (code null)"
             ),
             "denials": f">= {self.denial_threshold} authz.denied entries by one actor in a day",
             "staff_related": (
@@ -458,14 +464,23 @@ WITH views AS ({_VIEWS})
 SELECT actor, details->'purpose'->>'code' AS code, count(*) AS n,
        array_agg(seq ORDER BY seq) AS seqs
 FROM views
-WHERE details->'purpose'->>'referral' IS NULL
+WHERE NOT EXISTS (
+    SELECT 1
+    FROM referrals r
+    JOIN referral_subjects s ON s.referral_id = r.id
+    JOIN source_records sr ON sr.id = s.record_id
+    WHERE r.reference = views.details->'purpose'->>'referral'
+      AND CAST(sr.person_id AS text) = views.subject_id
+      AND (r.decided_at IS NULL
+           OR views.occurred_at < r.decided_at + make_interval(days => :purpose_days))
+)
 GROUP BY actor, details->'purpose'->>'code'
 ORDER BY actor, code NULLS FIRST
 """  # noqa: S608
 
 
 def _unreferred(session: Session, window: dict[str, Any]) -> list[UnreferredViews]:
-    rows = session.execute(text(_UNREFERRED), window)
+    rows = session.execute(text(_UNREFERRED), {**window, "purpose_days": PURPOSE_WINDOW_DAYS})
     return [UnreferredViews(r.actor, r.code, r.n, list(r.seqs)) for r in rows]
 
 

@@ -52,7 +52,12 @@ from mash_hub.matching.model import LinkageModel, explain, scored_pair
 from mash_hub.matching.scorer import PairScore, PairScorer
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, PersonStore
-from mash_hub.persons.view import Purpose, seal_text
+from mash_hub.persons.view import (
+    PURPOSE_REFERRAL_INVALID,
+    Purpose,
+    referral_purpose_refusal,
+    seal_text,
+)
 
 SEARCH_FIELDS: tuple[str, ...] = (
     "given_name",
@@ -273,7 +278,13 @@ class SearchResult:
     results: list[SearchHit] = field(default_factory=list)
 
 
-def _deny(session: Session, caller: Caller, reason: str, decisions: Decisions) -> NoReturn:
+def _deny(
+    session: Session,
+    caller: Caller,
+    reason: str,
+    decisions: Decisions,
+    extra: dict[str, Any] | None = None,
+) -> NoReturn:
     seq = audit_log.record(
         session,
         AuditEvent(
@@ -287,6 +298,7 @@ def _deny(session: Session, caller: Caller, reason: str, decisions: Decisions) -
                 "role": caller.role,
                 "agency": caller.agency,
                 "policy_version": decisions.version,
+                **(extra or {}),
             },
         ),
     )
@@ -325,13 +337,18 @@ def authorise_search(
     session: Session, policy: AccessPolicy, caller: Caller, purpose: Purpose | None
 ) -> tuple[Decisions, dict[str, frozenset[str]], Purpose]:
     """The decisions, the caller's identity masks per source and the purpose, or an audited
-    refusal (:class:`SearchDeniedError`): a role that may read no identity group, no purpose."""
+    refusal (:class:`SearchDeniedError`): a role that may read no identity group, no purpose,
+    a referral purpose that names no open or recently decided referral."""
     decisions = policy.for_session(session)
     masks = rank_masks(decisions, caller)
     if not masks:
         _deny(session, caller, "role_not_permitted", decisions)
     if purpose is None:
         _deny(session, caller, "purpose_missing", decisions)
+    # A search names no person yet: the referral must exist and be open or recently decided.
+    refusal = referral_purpose_refusal(session, purpose, None)
+    if refusal is not None:
+        _deny(session, caller, PURPOSE_REFERRAL_INVALID, decisions, refusal)
     return decisions, masks, purpose
 
 

@@ -43,8 +43,10 @@ from mash_hub.authz.policy import AccessPolicy, Caller, Decisions
 from mash_hub.persons.models import Person, RecordFieldGroup, SourceRecord
 from mash_hub.persons.store import PersonStore
 from mash_hub.referrals.linked import (
+    REFERRAL_GROUP,
     REFERRAL_SOURCE,
     LinkedReferral,
+    referral_purpose_problem,
     referrals_of_person,
     with_concerns,
 )
@@ -65,10 +67,22 @@ PURPOSE_TEXT_MIN = 10
 PURPOSE_TEXT_MAX = 500
 JUSTIFICATION_MIN = 30
 JUSTIFICATION_MAX = 1000
+# A break-glass justification is read by a privacy officer: it must say something in words.
+JUSTIFICATION_MIN_WORDS = 5
+JUSTIFICATION_MIN_LETTERS = 20
+_WORD = re.compile(r"[^\W\d_]{2,}")  # two or more letters (any script)
 # A reference, not a sentence: letters, digits, / _ - and at least one digit.
 _REFERRAL = re.compile(r"^(?=.*\d)[A-Za-z0-9][A-Za-z0-9/_-]{2,39}$")
 
 REVIEW_OUTCOMES = ("justified", "not_justified", "referred_to_dpo")
+
+BREAK_GLASS_JUSTIFICATION_INVALID = "break_glass_justification_invalid"
+# A referral given as purpose that does not exist, is closed, or names someone else.
+PURPOSE_REFERRAL_INVALID = "purpose_referral_invalid"
+PURPOSE_REFERRAL_MESSAGE = (
+    "the referral given as purpose of access does not exist, was decided more than 30 days "
+    "ago, or does not name this person"
+)
 
 
 class InvalidPurposeError(ValueError):
@@ -121,7 +135,30 @@ class BreakGlass:
     justification: str
 
     def __post_init__(self) -> None:
-        _check_text(self.justification, JUSTIFICATION_MIN, JUSTIFICATION_MAX, "justification")
+        check_justification(self.justification)
+
+
+def check_justification(text: str) -> None:
+    """The one rule for a break-glass justification (raises :class:`InvalidPurposeError`).
+
+    Runs of whitespace count as one space, and the text needs at least
+    ``JUSTIFICATION_MIN_WORDS`` words of two or more letters holding
+    ``JUSTIFICATION_MIN_LETTERS`` letters between them, so padding (``"x" + 38 spaces +
+    "y"``) or a row of digits or dots does not pass for a reason. The message quotes nothing
+    of the text."""
+    collapsed = " ".join(text.split())
+    if not JUSTIFICATION_MIN <= len(collapsed) <= JUSTIFICATION_MAX:
+        raise InvalidPurposeError(
+            f"the justification must be {JUSTIFICATION_MIN}-{JUSTIFICATION_MAX} characters "
+            "once runs of spaces are counted as one"
+        )
+    words = _WORD.findall(collapsed)
+    if len(words) < JUSTIFICATION_MIN_WORDS or sum(map(len, words)) < JUSTIFICATION_MIN_LETTERS:
+        raise InvalidPurposeError(
+            f"the justification must explain the emergency in words: at least "
+            f"{JUSTIFICATION_MIN_WORDS} words of two or more letters "
+            f"({JUSTIFICATION_MIN_LETTERS} letters in all)"
+        )
 
 
 def _check_text(value: str, low: int, high: int, what: str) -> None:
@@ -147,8 +184,8 @@ class PersonView:
     break_glass: bool
     audit_seq: int
     sources: dict[str, list[RecordView]] = field(default_factory=dict)
-    # Referrals naming the person (when the caller sees their referral records); the
-    # concerns only where the policy let the view decrypt them.
+    # Referrals naming the person, only when the caller's mask holds ``details.referral`` of
+    # the person's referral records; the concerns only where the view decrypted that group.
     referrals: list[LinkedReferral] = field(default_factory=list)
 
     def shown(self) -> dict[str, frozenset[str]]:
@@ -187,35 +224,7 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
     break_glass: BreakGlass | None = None,
 ) -> PersonView:
     """Show ``caller`` the person's records, masked per source agency (module docstring)."""
-    if purpose is None:
-        deny_person_access(
-            session, caller, person_id, "purpose_missing", "a purpose of access is required"
-        )
-    decisions = policy.for_session(session)
-    if not decisions.may_view_persons(caller):
-        deny_person_access(
-            session,
-            caller,
-            person_id,
-            "role_not_permitted",
-            f"role {caller.role!r} of agency {caller.agency!r} may not view person records",
-            decisions=decisions,
-        )
-    if break_glass is not None and not decisions.may_break_glass(caller):
-        deny_person_access(
-            session,
-            caller,
-            person_id,
-            "break_glass_not_permitted",
-            f"role {caller.role!r} of agency {caller.agency!r} may not use break-glass access",
-            decisions=decisions,
-        )
-    person = session.get(Person, person_id)
-    if person is None or person.erased_at is not None:
-        deny_person_access(
-            session, caller, person_id, "unknown_person", "no such person", decisions=decisions
-        )
-
+    decisions, purpose = _authorise(session, policy, caller, person_id, purpose, break_glass)
     by_source = _current_records(session, person_id)
     present = _present_groups(session, [rid for ids in by_source.values() for rid in ids])
     use_glass = break_glass is not None
@@ -242,7 +251,11 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
         "records": {source: len(ids) for source, (ids, _) in plan.items()},
         "break_glass": use_glass,
     }
-    linked = referrals_of_person(session, person_id) if REFERRAL_SOURCE in plan else []
+    # The list comes from the referral tables, not from a record's groups, so it is shown
+    # only to a caller whose mask holds the group it describes (reference, role, status,
+    # RAG are what ``details.referral`` says about the person).
+    referral_groups = plan.get(REFERRAL_SOURCE, ([], []))[1]
+    linked = referrals_of_person(session, person_id) if REFERRAL_GROUP in referral_groups else []
     details["referrals"] = [str(r.id) for r in linked]
     if purpose.text is not None:
         details["purpose_text"] = seal_text(session, store, person_id, "purpose", purpose.text)
@@ -295,6 +308,57 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
     )
 
 
+def _authorise(  # noqa: PLR0917 (view_person's inputs)
+    session: Session,
+    policy: AccessPolicy,
+    caller: Caller,
+    person_id: uuid.UUID,
+    purpose: Purpose | None,
+    break_glass: BreakGlass | None,
+) -> tuple[Decisions, Purpose]:
+    """Refuse (audited) unless the caller may view this person for this purpose."""
+    if purpose is None:
+        deny_person_access(
+            session, caller, person_id, "purpose_missing", "a purpose of access is required"
+        )
+    decisions = policy.for_session(session)
+    if not decisions.may_view_persons(caller):
+        deny_person_access(
+            session,
+            caller,
+            person_id,
+            "role_not_permitted",
+            f"role {caller.role!r} of agency {caller.agency!r} may not view person records",
+            decisions=decisions,
+        )
+    if break_glass is not None and not decisions.may_break_glass(caller):
+        deny_person_access(
+            session,
+            caller,
+            person_id,
+            "break_glass_not_permitted",
+            f"role {caller.role!r} of agency {caller.agency!r} may not use break-glass access",
+            decisions=decisions,
+        )
+    person = session.get(Person, person_id)
+    if person is None or person.erased_at is not None:
+        deny_person_access(
+            session, caller, person_id, "unknown_person", "no such person", decisions=decisions
+        )
+    refusal = referral_purpose_refusal(session, purpose, [person_id])
+    if refusal is not None:
+        deny_person_access(
+            session,
+            caller,
+            person_id,
+            PURPOSE_REFERRAL_INVALID,
+            PURPOSE_REFERRAL_MESSAGE,
+            decisions=decisions,
+            extra=refusal,
+        )
+    return decisions, purpose
+
+
 def deny_person_access(
     session: Session,
     caller: Caller,
@@ -304,9 +368,11 @@ def deny_person_access(
     *,
     requested: str = "person.view",
     decisions: Decisions | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> NoReturn:
     """Audit a refused access to a person (``authz.denied``) and raise it; every person read
-    path refuses through here so refusals look the same in the log."""
+    path refuses through here so refusals look the same in the log. ``extra``: ids and codes
+    only (e.g. :func:`referral_purpose_refusal`'s details)."""
     seq = audit_log.record(
         session,
         AuditEvent(
@@ -320,10 +386,51 @@ def deny_person_access(
                 "role": caller.role,
                 "agency": caller.agency,
                 "policy_version": None if decisions is None else decisions.version,
+                **(extra or {}),
             },
         ),
     )
     raise AccessDeniedError(reason, message, seq)
+
+
+def refuse_invalid_justification(
+    session: Session, policy: AccessPolicy, caller: Caller, person_id: uuid.UUID
+) -> NoReturn:
+    """Refuse (audited, ``break_glass_justification_invalid``) a break-glass request whose
+    justification fails :func:`check_justification`: a refused attempt at emergency access
+    is exactly what a privacy officer must see. Nothing of the text is logged."""
+    deny_person_access(
+        session,
+        caller,
+        person_id,
+        BREAK_GLASS_JUSTIFICATION_INVALID,
+        "the break-glass justification is not acceptable",
+        decisions=policy.for_session(session),
+        extra={"break_glass": True},
+    )
+
+
+def referral_purpose_refusal(
+    session: Session, purpose: Purpose, person_ids: list[uuid.UUID] | None
+) -> dict[str, Any] | None:
+    """None when the purpose is a reason code or a referral that may justify this access;
+    otherwise the details its refusal's audit entry holds.
+
+    The rule is :func:`~mash_hub.referrals.linked.referral_purpose_problem` (``person_ids``
+    None: no person is named, e.g. a search, so only existence and age are checked). The
+    reference is logged only when such a referral exists: a made-up one is caller-chosen
+    text and never enters the log."""
+    if purpose.referral is None:
+        return None
+    problem = referral_purpose_problem(
+        session, purpose.referral, person_ids, now=dt.datetime.now(dt.UTC)
+    )
+    if problem is None:
+        return None
+    details: dict[str, Any] = {"purpose_problem": problem}
+    if problem != "unknown_referral":
+        details["purpose"] = purpose.audit_fields()
+    return details
 
 
 def _current_records(session: Session, person_id: uuid.UUID) -> dict[str, list[uuid.UUID]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,8 @@ from mash_hub.referrals.models import Referral, ReferralSubject
 
 REFERRAL_SOURCE = "referral"
 REFERRAL_GROUP = "details.referral"
+# How long after its decision a referral may still be given as the purpose of access.
+PURPOSE_WINDOW = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -88,3 +90,40 @@ def with_concerns(
             dataclasses.replace(referral, concerns=concerns if isinstance(concerns, str) else None)
         )
     return out
+
+
+def referral_purpose_problem(
+    session: Session,
+    reference: str,
+    person_ids: Collection[uuid.UUID] | None,
+    *,
+    now: dt.datetime,
+) -> str | None:
+    """Why ``reference`` may not be the purpose of access to ``person_ids``, or None.
+
+    A referral purpose must name an existing referral that is open, or was decided less than
+    ``PURPOSE_WINDOW`` ago, and (when persons are given) one of its subjects must be one of
+    those persons: the child, or anyone the referral names with them. Answers
+    ``unknown_referral``, ``referral_closed`` or ``other_person``; reads ids and codes only.
+    """
+    referral = session.scalar(select(Referral).where(Referral.reference == reference))
+    if referral is None:
+        return "unknown_referral"
+    if referral.status == "decided" and (
+        referral.decided_at is None or referral.decided_at <= now - PURPOSE_WINDOW
+    ):
+        return "referral_closed"
+    if person_ids is not None:
+        subjects = set(
+            session.scalars(
+                select(SourceRecord.person_id)
+                .join(ReferralSubject, ReferralSubject.record_id == SourceRecord.id)
+                .where(
+                    ReferralSubject.referral_id == referral.id,
+                    SourceRecord.erased_at.is_(None),
+                )
+            )
+        )
+        if subjects.isdisjoint(person_ids):
+            return "other_person"
+    return None

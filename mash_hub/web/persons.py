@@ -36,8 +36,12 @@ from mash_hub.matching.models import LinkRun, PersonLink
 from mash_hub.persons.models import Person, SourceRecord
 from mash_hub.persons.store import PersonStore
 from mash_hub.persons.view import (
+    BREAK_GLASS_JUSTIFICATION_INVALID,
     JUSTIFICATION_MAX,
     JUSTIFICATION_MIN,
+    JUSTIFICATION_MIN_WORDS,
+    PURPOSE_REFERRAL_INVALID,
+    PURPOSE_REFERRAL_MESSAGE,
     PURPOSE_TEXT_MAX,
     PURPOSE_TEXT_MIN,
     REASON_CODES,
@@ -46,6 +50,8 @@ from mash_hub.persons.view import (
     InvalidPurposeError,
     PersonView,
     Purpose,
+    referral_purpose_refusal,
+    refuse_invalid_justification,
     view_person,
 )
 from mash_hub.web.deps import CurrentPrincipal
@@ -91,7 +97,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
     403: problem_doc(
         "Not allowed to view this person, or no such person (the same body for both); "
-        "partner and auditor credentials always get this",
+        "partner and auditor credentials always get this. A caller who may view persons "
+        f"but gives an `{H_REFERRAL}` that does not exist, was decided more than 30 days "
+        f"ago or does not name this person gets code `{PURPOSE_REFERRAL_INVALID}`",
         {
             "type": "about:blank",
             "title": "Forbidden",
@@ -154,8 +162,8 @@ class PersonViewOut(BaseModel):
     )
     referrals: list[LinkedReferralOut] = Field(
         default_factory=list,
-        description="Referrals naming the person, newest first (when the caller may see the "
-        "person's referral records).",
+        description="Referrals naming the person, newest first; empty unless the policy lets "
+        "the caller see `details.referral` of the person's referral records.",
     )
 
 
@@ -266,14 +274,16 @@ def parse_break_glass(justification: str | None) -> tuple[BreakGlass | None, lis
         return None, []
     try:
         return BreakGlass(justification), []
-    except InvalidPurposeError:
-        return None, [
-            _fault(H_GLASS, f"{JUSTIFICATION_MIN}-{JUSTIFICATION_MAX} characters", "length")
-        ]
+    except InvalidPurposeError as invalid:  # a fixed message: never the header's value
+        return None, [_fault(H_GLASS, str(invalid), "invalid")]
 
 
 def _denied() -> ApiProblemError:
     return ApiProblemError(403, DENIED_DETAIL, code=DENIED_CODE)
+
+
+def _referral_purpose_invalid() -> ApiProblemError:
+    return ApiProblemError(403, PURPOSE_REFERRAL_MESSAGE, code=PURPOSE_REFERRAL_INVALID)
 
 
 def policy_not_published() -> ApiProblemError:
@@ -302,7 +312,8 @@ GlassJustification = Annotated[
     Header(
         alias=H_GLASS,
         description=f"Break-glass justification ({JUSTIFICATION_MIN}-{JUSTIFICATION_MAX} "
-        "characters); stored encrypted, flagged for review.",
+        f"characters, runs of spaces counted as one, at least {JUSTIFICATION_MIN_WORDS} "
+        "words); stored encrypted, flagged for review.",
     ),
 ]
 
@@ -340,18 +351,23 @@ def get_person(
             may_view = policy.for_session(session).may_view_persons(caller)
         except PolicyNotPublishedError:
             raise policy_not_published() from None
-        # A malformed justification from someone who could otherwise view: 400, nothing read.
-        if not (may_view and purpose is not None and glass_faults):
-            try:
-                view = view_person(session, store, policy, caller, person_id, purpose, glass)
-            except AccessDeniedError as refusal:
-                denied = refusal.reason  # its authz.denied entry commits with the transaction
+        try:
+            # A malformed justification from someone who could otherwise view: 400 (audited,
+            # nothing read).
+            if may_view and purpose is not None and glass_faults:
+                refuse_invalid_justification(session, policy, caller, person_id)
+            view = view_person(session, store, policy, caller, person_id, purpose, glass)
+        except AccessDeniedError as refusal:
+            denied = refusal.reason  # its authz.denied entry commits with the transaction
     if denied == "purpose_missing" and may_view:
         return purpose_bad_request(request, faults + glass_faults)
+    if denied == BREAK_GLASS_JUSTIFICATION_INVALID:
+        return purpose_bad_request(request, glass_faults)
+    if denied == PURPOSE_REFERRAL_INVALID:
+        raise _referral_purpose_invalid()
     if denied is not None:
         raise _denied()
-    if view is None:
-        return purpose_bad_request(request, glass_faults)
+    assert view is not None
     return PersonViewOut.model_validate(view.to_dict())
 
 
@@ -381,6 +397,7 @@ def get_person_links(
         except PolicyNotPublishedError:
             raise policy_not_published() from None
         reason: str | None = None
+        refusal: dict[str, Any] | None = None
         if not decisions.may_view_persons(caller):
             reason = "role_not_permitted"
         elif purpose is None:
@@ -389,8 +406,12 @@ def get_person_links(
             person = session.get(Person, person_id)
             if person is None or person.erased_at is not None:
                 reason = "unknown_person"
+            elif (refusal := referral_purpose_refusal(session, purpose, [person_id])) is not None:
+                reason = PURPOSE_REFERRAL_INVALID
         if reason is not None or purpose is None:
-            _audit_links_denied(session, caller, person_id, reason or "purpose_missing", decisions)
+            _audit_links_denied(
+                session, caller, person_id, reason or "purpose_missing", decisions, refusal
+            )
         else:
             links = _links(session, decisions, caller, person_id)
             seq = audit_log.record(
@@ -416,11 +437,18 @@ def get_person_links(
             )
     if reason == "purpose_missing":
         return purpose_bad_request(request, faults)
+    if reason == PURPOSE_REFERRAL_INVALID:
+        raise _referral_purpose_invalid()
     raise _denied()
 
 
-def _audit_links_denied(
-    session: Session, caller: Caller, person_id: uuid.UUID, reason: str, decisions: Decisions
+def _audit_links_denied(  # noqa: PLR0917 (the refusal's facts)
+    session: Session,
+    caller: Caller,
+    person_id: uuid.UUID,
+    reason: str,
+    decisions: Decisions,
+    extra: dict[str, Any] | None,
 ) -> None:
     audit_log.record(
         session,
@@ -435,6 +463,7 @@ def _audit_links_denied(
                 "role": caller.role,
                 "agency": caller.agency,
                 "policy_version": decisions.version,
+                **(extra or {}),
             },
         ),
     )

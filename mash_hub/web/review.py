@@ -32,7 +32,13 @@ from mash_hub.matching import review as reviewing
 from mash_hub.matching.models import ReviewTask
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import PersonStore
-from mash_hub.persons.view import Purpose, seal_text
+from mash_hub.persons.view import (
+    PURPOSE_REFERRAL_INVALID,
+    PURPOSE_REFERRAL_MESSAGE,
+    Purpose,
+    referral_purpose_refusal,
+    seal_text,
+)
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import ApiProblemError, problem_doc, problem_response
 from mash_hub.web.persons import (
@@ -230,6 +236,7 @@ def _refuse(
     *,
     reason: str,
     task_id: uuid.UUID | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Audit a refusal (``authz.denied``); the caller answers once the transaction commits."""
     audit_log.record(
@@ -245,6 +252,7 @@ def _refuse(
                 "role": caller.role,
                 "agency": caller.agency,
                 "policy_version": decisions.version,
+                **(extra or {}),
             },
         ),
     )
@@ -364,6 +372,19 @@ def get_review_task(
             )
         elif (task := session.get(ReviewTask, task_id)) is None:
             outcome = "missing"
+        elif (
+            refusal := referral_purpose_refusal(session, purpose, _task_persons(session, task))
+        ) is not None:
+            outcome = "referral"
+            _refuse(
+                session,
+                caller,
+                decisions,
+                "linkage.review.show",
+                reason=PURPOSE_REFERRAL_INVALID,
+                task_id=task_id,
+                extra=refusal,
+            )
         else:
             details: dict[str, Any] = {
                 "role": caller.role,
@@ -389,7 +410,22 @@ def get_review_task(
         return purpose_bad_request(request, faults)
     if outcome == "missing":
         raise _not_found()
+    if outcome == "referral":
+        raise ApiProblemError(403, PURPOSE_REFERRAL_MESSAGE, code=PURPOSE_REFERRAL_INVALID)
     return body
+
+
+def _task_persons(session: Session, task: ReviewTask) -> list[uuid.UUID]:
+    """The persons the task's two records belong to (a referral purpose must name one)."""
+    return [
+        person
+        for person in session.scalars(
+            select(SourceRecord.person_id).where(
+                SourceRecord.id.in_([task.record_id_l, task.record_id_r])
+            )
+        )
+        if person is not None
+    ]
 
 
 def _detail(shown: dict[str, Any], version: int | None, purpose: Purpose) -> ReviewTaskDetail:

@@ -38,6 +38,7 @@ from mash_hub.persons.search import (
     search_persons,
     standardise_query,
 )
+from mash_hub.persons.view import PURPOSE_REFERRAL_INVALID
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import ApiProblemError, problem_doc, problem_response
 from mash_hub.web.persons import (
@@ -55,13 +56,17 @@ from mash_hub.web.persons import (
 
 DENIED_DETAIL = "not allowed to search persons"
 DENIED_CODE = "search_not_permitted"
+PURPOSE_REFERRAL_SEARCH = (
+    "the referral given as purpose of access does not exist or was decided more than 30 days ago"
+)
 _RID = "3f0c2a9e6b1d4c57"
 
 SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: RESPONSES[400],
     403: problem_doc(
-        "The caller's role may read no identity fields (auditor, partner agency, admin); the "
-        "refusal is audited",
+        "The caller's role may read no identity fields (auditor, partner agency, admin), or "
+        f"(code `{PURPOSE_REFERRAL_INVALID}`) the referral given as purpose does not exist or "
+        "was decided more than 30 days ago; the refusal is audited",
         {
             "type": "about:blank",
             "title": "Forbidden",
@@ -248,6 +253,8 @@ def _search(  # noqa: PLR0917 - the two routes' shared inputs
             too_broad = True  # audited as a search with outcome too_broad
     if denied == "purpose_missing":
         return purpose_bad_request(request, purpose_faults)
+    if denied == PURPOSE_REFERRAL_INVALID:
+        raise ApiProblemError(403, PURPOSE_REFERRAL_SEARCH, code=PURPOSE_REFERRAL_INVALID)
     if denied is not None:
         raise ApiProblemError(403, DENIED_DETAIL, code=DENIED_CODE)
     if too_broad:

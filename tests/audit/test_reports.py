@@ -29,7 +29,9 @@ from mash_hub.crypto.blind_index import BlindIndexer
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.db import migrate
 from mash_hub.db.engine import Database
+from mash_hub.persons.models import Person, SourceRecord
 from mash_hub.persons.store import PersonStore
+from tests.authz.conftest import add_referral
 from tests.persons.conftest import person_record
 
 UTC = dt.UTC
@@ -95,6 +97,27 @@ def view(
         session,
         AuditEvent(actor, "person.view", "person", str(person or uuid.uuid4()), details),
     )
+
+
+def referral_about(
+    session: Session, reference: str, person: uuid.UUID | None = None, **kwargs: Any
+) -> uuid.UUID:
+    """A referral naming ``person`` (a new person by default) through a bare record of
+    source ``referral`` (ids only: the report reads nothing else); returns the person."""
+    person = person or uuid.uuid4()
+    if session.get(Person, person) is None:
+        session.add(Person(id=person))
+    record = SourceRecord(
+        id=uuid.uuid4(),
+        feed="referrals",
+        source_agency="referral",
+        source_key=uuid.uuid4().bytes,
+        person_id=person,
+    )
+    session.add(record)
+    session.flush()
+    add_referral(session, [record.id], reference, **kwargs)
+    return person
 
 
 def deny(session: Session, clock: Clock, when: dt.datetime, actor: str, reason: str) -> int:
@@ -255,14 +278,27 @@ def test_break_glass_with_review_state(session: Session, clock: Clock) -> None:
 
 
 def test_views_without_a_referral(session: Session, clock: Clock) -> None:
+    """A view counts as referred only when its referral exists, names the viewed person and
+    was open (or decided under 30 days) at the time (issue #12 item 2)."""
+    child = referral_about(session, "MASH/2030/00017")
+    referral_about(session, "MASH/2030/00019")  # about someone else
+    decided = at(MONDAY, 9) - dt.timedelta(days=31)
+    referral_about(session, "MASH/2030/00020", child, status="decided", decided_at=decided)
+    recent = at(MONDAY, 9) - dt.timedelta(days=29)
+    referral_about(session, "MASH/2030/00021", child, status="decided", decided_at=recent)
     coded = [view(session, clock, at(MONDAY, 10, i), "user:a") for i in range(3)]
-    view(session, clock, at(MONDAY, 11), "user:a", referral="MASH/2030/00017")
-    view(session, clock, at(MONDAY, 12), "user:b", referral="MASH/2030/00018")
+    view(session, clock, at(MONDAY, 11), "user:a", child, referral="MASH/2030/00017")
+    view(session, clock, at(MONDAY, 11, 30), "user:a", child, referral="MASH/2030/00021")
+    made_up = view(session, clock, at(MONDAY, 12), "user:b", child, referral="MASH/2030/00018")
+    other = view(session, clock, at(MONDAY, 13), "user:b", child, referral="MASH/2030/00019")
+    closed = view(session, clock, at(MONDAY, 14), "user:c", child, referral="MASH/2030/00020")
     report = unusual_access(session, actor="test:auditor", since=SINCE, until=UNTIL)
     assert [(u.actor, u.code, u.views, u.seqs) for u in report.unreferred] == [
-        ("user:a", "mash_triage", 3, coded)
+        ("user:a", "mash_triage", 3, coded),
+        ("user:b", None, 2, [made_up, other]),
+        ("user:c", None, 1, [closed]),
     ]
-    assert report.counts()["unreferred"] == 3
+    assert report.counts()["unreferred"] == 6
 
 
 # -- 5. denials -----------------------------------------------------------------------------
@@ -346,12 +382,14 @@ def test_staff_viewing_people_sharing_family_name_or_postcode(
 def test_quiet_log_has_no_findings_and_the_run_is_audited(session: Session, clock: Clock) -> None:
     for day in range(5):
         for i in range(6):
+            reference = f"MASH/2030/{day}{i}"
             view(
                 session,
                 clock,
                 at(MONDAY + dt.timedelta(days=day), 9 + i),
                 f"user:{i % 3}",
-                referral=f"MASH/2030/{day}{i}",
+                referral_about(session, reference),
+                referral=reference,
             )
     deny(session, clock, at(MONDAY, 9), "user:0", "purpose_missing")
     before_window = view(session, clock, at(MONDAY - dt.timedelta(days=10), 3), "user:0")

@@ -3,6 +3,7 @@ record per source agency and every field group filled with synthetic values."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from mash_hub.authz.versions import publish
 from mash_hub.authz.vocabulary import PERSON_FIELDS, SOURCES
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.persons.store import NewRecord, PersonStore
+from mash_hub.referrals.models import Referral, ReferralSubject
 
 BASELINE = PolicyTexts.read(Path(__file__).resolve().parents[2] / "policies")
 
@@ -80,6 +82,59 @@ def add_person(
         )
         records[source] = record_id
     return Household(person_id, records, secrets)
+
+
+def add_referral(
+    session: Session,
+    record_ids: list[uuid.UUID],
+    reference: str,
+    *,
+    status: str = "received",
+    decided_at: dt.datetime | None = None,
+    received_at: dt.datetime | None = None,
+) -> uuid.UUID:
+    """A referral row naming ``record_ids`` (records of source ``referral``) as its subjects.
+
+    Only the columns the person view and purpose checks read are meaningful; the sealed
+    referrer details are placeholder bytes (nothing here decrypts them)."""
+    now = dt.datetime.now(dt.UTC)
+    received = received_at or now
+    referral_id = uuid.uuid4()
+    session.add(
+        Referral(
+            id=referral_id,
+            reference=reference,
+            submitted_by="test:referrer",
+            submitter_role="police_officer",
+            submitter_agency="police",
+            received_at=received,
+            source_code="2A",
+            primary_need="N1",
+            factors=[],
+            consent="given",
+            subject_count=len(record_ids),
+            linkage="new_persons",
+            status=status,
+            decision="nfa" if status == "decided" else None,
+            decided_at=decided_at,
+            decision_due_at=received + dt.timedelta(days=1),
+            sealed=b"placeholder",
+            updated_at=now,
+        )
+    )
+    session.flush()
+    session.add_all(
+        ReferralSubject(
+            referral_id=referral_id,
+            position=position,
+            record_id=record_id,
+            subject_role="child" if position == 0 else "parent_carer",
+            matched_existing=False,
+        )
+        for position, record_id in enumerate(record_ids)
+    )
+    session.flush()
+    return referral_id
 
 
 @pytest.fixture

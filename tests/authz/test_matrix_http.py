@@ -5,6 +5,8 @@ but every role x agency, with and without break-glass, asks ``GET /api/v1/person
 its own hub-issued token (an API key for the partner role): a field group of a source is in
 the JSON exactly when the policy allows it, and its synthetic value appears nowhere else.
 One person with one record per source; one request per role x agency x break-glass.
+Lists assembled from other tables follow the same rule: the person's referrals (reference,
+role, status, RAG) appear exactly when ``details.referral`` of referral records is allowed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from mash_hub.authz.vocabulary import AGENCIES, ROLES
 from mash_hub.db.engine import Database
+from tests.authz.conftest import add_referral
 from tests.authz.test_matrix import expected, may_break_glass, may_view
 from tests.web.test_persons_api import GLASS, PURPOSE, PersonsHub, assert_problem
 
@@ -22,6 +25,9 @@ def test_every_field_group_is_in_the_json_exactly_when_the_policy_allows_it(
 ) -> None:
     hub = PersonsHub(committing_database, tmp_path)
     household = hub.household
+    reference = "MASH/2026/00417"
+    with committing_database.transaction() as session:
+        add_referral(session, [household.records["referral"]], reference)
     refusals: list[dict[str, object]] = []
     checked = 0
     for role in ROLES:
@@ -45,6 +51,10 @@ def test_every_field_group_is_in_the_json_exactly_when_the_policy_allows_it(
                     for source, records in body["sources"].items()
                 }
                 assert shown == want, where
+                sees_referral = "details.referral" in want.get("referral", set())
+                listed = [r["reference"] for r in body["referrals"]]
+                assert listed == ([reference] if sees_referral else []), where
+                assert (reference in response.text) == sees_referral, where
                 for source, records in body["sources"].items():
                     assert [r["record_id"] for r in records] == [str(household.records[source])], (
                         where

@@ -28,7 +28,7 @@ from mash_hub.persons.view import (
     review_break_glass,
     view_person,
 )
-from tests.authz.conftest import BASELINE, Household, add_person
+from tests.authz.conftest import BASELINE, Household, add_person, add_referral
 
 SOCIAL_WORKER = Caller("user:sw-17", "social_worker", "social_care")
 PURPOSE_TEXT = "Strategy meeting prep for Jayden Okafor, 14 Harehills Lane"
@@ -202,6 +202,7 @@ def test_fail_closed_when_the_audit_append_fails(
 def test_break_glass_widens_the_mask_and_is_flagged_for_review(
     session: Session, store: PersonStore, policy: AccessPolicy, household: Household
 ) -> None:
+    add_referral(session, [household.records["referral"]], "MASH/2026/00417")
     purpose = Purpose(referral="MASH/2026/00417")
     normal = view_person(session, store, policy, SOCIAL_WORKER, household.person_id, purpose)
     assert "details.incidents" not in normal.shown()["police"]
@@ -258,7 +259,7 @@ def test_sources_with_nothing_visible_are_not_listed(
 ) -> None:
     """A source whose records hold nothing the caller may see is not even named."""
     person_id = store.new_person(session)
-    store.add(
+    police_record, _ = store.add(
         session,
         [
             NewRecord(
@@ -279,6 +280,7 @@ def test_sources_with_nothing_visible_are_not_listed(
             ),
         ],
     )
+    add_referral(session, [police_record], "R-00001")
     view = view_person(
         session,
         store,

@@ -37,7 +37,7 @@ from mash_hub.persons.subject_access import (
     subject_access_export,
 )
 from mash_hub.persons.view import AccessDeniedError, BreakGlass, Purpose, view_person
-from tests.authz.conftest import BASELINE, Household, add_person
+from tests.authz.conftest import BASELINE, Household, add_person, add_referral
 
 REF = SarReference("SAR-2026-0117")
 IG = Caller("user:ig-1", "information_governance", "council")
@@ -241,6 +241,7 @@ def test_the_access_history_names_roles_and_agencies_not_staff(
     session: Session, store: PersonStore, policy: AccessPolicy, household: Household
 ) -> None:
     pid = household.person_id
+    add_referral(session, [household.records["referral"]], "REF-2024-0042")
     view_person(
         session, store, policy, SOCIAL_WORKER, pid, Purpose("mash_triage", text=PURPOSE_TEXT)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from mash_hub.db.engine import Database
 from mash_hub.matching.models import LinkRun, PersonLink
 from mash_hub.persons.store import PersonStore
 from mash_hub.users.service import add_client
-from tests.authz.conftest import BASELINE, Household, add_person
+from tests.authz.conftest import BASELINE, Household, add_person, add_referral
 from tests.web.test_auth import Hub
 
 PURPOSE_TEXT = "Triage of contact C-1024 received today"
@@ -59,6 +60,23 @@ class PersonsHub(Hub):
                 user = self.user(f"{role}.{agency}", role, agency)
                 self.tokens[(role, agency)] = self.hub_token(user)
         return self.tokens[(role, agency)]
+
+    def referral(
+        self,
+        reference: str,
+        person: Household | None = None,
+        source: str = "referral",
+        **kwargs: Any,
+    ) -> None:
+        """A referral naming ``person`` (default: the hub's person) through its record from
+        ``source`` (one referral per record; ``add_referral``'s keywords: status, decided_at)."""
+        record = (person or self.household).records[source]
+        with self.database.transaction() as session:
+            add_referral(session, [record], reference, **kwargs)
+
+    def another_person(self) -> Household:
+        with self.database.transaction() as session:
+            return add_person(session, self.store)
 
     def view(
         self,
@@ -117,6 +135,7 @@ def test_a_view_shows_the_masked_groups_and_writes_one_audit_entry(hub: PersonsH
         "value": hub.household.values[("police", "identity")]
     }
 
+    hub.referral("REF-2024-0042")
     second = hub.view(headers={"X-Purpose-Referral": "REF-2024-0042"})
     assert second.status_code == 200, second.text
     assert second.json()["purpose"] == {"referral": "REF-2024-0042"}
@@ -155,6 +174,118 @@ def test_purpose_is_required_with_field_level_detail(hub: PersonsHub) -> None:
             assert value not in text or value in {"mash_triage"}, value
     assert hub.audit("person.view") == []
     assert hub.view(path="/links").status_code == 400
+
+
+def test_a_referral_purpose_must_name_an_open_referral_about_this_person(
+    hub: PersonsHub,
+) -> None:
+    """Issue #12 item 2: made-up, closed and other people's referrals are refused (403,
+    audited as authz.denied with the reason); a made-up reference never enters the log."""
+    now = dt.datetime.now(dt.UTC)
+    other = hub.another_person()
+    hub.referral("R-2026-AAAA0001")
+    hub.referral("R-2026-OTHER001", other)
+    hub.referral(
+        "R-2026-OLD00001",
+        source="council",
+        status="decided",
+        decided_at=now - dt.timedelta(days=31),
+    )
+    # Someone named in the referral alongside the child: the referral concerns them too.
+    with hub.database.transaction() as session:
+        add_referral(
+            session,
+            [other.records["police"], hub.household.records["police"]],
+            "R-2026-HOUSE001",
+            status="decided",
+            decided_at=now - dt.timedelta(days=29),
+        )
+    refused = {
+        "R-2026-ZZZZZZZZ": "unknown_referral",
+        "whatever-1": "unknown_referral",
+        "R-2026-OTHER001": "other_person",
+        "R-2026-OLD00001": "referral_closed",
+    }
+    for path in ("", "/links"):
+        for reference, problem in refused.items():
+            body = assert_problem(
+                hub.view("police_officer", "police", {"X-Purpose-Referral": reference}, path=path),
+                403,
+            )
+            assert body["code"] == "purpose_referral_invalid", (reference, path)
+            assert reference not in json.dumps(body)
+            entry = hub.audit("authz.denied")[-1]
+            assert entry.details["reason"] == "purpose_referral_invalid"
+            assert entry.details["purpose_problem"] == problem
+            assert entry.details["requested"] == "person" + (".view" if not path else ".links.view")
+            if problem == "unknown_referral":
+                assert reference not in json.dumps(entry.details)
+            else:
+                assert entry.details["purpose"] == {"referral": reference}
+    assert hub.audit("person.view") == [] and hub.audit("person.links.view") == []
+    for reference in ("R-2026-AAAA0001", "R-2026-HOUSE001"):
+        for path in ("", "/links"):
+            response = hub.view(
+                "police_officer", "police", {"X-Purpose-Referral": reference}, path=path
+            )
+            assert response.status_code == 200, (reference, path, response.text)
+    assert [e.details["purpose"] for e in hub.audit("person.view")] == [
+        {"referral": "R-2026-AAAA0001"},
+        {"referral": "R-2026-HOUSE001"},
+    ]
+    # The other person may be viewed for their own referral.
+    assert (
+        hub.view(
+            headers={"X-Purpose-Referral": "R-2026-OTHER001"}, person_id=other.person_id
+        ).status_code
+        == 200
+    )
+
+
+@pytest.mark.parametrize(
+    "justification",
+    [
+        "x" + " " * 38 + "y",
+        "help" + " " * 30 + "now please",
+        "1234567890 1234567890 1234567890 123",
+        "urgent " + "." * 40,
+        "a b c d e f g h i j k l m n o p q r s t u v w",
+    ],
+)
+def test_a_break_glass_justification_must_be_written_in_words(
+    hub: PersonsHub, justification: str
+) -> None:
+    body = assert_problem(
+        hub.view(
+            "police_officer", "police", {**PURPOSE, "X-Break-Glass-Justification": justification}
+        ),
+        400,
+    )
+    (fault,) = body["errors"]
+    assert fault["loc"] == ["header", "X-Break-Glass-Justification"]
+    assert "words" in fault["msg"] or "characters" in fault["msg"]
+    assert hub.audit("person.view") == []
+    with hub.database.transaction() as session:
+        assert session.scalars(select(BreakGlassView)).all() == []
+
+
+@pytest.mark.parametrize("justification", ["", "   ", "urgent", "x" + " " * 38 + "y"])
+def test_a_refused_break_glass_request_is_audited(hub: PersonsHub, justification: str) -> None:
+    """Issue #12 item 3: a bad or empty justification gets 400 AND an authz.denied entry
+    (committed although the request fails), holding nothing of the text."""
+    headers = {**PURPOSE, "X-Break-Glass-Justification": justification}
+    for role, agency in (("police_officer", "police"), ("council_officer", "council")):
+        body = assert_problem(hub.view(role, agency, headers), 400)
+        assert [e["loc"] for e in body["errors"]] == [["header", "X-Break-Glass-Justification"]]
+    denied = hub.audit("authz.denied")
+    assert [(d.details["reason"], d.details["role"]) for d in denied] == [
+        ("break_glass_justification_invalid", "police_officer"),
+        ("break_glass_justification_invalid", "council_officer"),
+    ]
+    assert all(d.subject_id == str(hub.person_id) and d.details["break_glass"] for d in denied)
+    if justification.strip():
+        assert justification.strip() not in json.dumps([d.details for d in denied])
+    assert hub.audit("person.view") == []
 
 
 def test_forbidden_and_unknown_get_the_same_answer(hub: PersonsHub) -> None:
@@ -262,6 +393,7 @@ def test_links_explain_why_records_are_together(hub: PersonsHub) -> None:
                 explanation=EXPLANATION,
             )
         )
+    hub.referral("REF-9")
     response = hub.view(
         "council_officer", "council", {"X-Purpose-Referral": "REF-9"}, path="/links"
     )

@@ -175,9 +175,29 @@ def test_a_purpose_is_required(hub: SearchHub) -> None:
     denied = hub.audit("authz.denied")
     assert [d.details["reason"] for d in denied] == ["purpose_missing", "purpose_missing"]
     assert hub.audit("person.search") == []
+    hub.referral("REF-2024-0042")
     referral = hub.post(QUERY, headers={"X-Purpose-Referral": "REF-2024-0042"})
     assert referral.status_code == 200
     assert referral.json()["purpose"] == {"referral": "REF-2024-0042"}
+
+
+def test_a_referral_purpose_must_name_an_open_referral(hub: SearchHub) -> None:
+    """A search names no person yet, but its referral must exist and not be long decided."""
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
+    hub.referral("REF-2024-0043", status="decided", decided_at=old)
+    for reference, problem in (
+        ("R-2026-ZZZZZZZZ", "unknown_referral"),
+        ("whatever-1", "unknown_referral"),
+        ("REF-2024-0043", "referral_closed"),
+    ):
+        body = assert_problem(hub.post(QUERY, headers={"X-Purpose-Referral": reference}), 403)
+        assert body["code"] == "purpose_referral_invalid"
+        entry = hub.audit("authz.denied")[-1]
+        assert (entry.details["reason"], entry.details["purpose_problem"]) == (
+            "purpose_referral_invalid",
+            problem,
+        )
+    assert hub.audit("person.search") == []
 
 
 @pytest.mark.parametrize(
