@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -35,6 +35,9 @@ class DatabaseUnavailableError(RuntimeError):
 # SQLSTATEs of a server that is going away or not yet accepting work: class 08 (connection
 # exceptions), admin/crash shutdown, "the database system is starting up", too many clients.
 _UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# SQLAlchemy's code for "Can't reconnect until invalid transaction is rolled back": the
+# connection was lost inside a transaction that something then tried to use again.
+_LOST_IN_TRANSACTION = "8s2b"
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
@@ -42,7 +45,8 @@ def is_database_unavailable(exc: BaseException) -> bool:
 
     True for a failed or lost connection (psycopg's OperationalError without a SQLSTATE, or
     with a connection or shutdown SQLSTATE), a connection SQLAlchemy invalidated as
-    disconnected, a pool timeout, and :class:`DatabaseUnavailableError`. Errors in a
+    disconnected (also when a transaction on it is used again), a pool timeout, and
+    :class:`DatabaseUnavailableError`. Errors in a
     statement (a deadlock, a cancelled query, a constraint) are not: those are the request's.
     """
     seen: set[int] = set()
@@ -52,6 +56,8 @@ def is_database_unavailable(exc: BaseException) -> bool:
         if isinstance(current, DatabaseUnavailableError | PoolTimeoutError):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, PendingRollbackError) and current.code == _LOST_IN_TRANSACTION:
             return True
         if isinstance(current, psycopg.OperationalError) and not isinstance(
             current, psycopg.errors.PipelineAborted

@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import create_engine
+from sqlalchemy.exc import PendingRollbackError
 
 from mash_hub.crypto.tokens import TokenKey
 from mash_hub.db import migrate
@@ -131,6 +132,8 @@ def test_server_that_never_answers_is_bounded_by_the_connect_timeout(tmp_path: P
         (psycopg.errors.ConnectionFailure(), True),
         (psycopg.errors.TooManyConnections(), True),
         (DatabaseUnavailableError("down"), True),
+        (PendingRollbackError("lost in a transaction", code="8s2b"), True),
+        (PendingRollbackError("rolled back after a failed flush", code="7s2a"), False),
         (psycopg.errors.DeadlockDetected(), False),
         (psycopg.errors.QueryCanceled(), False),
         (psycopg.errors.UniqueViolation(), False),
