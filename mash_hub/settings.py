@@ -32,7 +32,19 @@ class Settings(BaseSettings):
     )
     pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept in the pool.")
     pool_max_overflow: int = Field(default=10, ge=0, le=200)
-    pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    pool_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a request waits for a free pooled connection before the API "
+        "answers 503 (database_unavailable).",
+    )
+    connect_timeout_seconds: int = Field(
+        default=5,
+        ge=2,
+        le=300,
+        description="How long one attempt to open a connection to PostgreSQL may take "
+        "(libpq connect_timeout), so a server that does not answer cannot hang requests.",
+    )
     log_level: str = Field(default="INFO")
     log_format: Literal["text", "json"] = Field(
         default="text",

@@ -85,6 +85,7 @@ class DemoSetUp:
     seconds: dict[str, float] = field(default_factory=dict)
     accounts: list[dict[str, str]] = field(default_factory=list)
     partner: dict[str, str] = field(default_factory=dict)
+    revoked_partner_clients: list[str] = field(default_factory=list)
     credentials_file: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,6 +100,7 @@ class DemoSetUp:
             "seconds": self.seconds,
             "accounts": self.accounts,
             "partner": self.partner,
+            "revoked_partner_clients": self.revoked_partner_clients,
             "credentials_file": self.credentials_file,
         }
 
@@ -163,6 +165,8 @@ def demo(  # noqa: PLR0917 - Typer maps each parameter to an option
         result.credentials_file = str(folder / CREDENTIALS)
         _write_private(folder / CREDENTIALS, result.as_dict())
         result.seconds["total"] = round(time.perf_counter() - began, 2)
+        if result.revoked_partner_clients:
+            _warn_revoked(result)
         if as_json:
             emit_json(result.as_dict())
         else:
@@ -264,7 +268,8 @@ def _load_population(
 
 def _accounts(session: Session, result: DemoSetUp, token_minutes: int) -> None:
     """One enabled account per staff role (created once) with a fresh token each, and a new
-    partner API key (earlier demo keys are revoked, so only the printed one works)."""
+    partner API key (earlier demo keys are revoked, audited and reported, so only the printed
+    one works)."""
     key = load_token_key(settings(), create=True)
     cfg = settings()
     for role in STAFF_ROLES:
@@ -300,6 +305,11 @@ def _accounts(session: Session, result: DemoSetUp, token_minutes: int) -> None:
         )
     for old in _earlier_partner_clients(session):
         old.revoked_at = dt.datetime.now(dt.UTC)
+        audit(
+            session,
+            AuditEvent(actor(), "clients.revoke", "client", str(old.id), {"demo_rerun": True}),
+        )
+        result.revoked_partner_clients.append(str(old.id))
     client, api_key = add_client(session, PARTNER_AGENCY)
     audit(
         session,
@@ -314,6 +324,18 @@ def _earlier_partner_clients(session: Session) -> list[ApiClient]:
         ApiClient.agency == PARTNER_AGENCY, ApiClient.revoked_at.is_(None)
     )
     return list(session.scalars(live))
+
+
+def _warn_revoked(result: DemoSetUp) -> None:
+    """Said even with --json (on stderr): a script or partner still holding an earlier demo
+    key gets 401 from now on, and should not have to find out by failing."""
+    count = len(result.revoked_partner_clients)
+    console.print(
+        f"[bold yellow]note:[/] revoked {count} earlier demo partner API key(s) "
+        f"({', '.join(result.revoked_partner_clients)}): they answer 401 from now on; use the "
+        "new key printed with this set-up (also in the credentials file)",
+        highlight=False,
+    )
 
 
 def _print_guide(result: DemoSetUp, host: str, port: int, *, serving: bool) -> None:

@@ -19,6 +19,7 @@ from uvicorn.supervisors import Multiprocess
 from mash_hub.audit.checkpointer import start_checkpointer
 from mash_hub.cli._common import console, open_hub, settings
 from mash_hub.crypto.signing import load_signing_key
+from mash_hub.db.supervisor import ServerSupervisor
 from mash_hub.observability import logs
 from mash_hub.observability.logs import LogFormat
 from mash_hub.observability.metrics import MULTIPROCESS_ENV
@@ -59,6 +60,8 @@ def serve(
             key=load_signing_key(cfg, create=True),
             directory=cfg.resolved_audit_checkpoint_dir,
         )
+        # The hub runs the embedded server, so it starts it again when it dies.
+        supervisor = ServerSupervisor(db.embedded).start() if db.embedded is not None else None
         options: dict[str, Any] = {
             "host": host,
             "port": port,
@@ -72,7 +75,12 @@ def serve(
             else:
                 _run_workers(workers, options)
         finally:
+            # Shutdown order: nothing more signed or restarted, then (leaving `open_hub`) the
+            # engine is disposed, which chains what was written, and only then is the
+            # embedded server released and stopped.
             stop_checkpoints()
+            if supervisor is not None:
+                supervisor.stop()
 
 
 # How long uvicorn's supervisor waits for a worker to answer its health check before it

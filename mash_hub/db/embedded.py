@@ -26,6 +26,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,6 +85,82 @@ def _private_dir(path: Path, runas: _Runas) -> None:
         os.close(fd)
 
 
+# Exit status of useradd when the user exists already (another process was first).
+_USERADD_USER_EXISTS = 9
+# Machine-wide, since hub processes with different data dirs share the one system user.
+_USER_LOCK_NAME = "mash-hub-service-user.lock"
+
+
+def _user_lock_path() -> Path:
+    run_lock = Path("/run/lock")
+    folder = run_lock if run_lock.is_dir() else Path(tempfile.gettempdir())
+    return folder / _USER_LOCK_NAME
+
+
+def ensure_service_user(name: str) -> pwd.struct_passwd:
+    """The system user the server runs as when the hub runs as root, created if missing.
+
+    Several hub processes starting at once on a fresh machine (a test run, ``serve
+    --workers``) raced here: two ``useradd`` calls, one failing, or a server started before
+    the user could be looked up. Creation is serialised under a machine-wide file lock
+    (opened without following symlinks, as root in a shared folder), a user created by
+    someone else meanwhile is accepted, and the user must be visible before it is used.
+    """
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(name)
+    fd = os.open(_user_lock_path(), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            _create_system_user(name)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return pwd.getpwnam(name)
+            except KeyError:
+                if time.monotonic() > deadline:
+                    raise EmbeddedPostgresError(
+                        f"created system user {name!r} but cannot look it up; see SECURITY.md"
+                    ) from None
+                time.sleep(0.1)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _create_system_user(name: str) -> None:
+    useradd = shutil.which("useradd")
+    if useradd is None:
+        raise EmbeddedPostgresError(
+            f"running as root, the embedded server needs a system user {name!r} "
+            "and `useradd` was not found; create the user yourself, run the hub as an "
+            "ordinary user, or set MASH_DATABASE_URL"
+        )
+    log.warning("creating system user %s to run the embedded PostgreSQL server", name)
+    done = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        check=False,
+        capture_output=True,
+    )
+    if done.returncode not in {0, _USERADD_USER_EXISTS}:
+        raise EmbeddedPostgresError(
+            f"useradd failed (exit {done.returncode}) creating system user {name!r}: "
+            f"{done.stderr.decode(errors='replace').strip()[:500]}"
+        )
+
+
 def client_program(program: str) -> Path:
     """A PostgreSQL client program shipped in the wheel (``psql``, ``pg_dump`` ...)."""
     return _bin_dir() / program
@@ -102,6 +179,13 @@ class _Runas:
         return self.uid != os.geteuid()
 
 
+# How many EmbeddedPostgres objects of this process hold each server (by root): the client
+# registration is per process, so an inner holder (``demo`` serving inside its own set-up)
+# releasing must not stop the server an outer holder still uses.
+_HOLDERS: dict[Path, int] = {}
+_HOLDERS_LOCK = threading.Lock()
+
+
 class EmbeddedPostgres:
     """One embedded server rooted at ``<data_dir>/postgres``."""
 
@@ -112,6 +196,7 @@ class EmbeddedPostgres:
         self._clients_dir = self.root / "clients"
         self._lock_path = self.root / ".lock"
         self._pin_path = self.root / "pinned"
+        self._stopped_path = self.root / "stopped"
         self._bin = _bin_dir()
         self._permission_changes: list[Path] = []
         self._acquired = False
@@ -137,6 +222,10 @@ class EmbeddedPostgres:
     def is_running(self) -> bool:
         return self._running_pid() is not None
 
+    def stopped_on_purpose(self) -> bool:
+        """Whether :meth:`stop` (``mash-hub db stop``) stopped it, and nobody asked since."""
+        return self._stopped_path.exists()
+
     def permission_changes(self) -> list[Path]:
         """Directories whose traverse bit this process had to add (root only)."""
         return list(self._permission_changes)
@@ -147,17 +236,39 @@ class EmbeddedPostgres:
             return self.url()
         with self._locked():
             self._prepare()
+            self._stopped_path.unlink(missing_ok=True)
             if not self.is_running():
                 self._start()
             self._register_client()
+        with _HOLDERS_LOCK:
+            _HOLDERS[self.root] = _HOLDERS.get(self.root, 0) + 1
         self._acquired = True
         return self.url()
+
+    def start_if_down(self) -> bool:
+        """Start the server again if it is not running (it crashed or was killed); returns
+        whether it was started. Not after an operator stopped it on purpose (:meth:`stop`):
+        that stays stopped until the next hub process asks for the server."""
+        with self._locked():
+            if self.is_running() or self._stopped_path.exists():
+                return False
+            self._prepare()
+            self._start()
+            return True
 
     def release(self) -> None:
         """Unregister this process; stop the server if nobody else uses it and it is not pinned."""
         if not self._acquired:
             return
         self._acquired = False
+        with _HOLDERS_LOCK:
+            others = _HOLDERS.get(self.root, 1) - 1
+            if others > 0:
+                _HOLDERS[self.root] = others
+            else:
+                _HOLDERS.pop(self.root, None)
+        if others > 0:
+            return
         with self._locked():
             self._unregister_client()
             if not self._live_clients() and not self._pin_path.exists():
@@ -167,6 +278,7 @@ class EmbeddedPostgres:
         """Start (or keep) the server running after this process exits, for operators."""
         with self._locked():
             self._prepare()
+            self._stopped_path.unlink(missing_ok=True)
             if not self.is_running():
                 self._start()
             self._pin_path.touch()
@@ -176,6 +288,7 @@ class EmbeddedPostgres:
         """Stop the server now, whoever started it. Returns whether one was running."""
         with self._locked():
             self._pin_path.unlink(missing_ok=True)
+            self._stopped_path.touch()
             was_running = self.is_running()
             self._stop()
             for stale in self._clients_dir.glob("*"):
@@ -197,37 +310,8 @@ class EmbeddedPostgres:
         if os.geteuid() != 0:
             entry = pwd.getpwuid(os.geteuid())
             return _Runas(entry.pw_uid, entry.pw_gid, entry.pw_name)
-        try:
-            entry = pwd.getpwnam(SERVICE_USER)
-        except KeyError:
-            self._create_service_user()
-            entry = pwd.getpwnam(SERVICE_USER)
+        entry = ensure_service_user(SERVICE_USER)
         return _Runas(entry.pw_uid, entry.pw_gid, entry.pw_name)
-
-    def _create_service_user(self) -> None:
-        useradd = shutil.which("useradd")
-        if useradd is None:
-            raise EmbeddedPostgresError(
-                f"running as root, the embedded server needs a system user {SERVICE_USER!r} "
-                "and `useradd` was not found; create the user yourself, run the hub as an "
-                "ordinary user, or set MASH_DATABASE_URL"
-            )
-        log.warning("creating system user %s to run the embedded PostgreSQL server", SERVICE_USER)
-        subprocess.run(  # noqa: S603 - fixed arguments, no shell
-            [
-                useradd,
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVICE_USER,
-            ],
-            check=True,
-            capture_output=True,
-        )
 
     def _prepare(self) -> None:
         runas = self._runas()

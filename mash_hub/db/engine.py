@@ -15,7 +15,8 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, PendingRollbackError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
@@ -29,6 +30,46 @@ class DatabaseConfigError(ValueError):
 
 class DatabaseUnavailableError(RuntimeError):
     """The database server does not answer."""
+
+
+# SQLSTATEs of a server that is going away or not yet accepting work: class 08 (connection
+# exceptions), admin/crash shutdown, "the database system is starting up", too many clients.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# SQLAlchemy's code for "Can't reconnect until invalid transaction is rolled back": the
+# connection was lost inside a transaction that something then tried to use again.
+_LOST_IN_TRANSACTION = "8s2b"
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it wraps) means the server cannot be reached now.
+
+    True for a failed or lost connection (psycopg's OperationalError without a SQLSTATE, or
+    with a connection or shutdown SQLSTATE), a connection SQLAlchemy invalidated as
+    disconnected (also when a transaction on it is used again), a pool timeout, and
+    :class:`DatabaseUnavailableError`. Errors in a
+    statement (a deadlock, a cancelled query, a constraint) are not: those are the request's.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailableError | PoolTimeoutError):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, PendingRollbackError) and current.code == _LOST_IN_TRANSACTION:
+            return True
+        if isinstance(current, psycopg.OperationalError) and not isinstance(
+            current, psycopg.errors.PipelineAborted
+        ):
+            sqlstate = current.sqlstate
+            if sqlstate is None or sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES:
+                return True
+        if isinstance(current, DBAPIError) and isinstance(current.orig, BaseException):
+            current = current.orig
+        else:
+            current = current.__cause__ or current.__context__
+    return False
 
 
 def normalise_url(raw: str) -> str:
@@ -147,7 +188,8 @@ def use_app_role(engine: Engine) -> Engine:
 
 
 def make_engine(url: str, settings: Settings) -> Engine:
-    """A pooled psycopg 3 engine. ``pool_pre_ping`` drops connections a restart broke."""
+    """A pooled psycopg 3 engine. ``pool_pre_ping`` drops connections a restart broke; the
+    connect and pool timeouts bound how long a request can wait for a server that is down."""
     return use_app_role(
         create_engine(
             url,
@@ -155,7 +197,10 @@ def make_engine(url: str, settings: Settings) -> Engine:
             max_overflow=settings.pool_max_overflow,
             pool_timeout=settings.pool_timeout_seconds,
             pool_pre_ping=True,
-            connect_args={"application_name": "mash-hub"},
+            connect_args={
+                "application_name": "mash-hub",
+                "connect_timeout": settings.connect_timeout_seconds,
+            },
         )
     )
 

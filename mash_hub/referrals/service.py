@@ -43,6 +43,7 @@ from mash_hub import audit as audit_log
 from mash_hub.audit import AuditEvent
 from mash_hub.authz.policy import Caller, Decisions
 from mash_hub.crypto.envelope import FieldCipher
+from mash_hub.db.engine import is_database_unavailable
 from mash_hub.matching.incremental import has_index, link_records
 from mash_hub.matching.model import LinkageModel
 from mash_hub.persons.models import SourceRecord
@@ -462,6 +463,8 @@ def _link(
                 run_id = link_records(session, store, model, record_ids, actor=actor).run_id
             mode = "incremental"
         except Exception as exc:  # matching must never cost a referral: the next run links
+            if is_database_unavailable(exc):
+                raise  # the referral cannot be kept either: 503, and the client retries
             log.warning(
                 "real-time linkage failed (%s): subjects become new persons", type(exc).__name__
             )

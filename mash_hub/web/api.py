@@ -54,6 +54,12 @@ PROBLEMS = {
         "Too many requests (see Retry-After)",
         problem_example(429, "too many requests; retry later", "rate_limited"),
     ),
+    503: problem_doc(
+        "The database is unavailable (down, restarting or out of connections): retry after "
+        "Retry-After seconds; a referral retried with the same Idempotency-Key is never "
+        "taken twice",
+        problem_example(503, "the database is unavailable; retry later", "database_unavailable"),
+    ),
 }
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS)  # type: ignore[arg-type]

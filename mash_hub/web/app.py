@@ -24,7 +24,7 @@ from mash_hub.web import metrics as metrics_api
 from mash_hub.web.auth import Authenticator
 from mash_hub.web.errors import PROBLEM_JSON, install_error_handlers
 from mash_hub.web.metrics import MetricsMiddleware
-from mash_hub.web.middleware import ApiMiddleware
+from mash_hub.web.middleware import RETRY_AFTER_SECONDS, ApiMiddleware
 from mash_hub.web.ratelimit import RateLimiter
 
 
@@ -112,4 +112,9 @@ def _not_ready(detail: str, **extra: str | None) -> JSONResponse:
         "detail": detail,
         **extra,
     }
-    return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
+    return JSONResponse(
+        body,
+        status_code=503,
+        media_type=PROBLEM_JSON,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )

@@ -11,7 +11,10 @@ every response, including the problem documents it writes itself:
 * the body limit: a ``Content-Length`` above the limit is refused before the app runs; a
   streamed (chunked) body is counted as it is read and the app's answer replaced by 413;
 * an exception nothing handled becomes a 500 problem: the traceback goes to the log (frames
-  only, not the exception's message, which may quote data), the client gets the request id.
+  only, not the exception's message, which may quote data), the client gets the request id;
+* except when the database is unavailable (server down, connection lost, pool exhausted):
+  that is 503 ``database_unavailable`` with ``Retry-After``, and the log gets one short line
+  (no traceback) at most every few seconds, counting the requests answered so meanwhile.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from mash_hub.db.engine import is_database_unavailable
 from mash_hub.observability.logs import request_id_var
 from mash_hub.web.errors import PROBLEM_JSON, problem_body
 
@@ -62,10 +68,41 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+# What a client is told to wait before retrying while the database is unavailable: about the
+# time the embedded server's supervisor takes to notice a dead server and start it again.
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_DETAIL = "the database is unavailable; retry later"
+
+
+class OutageLog:
+    """One log line per ``interval`` seconds while the database is unavailable, not one
+    traceback per request: an outage under load was 15,000 log lines of repeated frames."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last = -interval
+        self._unlogged = 0
+
+    def answered_503(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._unlogged += 1
+            if now - self._last < self.interval:
+                return
+            count, self._unlogged, self._last = self._unlogged, 0, now
+        log.warning(
+            "database unavailable (%s): answered 503 to %d request(s) since the last message",
+            type(exc).__name__,
+            count,
+        )
+
+
 class ApiMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.outage_log = OutageLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -108,6 +145,17 @@ class ApiMiddleware:
         except _BodyTooLargeError:
             pass
         except Exception as exc:
+            if not too_large and not started and is_database_unavailable(exc):
+                self.outage_log.answered_503(exc)
+                await _send_problem(
+                    send,
+                    503,
+                    UNAVAILABLE_DETAIL,
+                    request_id,
+                    code="database_unavailable",
+                    headers=[(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
+                )
+                return
             if not too_large:  # else: the app reacting to the body it could not read
                 log.error(
                     "unhandled %s answering %s %s (request %s)\n%s",
@@ -149,12 +197,21 @@ def _with_security_headers(
     return out
 
 
-async def _send_problem(send: Send, status: int, detail: str, request_id: str) -> None:
-    body = json.dumps(problem_body(status, detail, request_id=request_id)).encode()
+async def _send_problem(
+    send: Send,
+    status: int,
+    detail: str,
+    request_id: str,
+    *,
+    code: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = json.dumps(problem_body(status, detail, request_id=request_id, code=code)).encode()
     headers = _with_security_headers(
         [
             (b"content-type", PROBLEM_JSON.encode()),
             (b"content-length", str(len(body)).encode()),
+            *(headers or []),
         ],
         request_id,
     )

@@ -60,6 +60,10 @@ def test_demo_sets_up_once_then_reuses_its_data_with_fresh_credentials(server_di
     assert again["records"] == report["records"]
     assert again["persons"] == report["persons"]
     assert again["partner"]["api_key"] != report["partner"]["api_key"]
+    # The earlier key stops working: said on stderr and in the report, not silently.
+    assert again["revoked_partner_clients"] == [report["partner"]["client_id"]]
+    assert "revoked 1 earlier demo partner API key" in " ".join(second.stderr.split())
+    assert report["partner"]["client_id"] in second.stderr.replace("\n", "")
     assert {a["user"] for a in again["accounts"]} == {a["user"] for a in report["accounts"]}
 
 

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psycopg
@@ -52,6 +53,19 @@ def test_server_stops_only_after_its_last_user(server_dir: Path) -> None:
     assert first.is_running(), "a second user's exit must not stop a server still in use"
     first.release()
     assert not first.is_running()
+
+
+def test_an_inner_user_in_the_same_process_does_not_stop_the_server(server_dir: Path) -> None:
+    """`demo` serves inside its own use of the server: the inner release stopped it, and the
+    outer use's last audit chaining then failed at Ctrl+C."""
+    outer = EmbeddedPostgres(server_dir / "data")
+    outer.acquire()
+    inner = EmbeddedPostgres(server_dir / "data")
+    inner.acquire()
+    inner.release()
+    assert outer.is_running(), "the outer user still needs the server"
+    outer.release()
+    assert not outer.is_running()
 
 
 def test_a_killed_user_does_not_keep_the_server_alive(server_dir: Path) -> None:
@@ -122,3 +136,38 @@ def test_a_crash_after_initdb_still_starts_socket_only(server_dir: Path) -> None
     conf.write_text(conf.read_text().replace("include_if_exists = 'mash_hub.conf'", ""))
     with server.running():
         assert _query(server, "SHOW listen_addresses") == ""
+
+
+_CREATE_USER = textwrap.dedent(
+    """
+    import sys, time
+    from mash_hub.db import embedded
+    start = float(sys.argv[2])
+    while time.time() < start:
+        pass
+    print(embedded.ensure_service_user(sys.argv[1]).pw_uid)
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating system users needs root")
+def test_processes_starting_at_once_as_root_create_the_service_user_once() -> None:
+    """Before: concurrent `useradd` calls failed (user exists, /etc/passwd locked) and
+    initdb then could not look the user up. A throwaway user name, removed afterwards."""
+    name = f"mash_t{os.getpid() % 100000}"
+    start = f"{time.time() + 3:.3f}"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CREATE_USER, name, start],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    try:
+        results = [process.communicate(timeout=120) for process in processes]
+        assert all(process.returncode == 0 for process in processes), results
+        assert len({out.strip() for out, _ in results}) == 1  # one user, the same uid for all
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
