@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import time
 import uuid
@@ -37,6 +38,8 @@ from mash_hub.feeds.models import FeedBatch
 from mash_hub.feeds.quarantine import quarantine
 from mash_hub.feeds.reader import RawRecord, read_records
 from mash_hub.persons.store import NewRecord, PersonStore, PreparedRecord
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 2_000
 _LEDGER_COUNTS = ("rows", "accepted", "updated", "unchanged", "quarantined", "quarantine_reasons")
@@ -278,13 +281,31 @@ class Outcome:
     reasons: list[dict[str, str]] = field(default_factory=list)
 
 
+# The reason a row gets when reading or standardising it raised something unforeseen: the row
+# is quarantined (its raw values kept for correction) and the ingest goes on.
+ROW_ERROR = {"code": "row_unreadable", "field": "row"}
+
+
 def prepare_one(
     store: PersonStore, definition: FeedDefinition, batch_id: uuid.UUID, raw: RawRecord
 ) -> Outcome:
-    mapped = map_record(definition, raw)
-    if not mapped.valid:
-        return Outcome(raw.location, None, raw.data, [r.as_dict() for r in mapped.reasons])
-    return Outcome(raw.location, store.prepare(to_new_record(definition, mapped, batch_id)))
+    """Standardise and encrypt one row; any exception becomes a reason on that row, so no
+    input can stop an ingest (a file-level fault is raised by the reader instead)."""
+    if raw.error is not None:
+        return Outcome(raw.location, None, raw.data, [{"code": raw.error, "field": "row"}])
+    try:
+        mapped = map_record(definition, raw)
+        if not mapped.valid:
+            return Outcome(raw.location, None, raw.data, [r.as_dict() for r in mapped.reasons])
+        return Outcome(raw.location, store.prepare(to_new_record(definition, mapped, batch_id)))
+    except Exception as exc:  # the row is quarantined with a reason instead
+        logger.warning(
+            "feed %s %s: standardising raised %s; row quarantined",
+            definition.name,
+            raw.location,
+            type(exc).__name__,
+        )
+        return Outcome(raw.location, None, raw.data, [dict(ROW_ERROR)])
 
 
 # Set in the parent just before the worker processes fork, so they inherit the store (with its

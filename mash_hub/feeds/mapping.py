@@ -110,6 +110,16 @@ class _Mapper:
             return None
         return parsed.isoformat() if parsed else None
 
+    def name(self, value: Any, name: str) -> str | None:
+        """A cleaned name part, or ``None`` with a reason when it has no usable letters."""
+        if value is None:
+            return None
+        try:
+            return std.clean_name(str(value))
+        except std.StandardisationError as exc:
+            self.reasons.append(Reason(exc.code, name))
+            return None
+
     def check(self, name: str, function: Any, value: Any, *args: Any) -> Any:
         if value is None:
             return None
@@ -145,13 +155,17 @@ class _Mapper:
                 raw = value[0] if value else None
                 where = f"addresses[{index}].{key}"
                 if key == "postcode":
-                    address[key] = self.check(where, std.normalise_postcode, raw)
+                    # A postcode split over two columns (outward, inward) is joined too.
+                    joined = " ".join(str(v) for v in value) if value else None
+                    address[key] = self.check(where, std.normalise_postcode, joined)
                 elif key in {"from", "to"}:
                     address[key] = self.date(fspec, raw, where)
                 elif key == "current":
                     address[key] = _truthy(raw)
                 else:
-                    address[key] = std.clean_name(str(raw)) if raw is not None else None
+                    # Several paths are joined in order ("109" + "High Street"), so a house
+                    # number kept in a column of its own still reaches matching.
+                    address[key] = std.clean_address(" ".join(str(v) for v in value))
             if any(v not in (None, "") for k, v in address.items() if k != "current"):
                 out.append(address)
         if len(out) == 1 and out[0].get("current") is None:
@@ -169,22 +183,20 @@ def map_record(definition: FeedDefinition, raw: RawRecord) -> MappedRecord:
     if not record_key:
         m.reasons.append(Reason("record_id_missing", "record_id"))
 
-    given: list[str] = [std.clean_name(str(v)) for v in m.values(person.given_names)]
+    given_names = [g for v in m.values(person.given_names) if (g := m.name(v, "given_names"))]
     family_raw = m.first(person.family_name)
-    family = std.clean_name(str(family_raw)) if family_raw is not None else None
+    family = m.name(family_raw, "family_name")
     if person.full_name is not None and (full := m.first(person.full_name)) is not None:
         try:
             parsed = std.split_full_name(str(full))
         except std.StandardisationError as exc:
             m.reasons.append(Reason(exc.code, "full_name"))
         else:
-            given = given or list(parsed.given_names)
+            given_names = given_names or list(parsed.given_names)
             family = family or parsed.family_name
-    given = [g for g in given if g]
-    if not family and not given:
+    if not family and not given_names:
         m.reasons.append(Reason("name_empty", "family_name"))
-    other_names = [std.clean_name(str(v)) for v in m.values(person.other_names)]
-    other_names = [o for o in other_names if o]
+    other_names = [o for v in m.values(person.other_names) if (o := m.name(v, "other_names"))]
 
     dob = None
     if person.date_of_birth is not None:
@@ -202,7 +214,7 @@ def map_record(definition: FeedDefinition, raw: RawRecord) -> MappedRecord:
 
     groups: dict[str, dict[str, Any]] = {
         IDENTITY: {
-            "given_names": given,
+            "given_names": given_names,
             "family_name": family,
             "other_names": other_names,
             "date_of_birth": dob,
@@ -219,7 +231,7 @@ def map_record(definition: FeedDefinition, raw: RawRecord) -> MappedRecord:
             groups[DETAILS_PREFIX + group] = values
 
     index_fields = {
-        "given_names": given,
+        "given_names": given_names,
         "family_name": family,
         "other_names": other_names,
         "date_of_birth": dt.date.fromisoformat(dob) if dob else None,
