@@ -9,7 +9,7 @@ import datetime as dt
 import uuid
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from mash_hub.persons.store import PreparedRecord
@@ -45,3 +45,15 @@ def supersede_issues(session: Session, record_ids: Collection[uuid.UUID]) -> Non
             .where(QualityIssue.record_id.in_(list(record_ids)), QualityIssue.status == OPEN)
             .values(status=SUPERSEDED, resolved_at=dt.datetime.now(dt.UTC))
         )
+
+
+def open_issue_counts(session: Session, record_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many values of each record failed validation and are not yet corrected."""
+    if not record_ids:
+        return {}
+    rows = session.execute(
+        select(QualityIssue.record_id, func.count())
+        .where(QualityIssue.record_id.in_(list(record_ids)), QualityIssue.status == OPEN)
+        .group_by(QualityIssue.record_id)
+    ).all()
+    return {record_id: int(count) for record_id, count in rows}
