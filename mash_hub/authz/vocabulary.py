@@ -7,7 +7,7 @@ not listed is denied everything (default deny). Adding a word is a code change, 
 
 from __future__ import annotations
 
-from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY
+from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, QUALITY
 
 # Roles a member of staff (or a partner's client) can hold.
 ROLES: tuple[str, ...] = (
@@ -30,6 +30,10 @@ SOURCES: tuple[str, ...] = ("police", "council", "social_care", "referral")
 
 IDENTITY_FIELDS: tuple[str, ...] = (IDENTITY, IDENTIFIERS, CONTACT)
 
+# Values of a record that failed validation (mash_hub.quality): the person view shows only how
+# many; correcting one decrypts its raw value. Any source's records may carry it.
+QUALITY_FIELDS: tuple[str, ...] = (QUALITY,)
+
 # The detail groups each source supplies.
 SOURCE_DETAILS: dict[str, tuple[str, ...]] = {
     "police": ("details.warning_markers", "details.incidents"),
@@ -42,7 +46,7 @@ SOURCE_DETAILS: dict[str, tuple[str, ...]] = {
 DETAIL_FIELDS: tuple[str, ...] = tuple(f for groups in SOURCE_DETAILS.values() for f in groups)
 
 # Person field groups: the unit the policy grants (see mash_hub.persons.store).
-PERSON_FIELDS: tuple[str, ...] = IDENTITY_FIELDS + DETAIL_FIELDS
+PERSON_FIELDS: tuple[str, ...] = IDENTITY_FIELDS + DETAIL_FIELDS + QUALITY_FIELDS
 
 # Actions on person field groups.
 READ = "read"
@@ -72,5 +76,5 @@ ACTIONS: tuple[str, ...] = FIELD_ACTIONS + tuple(RESOURCE_ACTIONS)
 
 
 def source_fields(source: str) -> tuple[str, ...]:
-    """The field groups records from ``source`` carry (identity fields plus its details)."""
-    return IDENTITY_FIELDS + SOURCE_DETAILS.get(source, ())
+    """The field groups records from ``source`` carry (identity fields, its details, quality)."""
+    return IDENTITY_FIELDS + SOURCE_DETAILS.get(source, ()) + QUALITY_FIELDS

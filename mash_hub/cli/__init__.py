@@ -17,6 +17,7 @@ from mash_hub.cli import feeds as feed_commands
 from mash_hub.cli import keys as key_commands
 from mash_hub.cli import link as link_commands
 from mash_hub.cli import policy as policy_commands
+from mash_hub.cli import quality as quality_commands
 from mash_hub.cli import sar as sar_commands
 from mash_hub.cli import users as user_commands
 from mash_hub.cli._common import ExitCode, console, settings
@@ -48,6 +49,7 @@ app.add_typer(policy_commands.app, name="policy")
 app.add_typer(sar_commands.app, name="sar")
 app.add_typer(feed_commands.feeds_app, name="feeds")
 app.add_typer(feed_commands.quarantine_app, name="quarantine")
+app.add_typer(quality_commands.app, name="quality")
 app.add_typer(user_commands.users_app, name="users")
 app.add_typer(user_commands.clients_app, name="clients")
 app.command()(feed_commands.ingest)

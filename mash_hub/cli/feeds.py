@@ -214,6 +214,13 @@ def _print_report(report: BatchReport) -> None:
     )
     for code, count in report.quarantine_reasons.items():
         console.print(f"    quarantined {code}: {count:,}")
+    if report.flagged:
+        console.print(
+            f"    {report.flagged:,} indexed with values that failed validation "
+            "(`mash-hub quality list`):"
+        )
+        for code, count in report.quality_issues.items():
+            console.print(f"    flagged {code}: {count:,}")
 
 
 def _row_id(value: str) -> uuid.UUID:
@@ -371,9 +378,11 @@ def resubmit(
             _set_path(values, name, value or None)
         mapped = map_record(definition, RawRecord(quarantined.location, values))
         if not mapped.valid:
-            problems = ", ".join(f"{r.field}: {r.code}" for r in mapped.reasons)
+            problems = ", ".join(f"{r.field}: {r.code}" for r in mapped.all_reasons)
             if as_json:
-                emit_json({"resubmitted": False, "reasons": [r.as_dict() for r in mapped.reasons]})
+                emit_json(
+                    {"resubmitted": False, "reasons": [r.as_dict() for r in mapped.all_reasons]}
+                )
                 raise typer.Exit(int(ExitCode.BAD_INPUT))
             fail(f"still invalid, nothing changed: {problems}", ExitCode.BAD_INPUT)
         assert mapped.source_record_id is not None

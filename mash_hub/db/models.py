@@ -9,6 +9,7 @@ from mash_hub.db.base import Base
 from mash_hub.feeds import models as feed_models
 from mash_hub.matching import models as matching_models
 from mash_hub.persons import models as person_models
+from mash_hub.quality import models as quality_models
 from mash_hub.referrals import models as referral_models
 from mash_hub.users import models as user_models
 
@@ -20,6 +21,7 @@ __all__ = [
     "feed_models",
     "matching_models",
     "person_models",
+    "quality_models",
     "referral_models",
     "user_models",
 ]

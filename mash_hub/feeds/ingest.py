@@ -6,8 +6,11 @@
   adds nothing. A record whose agency id is already held becomes a new version only when its
   standardised content changed (a keyed content hash tells, without decrypting); the previous
   version is kept as history.
-* **Nothing lost.** Rows that fail validation go to the encrypted quarantine with reasons; a
-  malformed file is rejected as a whole with an error naming the line.
+* **Nothing lost.** A record with a bad value is indexed on what is valid and the value
+  flagged (``mash_hub.quality``); only a row that cannot be a person (no record id, no usable
+  name, unreadable) goes to the encrypted quarantine with reasons. No row can stop an ingest:
+  rows in = indexed (accepted, updated, unchanged) + quarantined. A malformed file is
+  rejected as a whole with an error naming the line.
 
 :func:`ingest_records` takes the caller's session, so an API request can own the transaction;
 :func:`ingest_file` is the job form that owns its own.
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import time
 import uuid
@@ -37,9 +41,21 @@ from mash_hub.feeds.models import FeedBatch
 from mash_hub.feeds.quarantine import quarantine
 from mash_hub.feeds.reader import RawRecord, read_records
 from mash_hub.persons.store import NewRecord, PersonStore, PreparedRecord
+from mash_hub.quality.issues import record_issues, supersede_issues
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 2_000
-_LEDGER_COUNTS = ("rows", "accepted", "updated", "unchanged", "quarantined", "quarantine_reasons")
+_LEDGER_COUNTS = (
+    "rows",
+    "accepted",
+    "updated",
+    "unchanged",
+    "quarantined",
+    "quarantine_reasons",
+    "flagged",
+    "quality_issues",
+)
 Progress = Callable[[int], None]
 
 
@@ -58,6 +74,9 @@ class BatchReport:
     unchanged: int = 0
     quarantined: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    # Rows indexed with at least one value that failed validation, and those values by reason.
+    flagged: int = 0
+    quality_issues: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -144,6 +163,7 @@ def ingest_records(
     session.flush()
 
     reasons: Counter[str] = Counter()
+    issues: Counter[str] = Counter()
     chunk: dict[bytes, PreparedRecord] = {}
     outcomes = (
         pool.outcomes(records, batch.id)
@@ -166,6 +186,9 @@ def ingest_records(
             report.quarantined += 1
             reasons.update(reason["code"] for reason in outcome.reasons)
         else:
+            if outcome.prepared.issues:
+                report.flagged += 1
+                issues.update(code for _, code in outcome.prepared.issues)
             key = outcome.prepared.source_key
             if key in chunk:  # the same agency id twice in one file: the later row wins
                 _write_chunk(session, store, definition, chunk, report=report)
@@ -182,6 +205,7 @@ def ingest_records(
 
     report.batch_id = str(batch.id)
     report.quarantine_reasons = dict(sorted(reasons.items()))
+    report.quality_issues = dict(sorted(issues.items()))
     batch.counts = {key: getattr(report, key) for key in _LEDGER_COUNTS}
     audit(
         session,
@@ -208,6 +232,7 @@ def to_new_record(
         groups=mapped.groups,
         index_fields=mapped.index_fields,
         batch_id=batch_id,
+        issues=tuple((i.field, i.code) for i in mapped.issues),
     )
 
 
@@ -249,7 +274,10 @@ def apply_prepared(
             to_write.append(replace(prepared, version=held.version + 1, person_id=held.person_id))
             counts["updated"] += 1
     store.supersede(session, superseded)
-    return store.write(session, to_write), counts
+    supersede_issues(session, superseded)
+    written = store.write(session, to_write)
+    record_issues(session, to_write)
+    return written, counts
 
 
 def _write_chunk(
@@ -278,13 +306,31 @@ class Outcome:
     reasons: list[dict[str, str]] = field(default_factory=list)
 
 
+# The reason a row gets when reading or standardising it raised something unforeseen: the row
+# is quarantined (its raw values kept for correction) and the ingest goes on.
+ROW_ERROR = {"code": "row_unreadable", "field": "row"}
+
+
 def prepare_one(
     store: PersonStore, definition: FeedDefinition, batch_id: uuid.UUID, raw: RawRecord
 ) -> Outcome:
-    mapped = map_record(definition, raw)
-    if not mapped.valid:
-        return Outcome(raw.location, None, raw.data, [r.as_dict() for r in mapped.reasons])
-    return Outcome(raw.location, store.prepare(to_new_record(definition, mapped, batch_id)))
+    """Standardise and encrypt one row; any exception becomes a reason on that row, so no
+    input can stop an ingest (a file-level fault is raised by the reader instead)."""
+    if raw.error is not None:
+        return Outcome(raw.location, None, raw.data, [{"code": raw.error, "field": "row"}])
+    try:
+        mapped = map_record(definition, raw)
+        if not mapped.valid:
+            return Outcome(raw.location, None, raw.data, [r.as_dict() for r in mapped.all_reasons])
+        return Outcome(raw.location, store.prepare(to_new_record(definition, mapped, batch_id)))
+    except Exception as exc:  # the row is quarantined with a reason instead
+        logger.warning(
+            "feed %s %s: standardising raised %s; row quarantined",
+            definition.name,
+            raw.location,
+            type(exc).__name__,
+        )
+        return Outcome(raw.location, None, raw.data, [dict(ROW_ERROR)])
 
 
 # Set in the parent just before the worker processes fork, so they inherit the store (with its

@@ -3,6 +3,10 @@
 The output is already split into the store's field groups (``identity``, ``identifiers``,
 ``contact``, ``details.<name>``) plus the values to blind-index. Every problem becomes a
 machine-readable reason (a code and the schema field), never a message quoting the value.
+
+Only what cannot be a person (no record id, no usable name) holds a row back. Any other bad
+value is left out of the indexed values and becomes an :class:`Issue`, its raw value kept in
+the record's encrypted ``quality`` group, so the record is indexed on what is valid.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from mash_hub.feeds import standardise as std
 from mash_hub.feeds.definition import AddressSpec, FeedDefinition, FieldSpec
 from mash_hub.feeds.reader import RawRecord
-from mash_hub.persons.store import CONTACT, DETAILS_PREFIX, IDENTIFIERS, IDENTITY
+from mash_hub.persons.store import CONTACT, DETAILS_PREFIX, IDENTIFIERS, IDENTITY, QUALITY
 
 
 @dataclass(frozen=True)
@@ -27,19 +31,44 @@ class Reason:
         return {"code": self.code, "field": self.field}
 
 
+@dataclass(frozen=True)
+class Issue:
+    """A value that failed validation on a record that is indexed all the same: the reason,
+    the schema field, and the raw value (kept only inside the record's encrypted ``quality``
+    group, for correction)."""
+
+    code: str
+    field: str
+    raw: str
+
+    @property
+    def reason(self) -> Reason:
+        return Reason(self.code, self.field)
+
+
 @dataclass
 class MappedRecord:
-    """A standardised record, or (when ``reasons`` is not empty) one for the quarantine."""
+    """A standardised record, or (when ``reasons`` is not empty) one for the quarantine.
+
+    ``reasons`` are what make a row unusable as a person (no record id, no usable name): only
+    they hold a row back. ``issues`` are bad values left out of an indexed record.
+    """
 
     location: str
     source_record_id: str | None
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     index_fields: dict[str, Any] = field(default_factory=dict)
     reasons: list[Reason] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
         return not self.reasons
+
+    @property
+    def all_reasons(self) -> list[Reason]:
+        """Everything wrong with the row, for a quarantined row's reasons."""
+        return list(dict.fromkeys([*self.reasons, *(i.reason for i in self.issues)]))
 
 
 def _lookup(data: Mapping[str, Any], path: str) -> Any:
@@ -68,6 +97,10 @@ def _values(data: Mapping[str, Any], spec: FieldSpec) -> list[Any]:
     return out
 
 
+def _raw_text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
 def _truthy(raw: Any) -> bool | None:
     if raw is None or isinstance(raw, bool):
         return raw
@@ -79,6 +112,10 @@ class _Mapper:
         self.definition = definition
         self.data = data
         self.reasons: list[Reason] = []
+        self.issues: list[Issue] = []
+
+    def flag(self, exc: std.StandardisationError, name: str, value: Any) -> None:
+        self.issues.append(Issue(exc.code, name, _raw_text(value)))
 
     def values(self, spec: FieldSpec | None) -> list[Any]:
         return [] if spec is None else _values(self.data, spec)
@@ -106,9 +143,19 @@ class _Mapper:
             except std.StandardisationError:
                 parsed = std.parse_date(str(value), None)
         except std.StandardisationError as exc:
-            self.reasons.append(Reason(exc.code, name))
+            self.flag(exc, name, value)
             return None
         return parsed.isoformat() if parsed else None
+
+    def name(self, value: Any, name: str) -> str | None:
+        """A cleaned name part, or ``None`` with a reason when it has no usable letters."""
+        if value is None:
+            return None
+        try:
+            return std.clean_name(str(value))
+        except std.StandardisationError as exc:
+            self.flag(exc, name, value)
+            return None
 
     def check(self, name: str, function: Any, value: Any, *args: Any) -> Any:
         if value is None:
@@ -116,7 +163,7 @@ class _Mapper:
         try:
             return function(str(value), *args)
         except std.StandardisationError as exc:
-            self.reasons.append(Reason(exc.code, name))
+            self.flag(exc, name, value)
             return None
 
     def detail_value(self, spec: FieldSpec, name: str) -> Any:
@@ -137,22 +184,31 @@ class _Mapper:
             if isinstance(listed, Mapping):
                 listed = [listed]
             sources = [item for item in (listed or []) if isinstance(item, Mapping)]
-        out = []
-        for index, source in enumerate(sources):
+        out: list[dict[str, Any]] = []
+        for source in sources:
             address: dict[str, Any] = {}
+            flagged = len(self.issues)
             for key, fspec in spec.fields.items():
                 value = _values(source, fspec)
                 raw = value[0] if value else None
-                where = f"addresses[{index}].{key}"
+                # The index in the stored list, where a correction puts the value back.
+                where = f"addresses[{len(out)}].{key}"
                 if key == "postcode":
-                    address[key] = self.check(where, std.normalise_postcode, raw)
+                    # A postcode split over two columns (outward, inward) is joined too.
+                    joined = " ".join(str(v) for v in value) if value else None
+                    address[key] = self.check(where, std.normalise_postcode, joined)
                 elif key in {"from", "to"}:
                     address[key] = self.date(fspec, raw, where)
                 elif key == "current":
                     address[key] = _truthy(raw)
                 else:
-                    address[key] = std.clean_name(str(raw)) if raw is not None else None
-            if any(v not in (None, "") for k, v in address.items() if k != "current"):
+                    # Several paths are joined in order ("109" + "High Street"), so a house
+                    # number kept in a column of its own still reaches matching.
+                    address[key] = std.clean_address(" ".join(str(v) for v in value))
+            # An address whose only value failed validation is kept (empty) for correction.
+            if len(self.issues) > flagged or any(
+                v not in (None, "") for k, v in address.items() if k != "current"
+            ):
                 out.append(address)
         if len(out) == 1 and out[0].get("current") is None:
             out[0]["current"] = True
@@ -169,22 +225,21 @@ def map_record(definition: FeedDefinition, raw: RawRecord) -> MappedRecord:
     if not record_key:
         m.reasons.append(Reason("record_id_missing", "record_id"))
 
-    given: list[str] = [std.clean_name(str(v)) for v in m.values(person.given_names)]
+    given_names = [g for v in m.values(person.given_names) if (g := m.name(v, "given_names"))]
     family_raw = m.first(person.family_name)
-    family = std.clean_name(str(family_raw)) if family_raw is not None else None
+    family = m.name(family_raw, "family_name")
     if person.full_name is not None and (full := m.first(person.full_name)) is not None:
         try:
             parsed = std.split_full_name(str(full))
         except std.StandardisationError as exc:
-            m.reasons.append(Reason(exc.code, "full_name"))
+            m.flag(exc, "full_name", full)
         else:
-            given = given or list(parsed.given_names)
+            given_names = given_names or list(parsed.given_names)
             family = family or parsed.family_name
-    given = [g for g in given if g]
-    if not family and not given:
+    if not family and not given_names:
+        # No usable name: this cannot be a person, so the row is held back.
         m.reasons.append(Reason("name_empty", "family_name"))
-    other_names = [std.clean_name(str(v)) for v in m.values(person.other_names)]
-    other_names = [o for o in other_names if o]
+    other_names = [o for v in m.values(person.other_names) if (o := m.name(v, "other_names"))]
 
     dob = None
     if person.date_of_birth is not None:
@@ -202,7 +257,7 @@ def map_record(definition: FeedDefinition, raw: RawRecord) -> MappedRecord:
 
     groups: dict[str, dict[str, Any]] = {
         IDENTITY: {
-            "given_names": given,
+            "given_names": given_names,
             "family_name": family,
             "other_names": other_names,
             "date_of_birth": dob,
@@ -211,6 +266,10 @@ def map_record(definition: FeedDefinition, raw: RawRecord) -> MappedRecord:
         IDENTIFIERS: {"nhs_number": nhs, "upn": upn, "pnc_id": pnc},
         CONTACT: {"addresses": addresses, "phone": phone, "email": email},
     }
+    if m.issues:
+        groups[QUALITY] = {
+            "issues": [{"code": i.code, "field": i.field, "raw": i.raw} for i in m.issues]
+        }
     for group, specs in definition.details.items():
         values = {
             name: m.detail_value(spec, f"details.{group}.{name}") for name, spec in specs.items()
@@ -219,7 +278,7 @@ def map_record(definition: FeedDefinition, raw: RawRecord) -> MappedRecord:
             groups[DETAILS_PREFIX + group] = values
 
     index_fields = {
-        "given_names": given,
+        "given_names": given_names,
         "family_name": family,
         "other_names": other_names,
         "date_of_birth": dt.date.fromisoformat(dob) if dob else None,
@@ -228,4 +287,4 @@ def map_record(definition: FeedDefinition, raw: RawRecord) -> MappedRecord:
         "upn": upn,
         "pnc_id": pnc,
     }
-    return MappedRecord(raw.location, record_key or None, groups, index_fields, m.reasons)
+    return MappedRecord(raw.location, record_key or None, groups, index_fields, m.reasons, m.issues)

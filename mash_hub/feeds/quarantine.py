@@ -8,8 +8,9 @@ field names, and the file and line it came from.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +25,23 @@ GROUP = "raw"
 
 class QuarantineError(LookupError):
     """No such quarantined row, or it is no longer open."""
+
+
+def _storable(value: Any) -> Any:
+    """The raw value in a form that always encrypts: lone surrogates (JSON escapes of half a
+    character) become U+FFFD, NaN and infinities their text, other odd values their text.
+    A row that cannot be read must still be kept, not stop the ingest."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(_storable(k)): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return _storable(str(value))
 
 
 def quarantine(
@@ -49,7 +67,7 @@ def quarantine(
             location=location,
             reasons=list(reasons),
             ciphertext=issued.cipher.encrypt_group(
-                {"raw": raw}, table=TABLE, group=GROUP, row_id=row_id
+                {"raw": _storable(raw)}, table=TABLE, group=GROUP, row_id=row_id
             ),
             status="open",
         )

@@ -23,10 +23,17 @@ class MalformedFileError(ValueError):
     """The file cannot be read as its feed definition says; nothing from it is ingested."""
 
 
+# A field may be long (free text, a run-together address) without the file being malformed.
+FIELD_SIZE_LIMIT = 16 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class RawRecord:
     location: str  # "line 12" or "record 7"
     data: dict[str, Any]
+    # Set when this one row could not be read although the file can: the row is quarantined
+    # with this reason code and the ingest goes on.
+    error: str | None = None
 
 
 def read_records(definition: FeedDefinition, path: Path) -> Iterator[RawRecord]:
@@ -40,6 +47,7 @@ def read_records(definition: FeedDefinition, path: Path) -> Iterator[RawRecord]:
 
 def _read_csv(definition: FeedDefinition, path: Path) -> Iterator[RawRecord]:
     fmt = definition.format
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_SIZE_LIMIT))
     try:
         with path.open(encoding=fmt.encoding, newline="") as handle:
             reader = csv.reader(handle, delimiter=fmt.delimiter, strict=True)
@@ -92,6 +100,10 @@ def _read_ndjson(definition: FeedDefinition, path: Path) -> Iterator[RawRecord]:
                     raise MalformedFileError(
                         f"{path.name} line {number}: malformed JSON at column {exc.colno}"
                     ) from None
+                except RecursionError:
+                    # Valid JSON nested too deeply to read: that row only.
+                    yield RawRecord(f"line {number}", {"line": line}, "row_unreadable")
+                    continue
                 if not isinstance(value, dict):
                     raise MalformedFileError(f"{path.name} line {number}: not a JSON object")
                 yield RawRecord(f"line {number}", value)

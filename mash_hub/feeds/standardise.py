@@ -52,6 +52,7 @@ __all__ = [
     "SEX_CODES",
     "PersonName",
     "StandardisationError",
+    "clean_address",
     "clean_name",
     "given_name_variants",
     "name_key",
@@ -278,6 +279,36 @@ def clean_name(raw: str) -> str:
     if not cleaned:
         raise StandardisationError("name_empty")
     return ", ".join(cleaned)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _address_word(word: str, first: bool) -> str:
+    """Words with digits (house numbers, ``3B``, postcodes) upper case; the rest re-cased."""
+    if any(ch.isdigit() for ch in word):
+        return word.upper()
+    return _case_word(word, first)
+
+
+def clean_address(raw: str | None) -> str | None:
+    """An address line or town for display and matching; ``None`` when nothing is left.
+
+    Unlike :func:`clean_name` it keeps numbers: a line holding only a house number (``"109"``)
+    is an address line, and the house number is what matching compares with the postcode.
+    Control characters become spaces, spacing is collapsed, NFC; all-upper-case input
+    (police) is re-cased like a name except words with digits (``"FLAT 3B"`` ->
+    ``"Flat 3B"``). Never raises.
+    """
+    if raw is None:
+        return None
+    text = " ".join(_CONTROL.sub(" ", unicodedata.normalize("NFC", raw)).split()).strip(" ,")
+    if not text:
+        return None
+    words = text.split(" ")
+    if text.isupper():
+        words = [_address_word(w, i == 0) for i, w in enumerate(words)]
+    return " ".join(words)
 
 
 def _key_tokens(name: str) -> list[str]:

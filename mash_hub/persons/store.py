@@ -39,6 +39,9 @@ IDENTIFIERS = "identifiers"
 CONTACT = "contact"
 CORE_GROUPS = (IDENTITY, IDENTIFIERS, CONTACT)
 DETAILS_PREFIX = "details."
+# Values of the record that failed validation, raw, kept for correction (mash_hub.quality).
+# Never shown by the person view, which shows only how many there are.
+QUALITY = "quality"
 
 
 class UnknownPersonError(LookupError):
@@ -61,6 +64,8 @@ class NewRecord:
     person_id: uuid.UUID | None = None
     version: int = 1
     batch_id: uuid.UUID | None = None
+    # (field, reason code) of each value that failed validation (no values).
+    issues: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class PreparedRecord:
     key_row: dict[str, object] | None
     sealed_groups: list[tuple[str, bytes]]
     index_terms: list[tuple[int, int]]
+    issues: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,12 +116,13 @@ class StoredRecord:
 
 
 def _check_group_name(name: str) -> None:
-    if name in CORE_GROUPS:
+    if name in CORE_GROUPS or name == QUALITY:
         return
     if name.startswith(DETAILS_PREFIX) and len(name) > len(DETAILS_PREFIX) and len(name) <= 64:
         return
     raise ValueError(
-        f"unknown field group {name!r}: use one of {', '.join(CORE_GROUPS)} or 'details.<name>'"
+        f"unknown field group {name!r}: use one of {', '.join(CORE_GROUPS)}, {QUALITY!r} or "
+        "'details.<name>'"
     )
 
 
@@ -157,6 +164,7 @@ class PersonStore:
             key_row=key_row,
             sealed_groups=sealed,
             index_terms=[(term[0], term[1]) for term in self._index_terms(new.index_fields)],
+            issues=new.issues,
         )
 
     def write(self, session: Session, prepared: Sequence[PreparedRecord]) -> list[uuid.UUID]:

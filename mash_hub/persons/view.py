@@ -41,7 +41,8 @@ from mash_hub.audit import AuditEvent
 from mash_hub.authz.models import AccessJustification, BreakGlassView
 from mash_hub.authz.policy import AccessPolicy, Caller, Decisions
 from mash_hub.persons.models import Person, RecordFieldGroup, SourceRecord
-from mash_hub.persons.store import PersonStore
+from mash_hub.persons.store import QUALITY, PersonStore
+from mash_hub.quality.issues import open_issue_counts
 from mash_hub.referrals.linked import (
     REFERRAL_GROUP,
     REFERRAL_SOURCE,
@@ -172,6 +173,24 @@ class RecordView:
     record_id: uuid.UUID
     feed: str
     groups: dict[str, dict[str, Any]]
+    # How many values of the record failed validation; None when the caller may not see the
+    # record's ``quality`` group. The raw values are never shown here (mash_hub.quality).
+    failed_values: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "record_id": str(self.record_id),
+            "feed": self.feed,
+            "groups": self.groups,
+        }
+        if self.failed_values is not None:
+            out["failed_values"] = self.failed_values
+            if self.failed_values:
+                noun = "value" if self.failed_values == 1 else "values"
+                out["quality_notice"] = (
+                    f"{self.failed_values} {noun} of this record failed validation"
+                )
+        return out
 
 
 @dataclass(frozen=True)
@@ -204,11 +223,7 @@ class PersonView:
             "break_glass": self.break_glass,
             "audit_seq": self.audit_seq,
             "sources": {
-                source: [
-                    {"record_id": str(r.record_id), "feed": r.feed, "groups": r.groups}
-                    for r in records
-                ]
-                for source, records in self.sources.items()
+                source: [r.to_dict() for r in records] for source, records in self.sources.items()
             },
             "referrals": [r.to_dict() for r in self.referrals],
         }
@@ -230,6 +245,7 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
     use_glass = break_glass is not None
     plan: dict[str, tuple[list[uuid.UUID], list[str]]] = {}
     beyond: dict[str, list[str]] = {}
+    counted: set[str] = set()  # sources whose failed values the caller may count
     for source, record_ids in by_source.items():
         mask = decisions.mask(caller, source, break_glass=use_glass)
         available = {g for rid in record_ids for g in present.get(rid, ())}
@@ -237,6 +253,8 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
         if not groups:
             continue  # nothing the caller may see: the source's records are not even listed
         plan[source] = (record_ids, groups)
+        if QUALITY in mask:
+            counted.add(source)
         if use_glass:
             extra = sorted(set(groups) - decisions.mask(caller, source))
             if extra:
@@ -288,14 +306,7 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
         )
         session.flush()
 
-    sources: dict[str, list[RecordView]] = {}
-    for source, (record_ids, groups) in plan.items():
-        records = store.read(session, record_ids, groups)
-        sources[source] = [
-            RecordView(rid, records[rid].feed, dict(records[rid].groups))
-            for rid in record_ids
-            if rid in records
-        ]
+    sources = _read_allowed(session, store, plan, counted)
     shown_referrals = {r.record_id: r.groups for r in sources.get(REFERRAL_SOURCE, [])}
     return PersonView(
         person_id=person_id,
@@ -357,6 +368,32 @@ def _authorise(  # noqa: PLR0917 (view_person's inputs)
             extra=refusal,
         )
     return decisions, purpose
+
+
+def _read_allowed(
+    session: Session,
+    store: PersonStore,
+    plan: Mapping[str, tuple[list[uuid.UUID], list[str]]],
+    counted: set[str],
+) -> dict[str, list[RecordView]]:
+    """Decrypt exactly the planned groups. The quality group holds raw values kept for
+    correction: the view shows only how many there are (counted without decrypting
+    anything), never the values."""
+    sources: dict[str, list[RecordView]] = {}
+    for source, (record_ids, groups) in plan.items():
+        failed = open_issue_counts(session, record_ids) if source in counted else None
+        records = store.read(session, record_ids, [g for g in groups if g != QUALITY])
+        sources[source] = [
+            RecordView(
+                rid,
+                records[rid].feed,
+                dict(records[rid].groups),
+                None if failed is None else failed.get(rid, 0),
+            )
+            for rid in record_ids
+            if rid in records
+        ]
+    return sources
 
 
 def deny_person_access(

@@ -15,6 +15,7 @@ from mash_hub.db.engine import Database
 from mash_hub.users.service import revoke_token
 from mash_hub.web import audit as audit_api
 from mash_hub.web import persons, search, subject_access
+from mash_hub.web import quality as quality_api
 from mash_hub.web import referrals as referrals_api
 from mash_hub.web import review as review_api
 from mash_hub.web.deps import CurrentPrincipal
@@ -69,6 +70,7 @@ router.include_router(subject_access.router)  # /persons/{id}/subject-access: no
 router.include_router(audit_api.router)
 router.include_router(referrals_api.router)
 router.include_router(review_api.router)
+router.include_router(quality_api.router)
 
 
 class Me(BaseModel):

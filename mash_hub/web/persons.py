@@ -134,6 +134,15 @@ class RecordOut(BaseModel):
     groups: dict[str, dict[str, Any]] = Field(
         description="Only the field groups the caller may see, by group name."
     )
+    failed_values: int | None = Field(
+        default=None,
+        description="How many values of this record failed validation and were left out of "
+        "it (to correct through `/quality-issues`); only for callers who may see the "
+        "record's `quality` group. The values themselves are never shown here.",
+    )
+    quality_notice: str | None = Field(
+        default=None, description='"N values of this record failed validation", when N > 0.'
+    )
 
 
 class LinkedReferralOut(BaseModel):

@@ -149,47 +149,48 @@ NONE: dict[str, set[str]] = {
 }
 
 # The baseline as documented in policies/README.md: (read, read with break-glass) per source.
+Q = {"quality"}
 DOCUMENTED: dict[str, tuple[dict[str, set[str]], dict[str, set[str]]]] = {
     "mash_officer": (
         {
-            "police": IDS | POLICE,
-            "council": IDS | COUNCIL,
-            "social_care": IDS | CASE,
-            "referral": IDS | REFERRAL,
+            "police": IDS | POLICE | Q,
+            "council": IDS | COUNCIL | Q,
+            "social_care": IDS | CASE | Q,
+            "referral": IDS | REFERRAL | Q,
         },
         {
-            "police": IDS | POLICE,
-            "council": IDS | COUNCIL,
-            "social_care": IDS | CASE,
-            "referral": IDS | REFERRAL,
+            "police": IDS | POLICE | Q,
+            "council": IDS | COUNCIL | Q,
+            "social_care": IDS | CASE | Q,
+            "referral": IDS | REFERRAL | Q,
         },
     ),
     "police_officer": (
-        {"police": IDS | POLICE, "council": IDS, "social_care": IDS, "referral": IDS},
+        {"police": IDS | POLICE | Q, "council": IDS, "social_care": IDS, "referral": IDS},
         {
-            "police": IDS | POLICE,
-            "council": IDS | COUNCIL,
-            "social_care": IDS | CASE,
-            "referral": IDS | REFERRAL,
+            "police": IDS | POLICE | Q,
+            "council": IDS | COUNCIL | Q,
+            "social_care": IDS | CASE | Q,
+            "referral": IDS | REFERRAL | Q,
         },
     ),
     "social_worker": (
         {
             "police": IDS | {"details.warning_markers"},
             "council": IDS | COUNCIL,
-            "social_care": IDS | CASE,
+            "social_care": IDS | CASE | Q,
             "referral": IDS | REFERRAL,
         },
         {
-            "police": IDS | POLICE,
-            "council": IDS | COUNCIL,
-            "social_care": IDS | CASE,
-            "referral": IDS | REFERRAL,
+            "police": IDS | POLICE | Q,
+            "council": IDS | COUNCIL | Q,
+            "social_care": IDS | CASE | Q,
+            "referral": IDS | REFERRAL | Q,
         },
     ),
     "council_officer": (
-        {"police": IDS, "council": IDS | COUNCIL, "social_care": IDS, "referral": IDS},
-        {"police": IDS, "council": IDS | COUNCIL, "social_care": IDS, "referral": IDS},
+        {"police": IDS, "council": IDS | COUNCIL | Q, "social_care": IDS, "referral": IDS},
+        {"police": IDS, "council": IDS | COUNCIL | Q, "social_care": IDS, "referral": IDS},
     ),
     "auditor": (NONE, NONE),
     "partner_agency": (NONE, NONE),

@@ -19,7 +19,7 @@ def test_matrix_json(hub_env: dict[str, str]) -> None:
     police = matrix["roles"]["social_worker"]["council"]["sources"]["police"]
     assert police == {
         "read": ["contact", "details.warning_markers", "identifiers", "identity"],
-        "break_glass": ["details.incidents"],
+        "break_glass": ["details.incidents", "quality"],
         "subject_access": [],
     }
     auditor = matrix["roles"]["auditor"]["police"]
@@ -29,7 +29,8 @@ def test_matrix_json(hub_env: dict[str, str]) -> None:
     governance = matrix["roles"]["information_governance"]["council"]["sources"]["police"]
     assert governance["read"] == [] and governance["break_glass"] == []
     assert governance["subject_access"] == [
-        "contact", "details.incidents", "details.warning_markers", "identifiers", "identity"
+        "contact", "details.incidents", "details.warning_markers", "identifiers", "identity",
+        "quality",
     ]  # fmt: skip
 
 

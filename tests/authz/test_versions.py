@@ -27,8 +27,10 @@ COUNCIL_OFFICER = Caller("user:co", "council_officer", "council")
 COUNCIL_DETAILS_RULE = "p, council_officer, *, council, details.*, read, allow\n"
 # The same policy without council officers' council details.
 NARROWER = PolicyTexts(BASELINE.model, BASELINE.policy.replace(COUNCIL_DETAILS_RULE, ""))
-WIDE = frozenset({"identity", "identifiers", "contact", "details.education", "details.housing"})
-NARROW = frozenset({"identity", "identifiers", "contact"})
+WIDE = frozenset(
+    {"identity", "identifiers", "contact", "details.education", "details.housing", "quality"}
+)
+NARROW = frozenset({"identity", "identifiers", "contact", "quality"})
 
 
 def test_publish_records_a_version_and_audits_it(session: Session) -> None:

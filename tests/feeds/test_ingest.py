@@ -18,7 +18,8 @@ from mash_hub.feeds.models import FeedBatch, QuarantinedRow
 from mash_hub.feeds.quarantine import raw_values
 from mash_hub.feeds.reader import MalformedFileError
 from mash_hub.persons.models import SourceRecord
-from mash_hub.persons.store import IDENTIFIERS, IDENTITY, PersonStore
+from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, QUALITY, PersonStore
+from mash_hub.quality.models import QualityIssue
 from mash_hub.synth import EXTRACT_FILES
 from mash_hub.synth.identifiers import pnc_is_valid
 
@@ -45,36 +46,33 @@ def test_clean_synthetic_extracts_ingest_with_no_quarantine(
     assert _count(committing_database, SourceRecord) == truth_rows
 
 
-def test_messy_extracts_quarantine_only_truly_invalid_rows(
+def test_messy_extracts_index_every_record_and_flag_only_truly_invalid_values(
     committing_database: Database,
     store: PersonStore,
     feeds: dict[str, FeedDefinition],
     messy_extracts: Path,
 ) -> None:
-    quarantined = 0
+    flagged = 0
     for feed, name in EXTRACT_FILES.items():
         report = ingest_file(
             committing_database, store, feeds[feed], messy_extracts / name, actor="test"
         )
-        quarantined += report.quarantined
+        flagged += report.flagged
+        assert report.quarantined == 0, report.quarantine_reasons
         assert (
             report.rows == report.accepted + report.updated + report.unchanged + report.quarantined
         )
-    assert quarantined > 0, "the default error rates mistype some identifiers"
+    assert flagged > 0, "the default error rates mistype some identifiers"
     validators = {"nhs_number": nhs.is_valid, "upn": upn.is_valid, "pnc_id": pnc_is_valid}
-    raw_fields = {"nhs_number": "nhs_number", "upn": "upn", "pnc_id": "PNC_ID"}
     with committing_database.transaction() as session:
-        for row in session.scalars(select(QuarantinedRow)):
-            raw = raw_values(session, store.keys, row)
-            for reason in row.reasons:
-                field = reason["field"]
-                assert field in validators, (
-                    f"unexpected quarantine reason {reason} at {row.location}"
-                )
-                value = str(raw.get(raw_fields[field]) or "").replace(" ", "")
-                assert not validators[field](value), (
-                    f"{row.location}: a valid {field} was quarantined"
-                )
+        ids = session.scalars(select(QualityIssue.record_id).distinct()).all()
+        assert len(ids) == flagged
+        for record in store.read(session, ids, {QUALITY}).values():
+            for issue in record.groups[QUALITY]["issues"]:
+                field = issue["field"]
+                assert field in validators, f"unexpected quality issue {issue['code']} {field}"
+                value = issue["raw"].replace(" ", "")
+                assert not validators[field](value), f"a valid {field} was flagged"
 
 
 def _write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -115,19 +113,15 @@ GOOD = {
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"DOB": "31/02/2012"}, {("date_of_birth", "date_impossible")}),
-        ({"DOB": "not a date"}, {("date_of_birth", "date_invalid")}),
-        ({"POSTCODE": "LS6 2Q"}, {("addresses[0].postcode", "postcode_invalid")}),
-        ({"PNC_ID": "12/1234567Z"}, {("pnc_id", "pnc_id_check_letter")}),
         ({"NOMINAL_ID": ""}, {("record_id", "record_id_missing")}),
         ({"SURNAME": "", "FORENAMES": ""}, {("family_name", "name_empty")}),
         (
-            {"SEX": "Q", "DOB": "04/03/2099"},
-            {("sex", "sex_invalid"), ("date_of_birth", "date_in_future")},
+            {"SURNAME": "", "FORENAMES": "", "DOB": "31/02/2012"},
+            {("family_name", "name_empty"), ("date_of_birth", "date_impossible")},
         ),
     ],
 )
-def test_broken_rows_are_quarantined_with_the_right_reasons(
+def test_rows_that_cannot_be_a_person_are_quarantined_with_the_right_reasons(
     committing_database: Database,
     store: PersonStore,
     feeds: dict[str, FeedDefinition],
@@ -143,6 +137,51 @@ def test_broken_rows_are_quarantined_with_the_right_reasons(
         assert {(r["field"], r["code"]) for r in row.reasons} == expected
         assert row.location == "line 3" and row.file_name == "broken.csv"
         assert raw_values(session, store.keys, row)["SURNAME"] == change.get("SURNAME", "O'NEILL")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"DOB": "31/02/2012"}, {("date_of_birth", "date_impossible", "31/02/2012")}),
+        ({"DOB": "not a date"}, {("date_of_birth", "date_invalid", "not a date")}),
+        ({"POSTCODE": "LS6 2Q"}, {("addresses[0].postcode", "postcode_invalid", "LS6 2Q")}),
+        ({"PNC_ID": "12/1234567Z"}, {("pnc_id", "pnc_id_check_letter", "12/1234567Z")}),
+        ({"SURNAME": "123"}, {("family_name", "name_empty", "123")}),
+        (
+            {"SEX": "Q", "DOB": "04/03/2099"},
+            {("sex", "sex_invalid", "Q"), ("date_of_birth", "date_in_future", "04/03/2099")},
+        ),
+    ],
+)
+def test_a_bad_value_is_left_out_and_flagged_and_the_record_indexed(
+    committing_database: Database,
+    store: PersonStore,
+    feeds: dict[str, FeedDefinition],
+    tmp_path: Path,
+    change: dict[str, str],
+    expected: set[tuple[str, str, str]],
+) -> None:
+    """Issue 14: one mistyped value no longer holds the whole record back."""
+    path = _write_csv(tmp_path / "broken.csv", [GOOD | {"NOMINAL_ID": "NOM0"}, GOOD | change])
+    report = ingest_file(committing_database, store, feeds["police"], path, actor="test")
+    assert (report.accepted, report.quarantined, report.flagged) == (2, 0, 1)
+    assert sum(report.quality_issues.values()) == len(expected)
+    with committing_database.transaction() as session:
+        issues = session.scalars(select(QualityIssue)).all()
+        assert {(i.field, i.code) for i in issues} == {(f, c) for f, c, _ in expected}
+        assert {i.status for i in issues} == {"open"}
+        (record_id,) = {i.record_id for i in issues}
+        groups = store.read(session, [record_id], {IDENTITY, CONTACT, QUALITY})[record_id].groups
+        raw = {(i["field"], i["code"], i["raw"]) for i in groups[QUALITY]["issues"]}
+        assert raw == expected
+        identity, contact = groups[IDENTITY], groups[CONTACT]
+        for field, _, _ in expected:
+            if field in identity:
+                assert identity[field] is None
+        assert contact["addresses"][0]["line1"] == "1 High Street, Leeds"
+        # Searchable on what is valid: the name is in the blind index.
+        terms = store.indexer.query_terms({"given_names": ["Mary"]})
+        assert record_id in store.candidates(session, terms)
 
 
 def test_same_file_twice_adds_nothing_and_a_changed_record_becomes_a_new_version(
