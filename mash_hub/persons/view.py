@@ -135,6 +135,8 @@ class RecordView:
     record_id: uuid.UUID
     feed: str
     groups: dict[str, dict[str, Any]]
+    # Groups the record holds that the caller may not see (names only: never decrypted).
+    withheld: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,12 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
     for source, (record_ids, groups) in plan.items():
         records = store.read(session, record_ids, groups)
         sources[source] = [
-            RecordView(rid, records[rid].feed, dict(records[rid].groups))
+            RecordView(
+                rid,
+                records[rid].feed,
+                dict(records[rid].groups),
+                tuple(sorted(present.get(rid, set()) - set(groups))),
+            )
             for rid in record_ids
             if rid in records
         ]
