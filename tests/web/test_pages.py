@@ -22,8 +22,8 @@ from mash_hub.web.pages.session import COOKIE
 from tests.web.test_search_api import ROBERT, SearchHub
 
 PURPOSE_FORM = {"purpose": "mash_triage", "purpose_text": "Triage of contact C-1024 today"}
-SEARCH_FORM = {"given_name": "Bob", "family_name": "Kowalsky", "dob_day": "4", "dob_month": "3",
-               "dob_year": "2012", **PURPOSE_FORM}  # fmt: skip
+SEARCH_FORM = {"given_name": "Bob", "family_name": "Kowalsky", "dob-day": "3", "dob-month": "4",
+               "dob-year": "2012", **PURPOSE_FORM}  # fmt: skip
 
 
 class PagesHub(SearchHub):

@@ -78,7 +78,7 @@ def search_form(request: Request, page: SignedIn) -> Response:
 
 
 def _date_of_birth(form: dict[str, str], errors: FormErrors) -> str | None:
-    parts = [form.get(f"dob_{part}", "").strip() for part in ("day", "month", "year")]
+    parts = [form.get(f"dob-{part}", "").strip() for part in ("day", "month", "year")]
     if not any(parts):
         return None
     if not all(part.isdigit() for part in parts):

@@ -153,10 +153,18 @@ FormData = Annotated[dict[str, str], Depends(read_form)]
 
 def check_csrf(request: Request, page: PageSession, form: dict[str, str]) -> None:
     """Refuse a form from another site or without this session's CSRF token."""
+    refuse_cross_site(request)
+    if not csrf_matches(page.active.secret, form.get("csrf_token")):
+        raise FormRefusedError
+
+
+def refuse_cross_site(request: Request) -> None:
+    """Refuse a POST another site's page made (``Sec-Fetch-Site``, else ``Origin``)."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in {"same-origin", "none"}:
+        raise FormRefusedError
     origin = request.headers.get("origin")
     if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
-        raise FormRefusedError
-    if not csrf_matches(page.active.secret, form.get("csrf_token")):
         raise FormRefusedError
 
 

@@ -19,10 +19,10 @@ from mash_hub.users.sessions import SignInRefused, end_session, redeem_login_lin
 from mash_hub.web.deps import client_ip
 from mash_hub.web.pages.session import (
     FormData,
-    FormRefusedError,
     SignedIn,
     check_csrf,
     clear_session_cookie,
+    refuse_cross_site,
     set_session_cookie,
 )
 from mash_hub.web.pages.templating import render
@@ -50,9 +50,7 @@ def sign_in_page(request: Request, token: str | None = None) -> Response:
 
 @router.post("/sign-in")
 def sign_in(request: Request, form: FormData) -> Response:
-    origin = request.headers.get("origin")
-    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
-        raise FormRefusedError
+    refuse_cross_site(request)
     database: Database = request.app.state.database
     refused: str | None = None
     with database.transaction() as session:

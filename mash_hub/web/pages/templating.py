@@ -30,6 +30,9 @@ PAGE_CSP = (
 PAGE_HEADERS: dict[str, str] = {
     "Content-Security-Policy": PAGE_CSP,
     "Cache-Control": "no-store",
+    # Same-origin (not no-referrer, the API's): with no-referrer a browser sends
+    # ``Origin: null`` on form posts, and the pages check the Origin of every POST.
+    "Referrer-Policy": "same-origin",
 }
 
 environment = Environment(
@@ -46,9 +49,15 @@ environment = Environment(
 environment.globals["service_name"] = SERVICE_NAME
 
 
+_WORDS = {"upn": "UPN", "nhs": "NHS", "pnc": "PNC", "mash": "MASH", "rag": "RAG"}
+_GROUP_ORDER = ("identity", "identifiers", "contact")
+
+
 def humanise(name: str) -> str:
-    """A field or group name for people: ``details.warning_markers`` -> ``Warning markers``."""
-    text = name.rsplit(".", 1)[-1].replace("_", " ").strip()
+    """A field or group name for people: ``details.warning_markers`` -> ``Warning markers``,
+    ``nhs_number`` -> ``NHS number``."""
+    words = name.rsplit(".", 1)[-1].replace("_", " ").split()
+    text = " ".join(_WORDS.get(word.lower(), word) for word in words)
     return text[:1].upper() + text[1:]
 
 
@@ -75,7 +84,14 @@ def when(moment: dt.datetime) -> str:
     return moment.astimezone(LONDON).strftime("%-d %b %Y %H:%M")
 
 
+def ordered_groups(groups: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A record's groups as people read them: identity, identifiers, contact, then details."""
+    rank = {name: i for i, name in enumerate(_GROUP_ORDER)}
+    return sorted(groups.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+
+
 environment.filters["humanise"] = humanise
+environment.filters["ordered_groups"] = ordered_groups
 environment.filters["show"] = show
 environment.filters["when"] = when
 
