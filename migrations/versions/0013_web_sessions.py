@@ -1,4 +1,4 @@
-"""Browser sessions and one-time sign-in links for the pages.
+"""Browser sessions and one-time sign-in links for the pages; an index for link history.
 
 Only the SHA-256 of each session id and link id is stored: a copy of the database does not
 let anyone sign in.
@@ -59,9 +59,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id_hash", name=op.f("pk_login_links")),
     )
     op.create_index(op.f("ix_login_links_user_id"), "login_links", ["user_id"])
+    # The person page's link history looks events up by person id (containment).
+    op.create_index(
+        "ix_link_events_person_ids",
+        "link_events",
+        ["person_ids"],
+        postgresql_using="gin",
+        postgresql_ops={"person_ids": "jsonb_path_ops"},
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_link_events_person_ids", table_name="link_events")
     op.drop_index(op.f("ix_login_links_user_id"), table_name="login_links")
     op.drop_table("login_links")
     op.drop_index(op.f("ix_web_sessions_user_id"), table_name="web_sessions")
