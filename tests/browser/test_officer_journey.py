@@ -130,3 +130,14 @@ def test_the_journey_works_with_javascript_off(page: Page, live_hub: LiveHub) ->
     expect(page.get_by_role("heading", name="Person's records")).to_be_visible()
     expect(page.locator("main")).to_contain_text("Referral R-2026-000123")
     check(page, "javascript-off-person", axe=False)
+
+
+def test_the_api_documentation_renders_offline(page: Page, live_hub: LiveHub) -> None:
+    """/docs is Swagger UI 5 from the hub's own files (OpenAPI 3.1), under a CSP with no CDN."""
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(live_hub.base) else outside.append(r.url))
+    page.goto(live_hub.base + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("MASH Hub")
+    expect(page.get_by_text("/api/v1/persons/search").first).to_be_visible()
+    check(page, "docs", axe=False)  # Swagger UI's own markup, not a page of ours
+    assert outside == []

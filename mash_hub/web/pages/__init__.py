@@ -8,8 +8,8 @@
 * ``session.py``: the signed-in member of staff (``SignedIn`` / ``MaybeSignedIn``
   dependencies over the server-side sessions of :mod:`mash_hub.users.sessions`), the form
   reader and the CSRF check every POST makes (``FormData`` + ``check_csrf``);
-* ``static/``: the compiled GOV.UK Frontend assets (``.ci/refresh-govuk-assets``), our own
-  JavaScript (no inline script anywhere) and a little CSS;
+* ``static/``: the compiled GOV.UK Frontend assets and Swagger UI
+  (``.ci/refresh-govuk-assets``), our own JavaScript (no inline script anywhere) and CSS;
 * one router per concern: ``signin.py``, ``home.py``, ``persons.py``, ``docs.py``.
 
 Pages call the same services as the API (search, person view, links); no policy, audit or
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 from mash_hub.web.pages import docs
 from mash_hub.web.pages.templating import STATIC_DIR
@@ -30,7 +29,6 @@ def install_pages(app: FastAPI) -> None:
     """Mount the static files and the page routers (call once, from ``create_app``)."""
     from mash_hub.web.pages import home, persons, session, signin  # noqa: PLC0415
 
-    app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     session.install_handlers(app)
     app.include_router(docs.router)

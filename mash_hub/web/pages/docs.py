@@ -1,6 +1,7 @@
 """The interactive API documentation at ``/docs``, from local files (works offline).
 
-Swagger UI comes from the ``swagger-ui-bundle`` wheel and is started by ``static/js/docs.js``,
+Swagger UI 5 (it reads OpenAPI 3.1) is in ``static/swagger-ui`` (``.ci/refresh-govuk-assets``
+takes it from npm's ``swagger-ui-dist``) and is started by ``static/js/docs.js``,
 so the page needs no CDN and no inline script. Swagger UI sets style attributes as it
 renders, so this one page allows inline styles (never inline script).
 """
