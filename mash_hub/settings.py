@@ -133,6 +133,10 @@ class Settings(BaseSettings):
         default=None, description="A secret file holding MASH_TOKEN_SIGNING_KEY's value."
     )
     token_issuer: str = Field(default="mash-hub", description="`iss` of hub-issued tokens.")
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The address people open the hub's pages at (sign-in links start with it).",
+    )
     token_audience: str = Field(default="mash-hub-api", description="`aud` of hub-issued tokens.")
     oidc_issuer: str | None = Field(
         default=None, description="Issuer of staff OIDC access tokens; unset disables OIDC."

@@ -44,6 +44,7 @@ from mash_hub.users.service import (
     add_user,
     issue_token,
 )
+from mash_hub.users.sessions import issue_login_link
 
 DEMO_DIR = "demo"
 MARKER = "demo.json"
@@ -161,7 +162,7 @@ def demo(  # noqa: PLR0917 - Typer maps each parameter to an option
         with db.transaction() as session:
             result.records = _count(session, SourceRecord.id)
             result.persons = _count(session, func.distinct(SourceRecord.person_id))
-            _accounts(session, result, token_minutes)
+            _accounts(session, result, token_minutes, f"http://{host}:{port}")
         result.credentials_file = str(folder / CREDENTIALS)
         _write_private(folder / CREDENTIALS, result.as_dict())
         result.seconds["total"] = round(time.perf_counter() - began, 2)
@@ -266,10 +267,10 @@ def _load_population(
     )
 
 
-def _accounts(session: Session, result: DemoSetUp, token_minutes: int) -> None:
-    """One enabled account per staff role (created once) with a fresh token each, and a new
-    partner API key (earlier demo keys are revoked, audited and reported, so only the printed
-    one works)."""
+def _accounts(session: Session, result: DemoSetUp, token_minutes: int, base_url: str) -> None:
+    """One enabled account per staff role (created once) with a fresh token and a one-time
+    sign-in link each, and a new partner API key (earlier demo keys are revoked, audited and
+    reported, so only the printed one works)."""
     key = load_token_key(settings(), create=True)
     cfg = settings()
     for role in STAFF_ROLES:
@@ -283,6 +284,7 @@ def _accounts(session: Session, result: DemoSetUp, token_minutes: int) -> None:
         issued = issue_token(
             user, key, issuer=cfg.token_issuer, audience=cfg.token_audience, minutes=token_minutes
         )
+        link = issue_login_link(session, user, actor=actor())
         audit(
             session,
             AuditEvent(
@@ -301,6 +303,8 @@ def _accounts(session: Session, result: DemoSetUp, token_minutes: int) -> None:
                 "use": ROLE_USE.get(role, ""),
                 "token": issued.token,
                 "expires_at": issued.expires_at.isoformat(),
+                "sign_in_link": link.url(base_url),
+                "sign_in_link_expires_at": link.expires_at.isoformat(),
             }
         )
     for old in _earlier_partner_clients(session):
@@ -356,6 +360,13 @@ def _print_guide(result: DemoSetUp, host: str, port: int, *, serving: bool) -> N
             f"  [cyan]{account['user']:<28}[/] {account['role']:<22} {account['use']}",
             highlight=False,
         )
+    console.print(
+        "\nSign in to the pages in a browser with one of these links (each works once, for "
+        "10 minutes; `mash-hub users login-link USER` makes another):",
+        highlight=False,
+    )
+    for account in result.accounts:
+        console.print(f"  {account['user']:<28} {account['sign_in_link']}", highlight=False)
     console.print(
         f"\nPartner API key ({result.partner['agency']}), shown once and saved with the tokens "
         f"in {result.credentials_file} (mode 0600):\n  {result.partner['api_key']}",

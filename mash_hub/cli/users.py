@@ -41,6 +41,7 @@ from mash_hub.users.service import (
     revoke_client,
     sign_out_everywhere,
 )
+from mash_hub.users.sessions import issue_login_link
 
 users_app = typer.Typer(
     help="Staff users who sign in with hub-issued tokens.", no_args_is_help=True
@@ -191,6 +192,30 @@ def users_sign_out(
         emit_json({"id": str(user.id), "name": name, "tokens_not_before": stamp})
     else:
         console.print(f"Signed out {name}: tokens issued before {stamp} are refused.")
+
+
+@users_app.command("login-link")
+def users_login_link(
+    name: Annotated[str, typer.Argument(help="The user who will sign in.")],
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Where the pages are served (default MASH_PUBLIC_URL)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print a one-time sign-in link for the pages, valid for 10 minutes (audited as
+    auth.login_link_issued). Only its hash is stored; the link alone goes to stdout."""
+    with _open() as db, db.transaction() as session:
+        try:
+            link = issue_login_link(session, find_user(session, name), actor=actor())
+        except UserError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+    url = link.url(base_url or settings().public_url)
+    if as_json:
+        emit_json({"url": url, "expires_at": link.expires_at.isoformat()})
+    else:
+        typer.echo(url)
+        console.print(f"Works once, until {link.expires_at.isoformat()}.", highlight=False)
 
 
 def token(

@@ -142,6 +142,15 @@ class LinkEvent(Base):
     """What a run did to persons: ``create``, ``join`` (records added), ``merge``, ``split``."""
 
     __tablename__ = "link_events"
+    # A person's link history (persons/links.py) is found by containment in person_ids.
+    __table_args__ = (
+        Index(
+            "ix_link_events_person_ids",
+            "person_ids",
+            postgresql_using="gin",
+            postgresql_ops={"person_ids": "jsonb_path_ops"},
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     run_id: Mapped[uuid.UUID] = mapped_column(

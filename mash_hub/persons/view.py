@@ -176,6 +176,8 @@ class RecordView:
     # How many values of the record failed validation; None when the caller may not see the
     # record's ``quality`` group. The raw values are never shown here (mash_hub.quality).
     failed_values: int | None = None
+    # Groups the record holds that the caller may not see (names only: never decrypted).
+    withheld: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -306,7 +308,7 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
         )
         session.flush()
 
-    sources = _read_allowed(session, store, plan, counted)
+    sources = _read_allowed(session, store, plan, counted, present)
     shown_referrals = {r.record_id: r.groups for r in sources.get(REFERRAL_SOURCE, [])}
     return PersonView(
         person_id=person_id,
@@ -375,10 +377,11 @@ def _read_allowed(
     store: PersonStore,
     plan: Mapping[str, tuple[list[uuid.UUID], list[str]]],
     counted: set[str],
+    present: Mapping[uuid.UUID, set[str]],
 ) -> dict[str, list[RecordView]]:
     """Decrypt exactly the planned groups. The quality group holds raw values kept for
     correction: the view shows only how many there are (counted without decrypting
-    anything), never the values."""
+    anything), never the values. Groups held but not shown are named as withheld."""
     sources: dict[str, list[RecordView]] = {}
     for source, (record_ids, groups) in plan.items():
         failed = open_issue_counts(session, record_ids) if source in counted else None
@@ -389,6 +392,7 @@ def _read_allowed(
                 records[rid].feed,
                 dict(records[rid].groups),
                 None if failed is None else failed.get(rid, 0),
+                tuple(sorted(present.get(rid, set()) - set(groups))),
             )
             for rid in record_ids
             if rid in records

@@ -6,7 +6,9 @@
   so the audit log can name an actor as they were when they acted;
 * ``revoked_tokens``: hub tokens signed out or revoked before they expire, by ``jti`` (kept
   until the token would have expired anyway);
-* ``clients``: partner agencies' API clients; only the SHA-256 of a key's secret is stored.
+* ``clients``: partner agencies' API clients; only the SHA-256 of a key's secret is stored;
+* ``web_sessions`` and ``login_links``: signed-in browser sessions and one-time sign-in links
+  (:mod:`mash_hub.users.sessions`); only the SHA-256 of each secret id is stored.
 """
 
 from __future__ import annotations
@@ -77,3 +79,41 @@ class ApiClient(Base):
     )
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebSession(Base):
+    """A browser session. The cookie holds the secret id; the table only its SHA-256.
+
+    ``user_id`` is set for hub users (their row is re-read on every request, so disabling a
+    user ends the session); ``subject``, ``role`` and ``agency`` are what the session acts as
+    (for a later OIDC sign-in, from the provider's claims, with no ``users`` row).
+    """
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    subject: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(64))
+    agency: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class LoginLink(Base):
+    """A one-time sign-in link for a hub user (``mash-hub users login-link``)."""
+
+    __tablename__ = "login_links"
+
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -25,6 +25,7 @@ from mash_hub.web.auth import Authenticator
 from mash_hub.web.errors import PROBLEM_JSON, install_error_handlers
 from mash_hub.web.metrics import MetricsMiddleware
 from mash_hub.web.middleware import RETRY_AFTER_SECONDS, ApiMiddleware
+from mash_hub.web.pages import install_pages
 from mash_hub.web.ratelimit import RateLimiter
 
 
@@ -37,6 +38,8 @@ def create_app(
         title="MASH Hub",
         version=__version__,
         summary="Shared, encrypted, audited person index for a Multi-Agency Safeguarding Hub.",
+        docs_url=None,  # served from local files by the pages (mash_hub/web/pages/docs.py)
+        redoc_url=None,
     )
     app.state.database = database
     app.state.authenticator = Authenticator(cfg, token_key)
@@ -50,6 +53,7 @@ def create_app(
     app.add_middleware(ApiMiddleware, max_body_bytes=cfg.max_body_bytes)
     app.include_router(api.router)
     app.include_router(metrics_api.router)
+    install_pages(app)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:

@@ -65,13 +65,14 @@ class AuthFailure(Exception):  # noqa: N818 (a verdict, not a fault of the hub)
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller. ``id`` is namespaced: ``user:``, ``oidc:`` or ``client:``."""
+    """An authenticated caller. ``id`` is namespaced: ``user:``, ``oidc:`` or ``client:``;
+    ``method`` ``session`` is a signed-in browser (the pages)."""
 
     id: str
     kind: Literal["staff", "partner"]
     role: str
     agency: str
-    method: Literal["hub_token", "oidc", "api_key"]
+    method: Literal["hub_token", "oidc", "api_key", "session"]
     # A hub token's jti and expiry, so the caller can sign it out.
     token_id: str | None = None
     token_expires: dt.datetime | None = None

@@ -7,7 +7,7 @@ every response, including the problem documents it writes itself:
   ``.``, ``_``, ``-``, ``:``; at most 64), otherwise a new one is made; it is on every
   response, in ``request.state.request_id`` and in problem bodies;
 * security headers on every response, and a ``Content-Security-Policy`` that allows nothing
-  on every response that is not the HTML of the interactive docs;
+  on every response that is not HTML (pages set their own strict policy: ``web/pages``);
 * the body limit: a ``Content-Length`` above the limit is refused before the app runs; a
   streamed (chunked) body is counted as it is read and the app's answer replaced by 413;
 * an exception nothing handled becomes a 500 problem: the traceback goes to the log (frames
@@ -191,7 +191,7 @@ def _with_security_headers(
     out = [(n, v) for n, v in headers if n.lower() != REQUEST_ID_HEADER.encode()]
     out.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
     out.extend((name, value) for name, value in SECURITY_HEADERS if name not in present)
-    # The interactive docs (HTML) load their script from a CDN; everything else gets nothing.
+    # HTML (the pages, the docs) sets its own policy; everything else gets nothing.
     if not content_type.startswith(b"text/html") and b"content-security-policy" not in present:
         out.append((b"content-security-policy", JSON_CSP))
     return out

@@ -15,6 +15,7 @@ No error body carries a value from the request.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import uuid
@@ -23,17 +24,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from mash_hub import audit as audit_log
-from mash_hub.audit import AuditEvent
-from mash_hub.authz.policy import AccessPolicy, Caller, Decisions, PolicyNotPublishedError
+from mash_hub.authz.policy import AccessPolicy, PolicyNotPublishedError
 from mash_hub.crypto.errors import KeyConfigError
 from mash_hub.crypto.keystore import load_key_provider
 from mash_hub.db.engine import Database
-from mash_hub.matching.models import LinkRun, PersonLink
-from mash_hub.persons.models import Person, SourceRecord
+from mash_hub.persons.links import PersonLinks, person_links
 from mash_hub.persons.store import PersonStore
 from mash_hub.persons.view import (
     BREAK_GLASS_JUSTIFICATION_INVALID,
@@ -50,7 +46,6 @@ from mash_hub.persons.view import (
     InvalidPurposeError,
     PersonView,
     Purpose,
-    referral_purpose_refusal,
     refuse_invalid_justification,
     view_person,
 )
@@ -189,11 +184,25 @@ class LinkOut(BaseModel):
     model_version: int
 
 
+class LinkEventOut(BaseModel):
+    occurred_at: dt.datetime
+    kind: str = Field(description="create, join, merge or split.")
+    person_ids: list[str] = Field(
+        description="merge: kept, then absorbed; split: kept, then the new parts; else the person."
+    )
+    records: int
+    run_id: uuid.UUID
+
+
 class PersonLinksOut(BaseModel):
     person_id: uuid.UUID
     policy_version: int | None
     audit_seq: int = Field(description="The `person.links.view` audit entry.")
     links: list[LinkOut]
+    history: list[LinkEventOut] = Field(
+        default_factory=list,
+        description="What linkage runs did to the person (newest first, at most 50).",
+    )
 
 
 # -- services the routes need (built once per app) ------------------------------------------
@@ -400,123 +409,25 @@ def get_person_links(
     purpose, faults = parse_purpose(x_purpose_code, x_purpose_referral, x_purpose_text)
     database, _, policy = services(request)
     caller = principal.caller()
+    found: PersonLinks | None = None
+    denied: str | None = None
     with database.transaction() as session:
         try:
-            decisions = policy.for_session(session)
+            found = person_links(session, policy, caller, person_id, purpose)
         except PolicyNotPublishedError:
             raise policy_not_published() from None
-        reason: str | None = None
-        refusal: dict[str, Any] | None = None
-        if not decisions.may_view_persons(caller):
-            reason = "role_not_permitted"
-        elif purpose is None:
-            reason = "purpose_missing"
-        else:
-            person = session.get(Person, person_id)
-            if person is None or person.erased_at is not None:
-                reason = "unknown_person"
-            elif (refusal := referral_purpose_refusal(session, purpose, [person_id])) is not None:
-                reason = PURPOSE_REFERRAL_INVALID
-        if reason is not None or purpose is None:
-            _audit_links_denied(
-                session, caller, person_id, reason or "purpose_missing", decisions, refusal
-            )
-        else:
-            links = _links(session, decisions, caller, person_id)
-            seq = audit_log.record(
-                session,
-                AuditEvent(
-                    caller.user_id,
-                    "person.links.view",
-                    "person",
-                    str(person_id),
-                    {
-                        "role": caller.role,
-                        "agency": caller.agency,
-                        "policy_version": decisions.version,
-                        "purpose": purpose.audit_fields(),
-                        "links": sorted(
-                            [str(link.record_id_l), str(link.record_id_r)] for link in links
-                        ),
-                    },
-                ),
-            )
-            return PersonLinksOut(
-                person_id=person_id, policy_version=decisions.version, audit_seq=seq, links=links
-            )
-    if reason == "purpose_missing":
+        except AccessDeniedError as refusal:
+            denied = refusal.reason  # its authz.denied entry commits with the transaction
+    if denied == "purpose_missing":
         return purpose_bad_request(request, faults)
-    if reason == PURPOSE_REFERRAL_INVALID:
+    if denied == PURPOSE_REFERRAL_INVALID:
         raise _referral_purpose_invalid()
-    raise _denied()
-
-
-def _audit_links_denied(  # noqa: PLR0917 (the refusal's facts)
-    session: Session,
-    caller: Caller,
-    person_id: uuid.UUID,
-    reason: str,
-    decisions: Decisions,
-    extra: dict[str, Any] | None,
-) -> None:
-    audit_log.record(
-        session,
-        AuditEvent(
-            caller.user_id,
-            "authz.denied",
-            "person",
-            str(person_id),
-            {
-                "reason": reason,
-                "requested": "person.links.view",
-                "role": caller.role,
-                "agency": caller.agency,
-                "policy_version": decisions.version,
-                **(extra or {}),
-            },
-        ),
+    if found is None:
+        raise _denied()
+    return PersonLinksOut(
+        person_id=person_id,
+        policy_version=found.policy_version,
+        audit_seq=found.audit_seq,
+        links=[LinkOut.model_validate(dataclasses.asdict(link)) for link in found.links],
+        history=[LinkEventOut.model_validate(dataclasses.asdict(e)) for e in found.history],
     )
-
-
-def _links(
-    session: Session, decisions: Decisions, caller: Caller, person_id: uuid.UUID
-) -> list[LinkOut]:
-    """The latest link of each pair of the person's current records in visible sources."""
-    source_of = {
-        record_id: source
-        for record_id, source in session.execute(
-            select(SourceRecord.id, SourceRecord.source_agency).where(
-                SourceRecord.person_id == person_id,
-                SourceRecord.is_current.is_(True),
-                SourceRecord.erased_at.is_(None),
-            )
-        )
-        if decisions.mask(caller, source)
-    }
-    if not source_of:
-        return []
-    ids = list(source_of)
-    rows = session.execute(
-        select(PersonLink, LinkRun.model_version)
-        .join(LinkRun, LinkRun.id == PersonLink.run_id)
-        .where(PersonLink.record_id_l.in_(ids), PersonLink.record_id_r.in_(ids))
-        .order_by(LinkRun.started_at.desc(), PersonLink.id.desc())
-    ).all()
-    latest: dict[frozenset[uuid.UUID], LinkOut] = {}
-    for link, model_version in rows:
-        pair = frozenset((link.record_id_l, link.record_id_r))
-        if pair in latest:
-            continue
-        latest[pair] = LinkOut(
-            record_id_l=link.record_id_l,
-            record_id_r=link.record_id_r,
-            source_l=source_of[link.record_id_l],
-            source_r=source_of[link.record_id_r],
-            status=link.status,
-            match_weight=link.match_weight,
-            weights=dict(link.weights),
-            explanation=link.explanation,
-            run_id=link.run_id,
-            model_version=model_version,
-        )
-    return sorted(latest.values(), key=lambda out: (str(out.record_id_l), str(out.record_id_r)))

@@ -179,7 +179,7 @@ class SearchOut(BaseModel):
 _model_lock = threading.Lock()
 
 
-def _model(request: Request) -> LinkageModel:
+def linkage_model(request: Request) -> LinkageModel:
     """The app's linkage model, loaded once (tests may set ``app.state.linkage_model``)."""
     state = request.app.state
     model: LinkageModel | None = getattr(state, "linkage_model", None)
@@ -232,7 +232,7 @@ def _search(  # noqa: PLR0917 - the two routes' shared inputs
     except InvalidQueryError as invalid:
         query, query_faults = None, invalid.faults
     database, store, policy = services(request)
-    model = _model(request)
+    model = linkage_model(request)
     caller = principal.caller()
     result: SearchResult | None = None
     denied: str | None = None

@@ -181,3 +181,30 @@ def test_users_change_refuses_bad_input(hub_env: dict[str, str], hub_db: Databas
     assert "no user named" in refused(
         run_hub("users", "change", "nobody", "--role", "auditor", env=hub_env)
     )
+
+
+def test_login_link_signs_in_once_through_the_pages(
+    hub_env: dict[str, str], hub_db: Database
+) -> None:
+    run_hub("users", "add", "k.officer", "--role", "mash_officer", "--agency", "social_care",
+            env=hub_env)  # fmt: skip
+    issued = run_hub("users", "login-link", "k.officer", "--base-url", "https://hub.example",
+                     env=hub_env)  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    url = issued.stdout.strip()
+    assert url.startswith("https://hub.example/sign-in?token=") and "\n" not in url
+    secret = url.split("token=", 1)[1]
+
+    client = api_client(hub_db, hub_env)
+    signed_in = client.post("/sign-in", data={"token": secret}, follow_redirects=False)
+    assert signed_in.status_code == 303
+    assert "Signed in as" in client.get("/").text
+    client.cookies.clear()
+    assert client.post("/sign-in", data={"token": secret}).status_code == 401  # once only
+
+    actions = [entry.action for entry in audit_entries(hub_db)]
+    assert actions.count("auth.login_link_issued") == 1
+    assert actions.count("auth.signed_in") == 1
+    assert secret not in json.dumps([e.details for e in audit_entries(hub_db)])
+    missing = run_hub("users", "login-link", "nobody", env=hub_env)
+    refused(missing)

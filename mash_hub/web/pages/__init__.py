@@ -1,0 +1,37 @@
+"""Pages for people: server-rendered HTML in the GOV.UK Design System, beside the API.
+
+``install_pages(app)`` adds them to the FastAPI app. The pieces other pages build on:
+
+* ``templating.py``: the Jinja2 environment (our ``templates/`` plus the
+  ``govuk-frontend-jinja`` macros) and ``render()``, which sets the strict CSP and
+  ``Cache-Control: no-store`` on every page; ``templates/base.html`` is the layout;
+* ``session.py``: the signed-in member of staff (``SignedIn`` / ``MaybeSignedIn``
+  dependencies over the server-side sessions of :mod:`mash_hub.users.sessions`), the form
+  reader and the CSRF check every POST makes (``FormData`` + ``check_csrf``);
+* ``static/``: the compiled GOV.UK Frontend assets and Swagger UI
+  (``.ci/refresh-govuk-assets``), our own JavaScript (no inline script anywhere) and CSS;
+* one router per concern: ``signin.py``, ``home.py``, ``persons.py``, ``docs.py``.
+
+Pages call the same services as the API (search, person view, links); no policy, audit or
+masking logic lives here. Every task works with JavaScript turned off.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from mash_hub.web.pages import docs
+from mash_hub.web.pages.templating import STATIC_DIR
+
+
+def install_pages(app: FastAPI) -> None:
+    """Mount the static files and the page routers (call once, from ``create_app``)."""
+    from mash_hub.web.pages import home, persons, session, signin  # noqa: PLC0415
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    session.install_handlers(app)
+    app.include_router(docs.router)
+    app.include_router(signin.router)
+    app.include_router(home.router)
+    app.include_router(persons.router)

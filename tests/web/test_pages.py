@@ -1,0 +1,253 @@
+"""The pages through real HTTP calls: headers, sign-in with one-time links, sessions (idle,
+absolute, disabled users, sign-out), CSRF, and the officer journey calling the same services
+as the API (one ``person.view`` entry per person page; withheld groups never shown)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from mash_hub.audit.models import AuditEntry
+from mash_hub.db.engine import Database
+from mash_hub.users.models import LoginLink, User, WebSession
+from mash_hub.users.service import disable_user
+from mash_hub.users.sessions import issue_login_link, secret_hash
+from mash_hub.web.pages.session import COOKIE
+from tests.web.test_search_api import ROBERT, SearchHub
+
+PURPOSE_FORM = {"purpose": "mash_triage", "purpose_text": "Triage of contact C-1024 today"}
+SEARCH_FORM = {"given_name": "Bob", "family_name": "Kowalsky", "dob-day": "3", "dob-month": "4",
+               "dob-year": "2012", **PURPOSE_FORM}  # fmt: skip
+
+
+class PagesHub(SearchHub):
+    def login_link(
+        self, name: str, role: str = "social_worker", agency: str = "social_care"
+    ) -> str:
+        with self.database.transaction() as session:
+            user = session.scalar(select(User).where(User.name == name))
+            if user is None:
+                user = self.user(name, role, agency)
+                user = session.get(User, user.id)
+            assert user is not None
+            return issue_login_link(session, user, actor="test").secret
+
+    def sign_in(self, name: str = "officer", role: str = "social_worker",
+                agency: str = "social_care") -> str:  # fmt: skip
+        """Sign the test client in; returns the session's CSRF token."""
+        secret = self.login_link(name, role, agency)
+        page = self.client.get(f"/sign-in?token={secret}")
+        assert page.status_code == 200
+        response = self.client.post("/sign-in", data={"token": secret}, follow_redirects=False)
+        assert response.status_code == 303, response.text
+        return csrf(self.client.get("/").text)
+
+    def entries(self, action: str) -> list[AuditEntry]:
+        with self.database.transaction() as session:
+            rows = list(session.scalars(select(AuditEntry).where(AuditEntry.action == action)))
+            session.expunge_all()
+            return rows
+
+
+def csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+@pytest.fixture
+def hub(committing_database: Database, tmp_path: Path) -> Iterator[PagesHub]:
+    yield PagesHub(committing_database, tmp_path)
+
+
+def test_pages_send_a_strict_csp_and_no_store(hub: PagesHub) -> None:
+    for path in ("/", "/sign-in?token=x", "/search"):
+        response = hub.client.get(path)
+        assert response.headers["content-type"].startswith("text/html")
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self';" in csp and "style-src 'self';" in csp
+        assert "unsafe-inline" not in csp
+        assert response.headers["cache-control"] == "no-store"
+        assert "<script>" not in response.text  # no inline script
+        assert " style=" not in response.text  # no inline style
+
+
+def test_assets_and_docs_are_local(hub: PagesHub) -> None:
+    for path in ("/static/govuk/govuk-frontend.min.css", "/static/govuk/govuk-frontend.min.js",
+                 "/static/js/init.js", "/static/swagger-ui/swagger-ui-bundle.js"):  # fmt: skip
+        assert hub.client.get(path).status_code == 200, path
+    css = hub.client.get("/static/govuk/govuk-frontend.min.css").text
+    assert "GDS Transport" not in css  # the font is licensed for GOV.UK services only
+    docs = hub.client.get("/docs")
+    assert docs.status_code == 200
+    assert "//" not in re.sub(
+        r'href="/|src="/', "", docs.text.split("<body>")[1].split("<noscript>")[0]
+    )
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in docs.text
+    assert "http" not in hub.client.get("/").text.replace("http-equiv", "")
+
+
+def test_a_login_link_signs_in_once_and_the_cookie_is_strict(hub: PagesHub) -> None:
+    secret = hub.login_link("officer")
+    response = hub.client.post("/sign-in", data={"token": secret}, follow_redirects=False)
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+    assert "Signed in as" in hub.client.get("/").text
+    with hub.database.transaction() as session:  # only hashes are stored
+        assert session.get(LoginLink, secret_hash(secret)) is not None
+        stored = session.scalars(select(WebSession.id_hash)).all()
+        assert hub.client.cookies[COOKIE].encode() not in stored
+    hub.client.cookies.clear()
+    again = hub.client.post("/sign-in", data={"token": secret})
+    assert again.status_code == 401
+    assert [e.details["reason"] for e in hub.entries("auth.failed")] == ["link_used"]
+    assert len(hub.entries("auth.signed_in")) == 1
+
+
+def test_an_expired_link_is_refused(hub: PagesHub) -> None:
+    secret = hub.login_link("officer")
+    with hub.database.transaction() as session:
+        session.execute(update(LoginLink).values(expires_at=dt.datetime.now(dt.UTC)))
+    assert hub.client.post("/sign-in", data={"token": secret}).status_code == 401
+    assert [e.details["reason"] for e in hub.entries("auth.failed")] == ["link_expired"]
+
+
+@pytest.mark.parametrize(
+    ("column", "age", "reason"),
+    [("last_seen_at", dt.timedelta(minutes=16), "idle"),
+     ("created_at", dt.timedelta(hours=8, seconds=1), "expired")],
+)  # fmt: skip
+def test_idle_and_absolute_timeouts_end_the_session(
+    hub: PagesHub, column: str, age: dt.timedelta, reason: str
+) -> None:
+    hub.sign_in()
+    with hub.database.transaction() as session:
+        session.execute(update(WebSession).values({column: dt.datetime.now(dt.UTC) - age}))
+    response = hub.client.get("/search")
+    assert response.status_code == 401
+    assert "Sign in" in response.text
+    assert [e.details["reason"] for e in hub.entries("auth.signed_out")] == [reason]
+
+
+def test_a_disabled_users_session_ends_at_the_next_request(hub: PagesHub) -> None:
+    hub.sign_in("officer")
+    assert hub.client.get("/search").status_code == 200
+    with hub.database.transaction() as session:
+        disable_user(session, "officer")
+    assert hub.client.get("/search").status_code == 401
+    assert hub.client.get("/search").status_code == 401  # stays ended
+    assert [e.details["reason"] for e in hub.entries("auth.signed_out")] == ["user_disabled"]
+
+
+def test_sign_out_needs_the_csrf_token_and_ends_the_session(hub: PagesHub) -> None:
+    token = hub.sign_in()
+    assert hub.client.post("/sign-out", data={}).status_code == 403
+    assert hub.client.post("/sign-out", data={"csrf_token": "0" * 64}).status_code == 403
+    cross = hub.client.post("/sign-out", data={"csrf_token": token},
+                            headers={"Origin": "https://evil.example"})  # fmt: skip
+    assert cross.status_code == 403
+    assert hub.client.get("/search").status_code == 200
+    out = hub.client.post("/sign-out", data={"csrf_token": token}, follow_redirects=False)
+    assert out.status_code == 303
+    assert hub.client.get("/search").status_code == 401
+
+
+def test_every_form_carries_the_csrf_token(hub: PagesHub) -> None:
+    hub.sign_in()
+    for path in ("/", "/search", f"/people/{hub.robert}/purpose"):
+        html = hub.client.get(path).text
+        assert html.count("<form") == html.count('name="csrf_token"'), path
+
+
+def test_search_finds_a_misspelt_name_and_audits_once(hub: PagesHub) -> None:
+    token = hub.sign_in()
+    response = hub.client.post("/search", data={**SEARCH_FORM, "csrf_token": token})
+    assert response.status_code == 200, response.text
+    assert f"/people/{hub.robert}/purpose" in response.text
+    assert ROBERT["given"] in response.text
+    assert response.headers["cache-control"] == "no-store"
+    searches = hub.entries("person.search")
+    assert len(searches) == 1
+    assert PURPOSE_FORM["purpose_text"] not in str(searches[0].details)
+
+
+def test_search_errors_use_the_error_summary_without_echoing_values(hub: PagesHub) -> None:
+    token = hub.sign_in()
+    response = hub.client.post("/search", data={"csrf_token": token, "nhs_number": "1234567890"})
+    assert response.status_code == 400
+    html = response.text
+    assert "govuk-error-summary" in html and "<title>Error:" in html
+    assert 'href="#purpose"' in html and 'href="#nhs_number"' in html
+    assert "govuk-error-message" in html
+    assert html.count("1234567890") == 1  # only in the field the user is correcting
+    assert hub.entries("person.search") == []
+
+
+def test_the_person_page_shows_masked_records_with_one_person_view(hub: PagesHub) -> None:
+    token = hub.sign_in("police1", "police_officer", "police")
+    purpose = hub.client.get(f"/people/{hub.person_id}/purpose")
+    assert "Reason code: mash_triage" in purpose.text
+    response = hub.client.post(
+        f"/people/{hub.person_id}", data={**PURPOSE_FORM, "csrf_token": token}
+    )
+    assert response.status_code == 200, response.text
+    views = hub.entries("person.view")
+    assert len(views) == 1
+    shown = views[0].details["shown"]
+    html = response.text
+    assert "Police records" in html
+    # Police officers see police details only (policies/README.md); exactly what was audited
+    # as shown is on the page, and no value of any other group.
+    assert any(g.startswith("details.") for g in shown["police"])
+    assert not any(g.startswith("details.") for s, gs in shown.items() if s != "police" for g in gs)
+    for (source, group), value in hub.household.values.items():
+        assert (value in html) == (group in shown.get(source, [])), (source, group)
+    assert "Why these records are linked" in html and "Link history" in html
+    assert len(hub.entries("person.links.view")) == 1
+
+
+def test_withheld_groups_are_named_never_shown(hub: PagesHub) -> None:
+    token = hub.sign_in("sw", "social_worker", "social_care")
+    response = hub.client.post(
+        f"/people/{hub.person_id}", data={**PURPOSE_FORM, "csrf_token": token}
+    )
+    assert response.status_code == 200, response.text
+    html = response.text
+    # social_worker sees police warning markers but not incidents (policies/README.md)
+    assert "Withheld: your role may not see this" in html
+    assert "Incidents" in html
+    incidents = hub.household.values.get(("police", "details.incidents"))
+    assert incidents is not None and incidents not in html
+    markers = hub.household.values[("police", "details.warning_markers")]
+    assert markers in html
+
+
+def test_a_purpose_is_required_before_the_person_page(hub: PagesHub) -> None:
+    token = hub.sign_in()
+    response = hub.client.post(f"/people/{hub.person_id}", data={"csrf_token": token})
+    assert response.status_code == 400
+    assert 'href="#purpose"' in response.text
+    assert hub.entries("person.view") == []
+    glass = hub.client.post(
+        f"/people/{hub.person_id}",
+        data={**PURPOSE_FORM, "csrf_token": token, "break_glass": "yes", "justification": "short"},
+    )
+    assert glass.status_code == 400 and 'href="#justification"' in glass.text
+
+
+def test_an_unknown_person_and_a_refused_one_look_the_same(hub: PagesHub) -> None:
+    token = hub.sign_in("aud", "auditor", "council")
+    refused = hub.client.post(
+        f"/people/{hub.person_id}", data={**PURPOSE_FORM, "csrf_token": token}
+    )
+    unknown = hub.client.post(f"/people/{uuid.uuid4()}", data={**PURPOSE_FORM, "csrf_token": token})
+    assert refused.status_code == unknown.status_code == 403
+    assert len(hub.entries("authz.denied")) == 2
