@@ -6,7 +6,9 @@
   so the audit log can name an actor as they were when they acted;
 * ``revoked_tokens``: hub tokens signed out or revoked before they expire, by ``jti`` (kept
   until the token would have expired anyway);
-* ``clients``: partner agencies' API clients; only the SHA-256 of a key's secret is stored.
+* ``clients``: partner agencies' API clients; only the SHA-256 of a key's secret is stored;
+* ``rate_limit_buckets``: the callers' token buckets, shared by every server process
+  (:mod:`mash_hub.web.ratelimit`); keys stored as SHA-256 digests.
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, false, func
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    false,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mash_hub.db.base import Base
@@ -77,3 +89,15 @@ class ApiClient(Base):
     )
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RateLimitBucket(Base):
+    """One caller's token bucket for one limit (see :mod:`mash_hub.web.ratelimit`)."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    limiter: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    granted: Mapped[bool] = mapped_column(Boolean)
