@@ -183,17 +183,19 @@ def _collect_checkpoints(
                 )
             )
             return None
-        if cp.key_id != verify_key.key_id:
+        signer = verify_key.verifier_for(cp.key_id)
+        if signer is None:
             report.problems.append(
                 Problem(
                     cp.seq,
                     "checkpoint_signature",
                     f"checkpoint for seq {cp.seq} in {where} names signing key {cp.key_id}, "
-                    f"not the configured key {verify_key.key_id} (forged or foreign)",
+                    f"neither the configured key {verify_key.key_id} nor a retired one "
+                    "(forged or foreign)",
                 )
             )
             return None
-        if not verify_key.verify(cp.signature, cp.message()):
+        if not signer.verify(cp.signature, cp.message()):
             report.problems.append(
                 Problem(
                     cp.seq,

@@ -40,7 +40,12 @@ from mash_hub.cli._common import (
 )
 from mash_hub.crypto.blind_index import BlindIndexer
 from mash_hub.crypto.errors import KeyConfigError
-from mash_hub.crypto.signing import AuditVerifyKey, load_signing_key
+from mash_hub.crypto.signing import (
+    AuditVerifyKey,
+    load_signing_key,
+    retired_keys_path,
+    rotate_signing_key,
+)
 from mash_hub.db import migrate
 from mash_hub.db.engine import Database
 from mash_hub.users.history import ActorResolver, AuditedAct
@@ -158,6 +163,53 @@ def checkpoint(as_json: JsonOption = False) -> None:
         console.print(
             f"Signed checkpoint at entry {made.seq} (head {made.head_hash.hex()[:16]}…, "
             f"key {key.key_id}) into {payload['file']}.",
+            highlight=False,
+        )
+
+
+@app.command("rotate-signing-key")
+def rotate_signing_key_command(as_json: JsonOption = False) -> None:
+    """Sign the current head with the old key, replace the key file with a new key, and sign
+    again with the new one. The old public key is kept in audit-retired-keys.json beside the
+    key file, so earlier checkpoints still verify; back up both files. Audited as
+    audit.signing_key_rotated. Refused when the log does not verify."""
+    cfg = settings()
+    directory = cfg.resolved_audit_checkpoint_dir
+    with _open() as db:
+        try:
+            old = load_signing_key(cfg, create=False)
+            create_checkpoint(db, old, directory, skip_if_unchanged=True)
+            old, new = rotate_signing_key(cfg)
+        except KeyConfigError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        except AuditTamperedError as exc:
+            fail(f"not rotated: the audit log failed verification: {exc}")
+        with db.transaction() as session:
+            audit(
+                session,
+                AuditEvent(
+                    actor(),
+                    "audit.signing_key_rotated",
+                    details={"old_key_id": old.key_id, "new_key_id": new.key_id},
+                ),
+            )
+        try:
+            made = create_checkpoint(db, new, directory)
+        except AuditTamperedError as exc:
+            fail(f"rotated, but the first checkpoint with the new key was refused: {exc}")
+    payload = {
+        "old_key_id": old.key_id,
+        "new_key_id": new.key_id,
+        "retired_keys_file": str(retired_keys_path(cfg)),
+        "checkpoint_seq": None if made is None else made.seq,
+    }
+    if as_json:
+        emit_json(payload)
+    else:
+        console.print(
+            f"Retired audit signing key {old.key_id}; new key {new.key_id}, first checkpoint at "
+            f"entry {payload['checkpoint_seq']}. Back up {cfg.resolved_audit_signing_key_path} "
+            f"and {payload['retired_keys_file']}.",
             highlight=False,
         )
 

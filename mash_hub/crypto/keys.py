@@ -191,7 +191,7 @@ def create_key_file(path: Path, *, what: str) -> bytes:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret = secrets.token_bytes(KEY_BYTES)
     try:
-        _atomic_write(path, (_encode_key(secret) + "\n").encode("ascii"), overwrite=False)
+        atomic_write(path, (_encode_key(secret) + "\n").encode("ascii"), overwrite=False)
     except KeyringExistsError:
         raise KeyringExistsError(
             f"{what} {path} already exists; refusing to overwrite it"
@@ -238,7 +238,7 @@ def _ascii(raw: bytes, where: str) -> str:
         raise KeyConfigError(f"{where} is not base64 text") from None
 
 
-def _atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:
+def atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:
     """Write ``data`` to ``path`` with mode 0600 via a temp file in the same directory.
 
     With ``overwrite=False`` the final step is a hard link, which fails if ``path`` already
@@ -423,7 +423,7 @@ class LocalKeyringProvider(_AeadKeys):
             },
             "index_root_key": _encode_key(secrets.token_bytes(KEY_BYTES)),
         }
-        _atomic_write(path, cls._serialise(doc), overwrite=False)
+        atomic_write(path, cls._serialise(doc), overwrite=False)
         return cls(path)
 
     @staticmethod
@@ -508,7 +508,7 @@ class LocalKeyringProvider(_AeadKeys):
             doc = self._read_doc()
             yield doc
             self._parse(doc)
-            _atomic_write(self.path, self._serialise(doc), overwrite=True)
+            atomic_write(self.path, self._serialise(doc), overwrite=True)
             self._load()
         finally:
             os.close(fd)

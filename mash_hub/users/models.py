@@ -8,7 +8,9 @@
   until the token would have expired anyway);
 * ``clients``: partner agencies' API clients; only the SHA-256 of a key's secret is stored;
 * ``web_sessions`` and ``login_links``: signed-in browser sessions and one-time sign-in links
-  (:mod:`mash_hub.users.sessions`); only the SHA-256 of each secret id is stored.
+  (:mod:`mash_hub.users.sessions`); only the SHA-256 of each secret id is stored;
+* ``rate_limit_buckets``: the callers' token buckets, shared by every server process
+  (:mod:`mash_hub.web.ratelimit`); keys stored as SHA-256 digests.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, false, func
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    false,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mash_hub.db.base import Base
@@ -117,3 +129,15 @@ class LoginLink(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RateLimitBucket(Base):
+    """One caller's token bucket for one limit (see :mod:`mash_hub.web.ratelimit`)."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    limiter: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    granted: Mapped[bool] = mapped_column(Boolean)

@@ -43,8 +43,8 @@ def create_app(
     )
     app.state.database = database
     app.state.authenticator = Authenticator(cfg, token_key)
-    app.state.rate_limiter = RateLimiter(cfg.rate_limit_per_minute)
-    app.state.failure_limiter = RateLimiter(cfg.auth_failures_per_minute)
+    app.state.rate_limiter = RateLimiter(database, "api", cfg.rate_limit_per_minute)
+    app.state.failure_limiter = RateLimiter(database, "auth_failures", cfg.auth_failures_per_minute)
     app.state.metrics_token = (
         cfg.metrics_token.get_secret_value() if cfg.metrics_token is not None else None
     )

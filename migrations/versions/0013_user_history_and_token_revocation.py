@@ -1,9 +1,10 @@
-"""Every state a user has had, and hub tokens revoked before they expire.
+"""Every state a user has had, hub tokens revoked before they expire, shared rate limits.
 
 Auditors read ``user:<uuid>`` actors as a name, role and agency; a later rename or change of
 role must not rewrite who did what. Existing users get a first version from their row.
 A signed-out or revoked token's ``jti`` is refused until the token would have expired;
-``users.tokens_not_before`` signs a user out everywhere.
+``users.tokens_not_before`` signs a user out everywhere. Rate-limit buckets move from each
+process's memory to ``rate_limit_buckets``, so several workers share one limit.
 
 Revision ID: 0013
 Revises: 0012
@@ -71,9 +72,26 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_revoked_tokens_expires_at"), "revoked_tokens", ["expires_at"], unique=False
     )
+    op.create_table(
+        "rate_limit_buckets",
+        sa.Column("limiter", sa.String(length=32), nullable=False),
+        sa.Column("key_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("tokens", sa.Double(), nullable=False),
+        sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("granted", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("limiter", "key_hash", name=op.f("pk_rate_limit_buckets")),
+    )
+    op.create_index(
+        op.f("ix_rate_limit_buckets_refreshed_at"),
+        "rate_limit_buckets",
+        ["refreshed_at"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_rate_limit_buckets_refreshed_at"), table_name="rate_limit_buckets")
+    op.drop_table("rate_limit_buckets")
     op.drop_index(op.f("ix_revoked_tokens_expires_at"), table_name="revoked_tokens")
     op.drop_table("revoked_tokens")
     op.drop_column("users", "tokens_not_before")

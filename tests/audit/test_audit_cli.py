@@ -159,3 +159,44 @@ def test_serve_signs_checkpoints_periodically(cli_db: Database, hub_env: dict[st
         process.wait(timeout=30)
     assert json.loads(exported.read_text().splitlines()[0])["seq"] == 4
     assert hub("verify", env=hub_env).returncode == 0
+
+
+def test_rotating_the_signing_key_keeps_old_checkpoints_verifiable(
+    cli_db: Database, hub_env: dict[str, str]
+) -> None:
+    append(cli_db, 5, actor="user:alice")
+    first = hub("checkpoint", "--json", env=hub_env)
+    assert first.returncode == 0, first.stderr
+    old_key_id = json.loads(first.stdout)["key_id"]
+    data_dir = Path(hub_env["MASH_DATA_DIR"])
+    old_key = (data_dir / "audit-signing.key").read_text()
+
+    rotated = hub("rotate-signing-key", "--json", env=hub_env)
+    assert rotated.returncode == 0, rotated.stderr
+    doc = json.loads(rotated.stdout)
+    assert doc["old_key_id"] == old_key_id and doc["new_key_id"] != old_key_id
+    assert (data_dir / "audit-signing.key").read_text() != old_key
+    assert (data_dir / "audit-signing.key").stat().st_mode & 0o777 == 0o600
+    retired = json.loads((data_dir / "audit-retired-keys.json").read_text())
+    assert [k["key_id"] for k in retired["keys"]] == [old_key_id]
+    assert "seed" not in json.dumps(retired) and old_key.strip() not in json.dumps(retired)
+
+    append(cli_db, 2, actor="user:bob")
+    assert hub("checkpoint", env=hub_env).returncode == 0
+    exported = data_dir / "audit-checkpoints" / "checkpoints.jsonl"
+    signers = [json.loads(line)["key_id"] for line in exported.read_text().splitlines()]
+    assert signers[0] == old_key_id and set(signers[-2:]) == {doc["new_key_id"]}
+    report = json.loads(hub("verify", "--json", env=hub_env).stdout)
+    assert report["ok"], report
+    assert report["checkpoints_checked"] == len(signers)
+    with cli_db.transaction() as session:
+        (entry,) = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "audit.signing_key_rotated")
+        )
+        assert entry.details == {"old_key_id": old_key_id, "new_key_id": doc["new_key_id"]}
+
+    # Without the retired keys file the old checkpoints cannot be checked: verify says so.
+    (data_dir / "audit-retired-keys.json").unlink()
+    failed = hub("verify", "--json", env=hub_env)
+    assert failed.returncode != 0
+    assert "nor a retired one" in failed.stdout

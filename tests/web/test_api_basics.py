@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
+from sqlalchemy import text
 
 from mash_hub.crypto.tokens import TokenKey
 from mash_hub.db.engine import Database
@@ -194,6 +195,37 @@ def test_rate_limit_per_principal_answers_429_with_retry_after(
     assert int(response.headers["retry-after"]) >= 1
     # Keyed by principal, not by address: another user from the same IP is unaffected.
     assert client.get("/api/v1/me", headers=bob).status_code == 200
+
+
+def test_every_server_process_shares_one_limit(
+    committing_database: Database, tmp_path: Path
+) -> None:
+    """Two apps on one database stand for `serve --workers 2`: a limit of 3 a minute is 3
+    in all, not 3 per worker; failed sign-ins from one address are counted together too."""
+    first, key = make_app(committing_database, tmp_path, rate_limit_per_minute=3,
+                          auth_failures_per_minute=2)  # fmt: skip
+    second = create_app(
+        committing_database,
+        settings=Settings(data_dir=tmp_path / "hub", rate_limit_per_minute=3,
+                          auth_failures_per_minute=2),
+        token_key=key,
+    )  # fmt: skip
+    one, two = TestClient(first), TestClient(second)
+    alice = bearer_for(committing_database, key, "alice")
+    assert one.get("/api/v1/me", headers=alice).status_code == 200
+    assert two.get("/api/v1/me", headers=alice).status_code == 200
+    assert one.get("/api/v1/me", headers=alice).status_code == 200
+    assert_problem(two.get("/api/v1/me", headers=alice), 429)
+
+    wrong = {"Authorization": "Bearer not-a-token"}
+    assert one.get("/api/v1/me", headers=wrong).status_code == 401
+    assert two.get("/api/v1/me", headers=wrong).status_code == 401
+    assert_problem(one.get("/api/v1/me", headers=wrong), 429)
+    # The buckets hold digests, not user ids or addresses.
+    with committing_database.transaction() as session:
+        stored = session.execute(text("SELECT limiter, key_hash FROM rate_limit_buckets")).all()
+    assert sorted(limiter for limiter, _ in stored) == ["api", "auth_failures"]
+    assert all(len(digest) == 32 for _, digest in stored)
 
 
 def test_openapi_documents_the_api(client: TestClient) -> None:
