@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from mash_hub.audit.log import AuditEvent, record
@@ -54,16 +55,76 @@ PURPOSE_WINDOW_DAYS = PURPOSE_WINDOW.days
 __all__ = [
     "BreakGlassUse",
     "DenialBurst",
+    "InvalidAuditArgumentError",
     "OutOfHoursView",
     "StaffRelatedView",
     "StaffTerms",
     "UnreferredViews",
     "UnusualAccessReport",
     "VolumeOutlier",
+    "audit_time",
+    "check_timezone",
     "staff_related_views",
     "staff_terms",
     "unusual_access",
 ]
+
+# Times an audit query or report may name: the log holds nothing outside them, and a margin
+# from Python's and PostgreSQL's limits keeps window arithmetic (e.g. 30 days before
+# ``until``) and time-zone conversion from overflowing.
+EARLIEST_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST_TIME = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+# A ``chain_seq`` / ``seq`` is a PostgreSQL bigint.
+MAX_SEQ = 2**63 - 1
+
+
+class InvalidAuditArgumentError(ValueError):
+    """An argument of an audit query or report that cannot be used; ``field`` names it and
+    ``kind`` says how it is wrong (``range``, ``enum``). The message never quotes the value."""
+
+    def __init__(self, field: str, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.kind = kind
+
+
+def audit_time(value: dt.datetime | None, field: str) -> dt.datetime | None:
+    """``value`` in UTC (a naive time is read as UTC), or :class:`InvalidAuditArgumentError`
+    outside ``EARLIEST_TIME``-``LATEST_TIME`` (including times that overflow in UTC)."""
+    if value is None:
+        return None
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    try:
+        utc = aware.astimezone(dt.UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_TIME <= utc < LATEST_TIME:
+        raise InvalidAuditArgumentError(
+            field,
+            f"{field} must be from {EARLIEST_TIME.date()} to before {LATEST_TIME.date()} (UTC)",
+            "range",
+        )
+    return utc
+
+
+def check_timezone(session: Session, timezone: str) -> None:
+    """Refuse a time zone that Python's ``zoneinfo`` or PostgreSQL does not know.
+
+    The two disagree: ``zoneinfo`` opens any file of the system's zone database
+    (``posixrules``, ``localtime``, ``right/UTC``), which PostgreSQL refuses in ``AT TIME
+    ZONE``. So PostgreSQL is asked too, in a savepoint so a refusal leaves the caller's
+    transaction usable."""
+    message = "not a time zone known to both the hub and its database (an IANA name)"
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidAuditArgumentError("timezone", message, "enum") from None
+    try:
+        with session.begin_nested():
+            session.execute(text("SELECT now() AT TIME ZONE CAST(:tz AS text)"), {"tz": timezone})
+    except DBAPIError:
+        raise InvalidAuditArgumentError("timezone", message, "enum") from None
+
 
 DEFAULT_VOLUME_THRESHOLD = 20
 DEFAULT_DENIAL_THRESHOLD = 5
@@ -276,10 +337,10 @@ def unusual_access(
         since=since,
         until=until,
         working_hours=working_hours,
-        timezone=timezone,
         volume_threshold=volume_threshold,
         denial_threshold=denial_threshold,
     )
+    check_timezone(session, timezone)
     window = {"since": since, "until": until, "tz": timezone}
     report = UnusualAccessReport(
         since=since,
@@ -323,21 +384,18 @@ def _check_arguments(
     since: dt.datetime,
     until: dt.datetime,
     working_hours: tuple[int, int],
-    timezone: str,
     volume_threshold: int,
     denial_threshold: int,
 ) -> None:
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until must be timezone-aware")
+    audit_time(since, "since")
+    audit_time(until, "until")
     if since >= until:
-        raise ValueError("since must be before until")
+        raise InvalidAuditArgumentError("since", "since must be before until", "range")
     start, end = working_hours
     if not 0 <= start < end <= 24:
         raise ValueError("working hours must satisfy 0 <= start < end <= 24")
-    try:
-        zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {timezone!r}") from None
     if volume_threshold < 1 or denial_threshold < 1:
         raise ValueError("thresholds must be at least 1")
 

@@ -188,6 +188,9 @@ _STANDARDISERS: Mapping[str, Any] = {
 }
 
 
+UNKNOWN_FIELD = "<unknown>"
+
+
 def _fault(name: str | None, code: str) -> QueryFault:
     message = _QUERY_MESSAGES.get(code) or std.REASON_CODES.get(code, "not valid")
     return QueryFault(name, code, message)
@@ -196,7 +199,8 @@ def _fault(name: str | None, code: str) -> QueryFault:
 def standardise_query(raw: Mapping[str, Any], *, today: dt.date | None = None) -> SearchQuery:
     """The query as feed records are standardised, or :class:`InvalidQueryError` naming every
     bad field. Blank values count as absent."""
-    faults = [_fault(str(name), "unknown_field") for name in raw if name not in SEARCH_FIELDS]
+    # An unknown field is named generically: its name is the caller's, maybe a name.
+    faults = [_fault(UNKNOWN_FIELD, "unknown_field") for name in raw if name not in SEARCH_FIELDS]
     values: dict[str, str] = {}
     for name in SEARCH_FIELDS:
         value = raw.get(name)

@@ -36,7 +36,6 @@ import io
 import json
 import threading
 import uuid
-import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -55,6 +54,9 @@ from mash_hub.audit.models import AuditEntry
 from mash_hub.audit.reports import (
     DEFAULT_DENIAL_THRESHOLD,
     DEFAULT_VOLUME_THRESHOLD,
+    MAX_SEQ,
+    InvalidAuditArgumentError,
+    audit_time,
     unusual_access,
 )
 from mash_hub.audit.verify import Problem as ChainProblem
@@ -278,12 +280,6 @@ UntilQ = Annotated[
 ]
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
 def _invalid(field: str, msg: str, kind: str) -> RequestValidationError:
     """A 422 problem naming the query parameter (the handler never echoes its value)."""
     return RequestValidationError([{"loc": ("query", field), "msg": msg, "type": kind}])
@@ -309,7 +305,10 @@ class Filters:
         since: dt.datetime | None,
         until: dt.datetime | None,
     ) -> Filters:
-        start, end = _utc(since), _utc(until)
+        try:
+            start, end = audit_time(since, "since"), audit_time(until, "until")
+        except InvalidAuditArgumentError as bad:
+            raise _invalid(bad.field, str(bad), bad.kind) from None
         if start is not None and end is not None and start >= end:
             raise _invalid("since", "since must be before until", "range")
         return cls(actor, person_id, action, action_prefix, start, end)
@@ -437,7 +436,7 @@ def list_entries(
     until: UntilQ = None,
     after: Annotated[
         int | None,
-        Query(ge=0, description="Cursor: the last `chain_seq` of the previous page."),
+        Query(ge=0, le=MAX_SEQ, description="Cursor: the last `chain_seq` of the previous page."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Entries per page.")] = 100,
     order: Annotated[
@@ -749,34 +748,37 @@ def unusual(
     """Volume outliers, out-of-hours and break-glass views, views with no related referral,
     and repeated denials in the window (at most a year), with the `seq` of every entry behind
     a finding. Audited as `audit.unusual` (window, rules and finding counts only)."""
-    end = _utc(until) or dt.datetime.now(dt.UTC)
-    start = _utc(since) or end - dt.timedelta(days=30)
+    try:
+        end = audit_time(until, "until") or dt.datetime.now(dt.UTC)
+        start = audit_time(since, "since") or end - dt.timedelta(days=30)
+    except InvalidAuditArgumentError as bad:
+        raise _invalid(bad.field, str(bad), bad.kind) from None
     if start >= end:
         raise _invalid("since", "since must be before until", "range")
     if end - start > dt.timedelta(days=MAX_UNUSUAL_DAYS):
         raise _invalid("since", f"the window is at most {MAX_UNUSUAL_DAYS} days", "range")
     if working_start >= working_end:
         raise _invalid("working_start", "the working day must start before it ends", "range")
-    try:
-        zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise _invalid("timezone", "not a known IANA time zone", "enum") from None
     database, policy, _ = _services(request)
     caller = principal.caller()
-    with database.transaction() as session:
-        decisions = _decisions(policy, session)
-        if _permitted(session, decisions, caller, "audit.unusual"):
-            report = unusual_access(
-                session,
-                actor=caller.user_id,
-                since=start,
-                until=end,
-                working_hours=(working_start, working_end),
-                timezone=timezone,
-                volume_threshold=volume_threshold,
-                denial_threshold=denial_threshold,
-                audit_action="audit.unusual",
-                audit_context=_context(caller, decisions),
-            )
-            return UnusualOut.model_validate(report.as_dict())
+    try:
+        with database.transaction() as session:
+            decisions = _decisions(policy, session)
+            if _permitted(session, decisions, caller, "audit.unusual"):
+                # Checks the time zone with PostgreSQL too (a bad one rolls back: nothing ran).
+                report = unusual_access(
+                    session,
+                    actor=caller.user_id,
+                    since=start,
+                    until=end,
+                    working_hours=(working_start, working_end),
+                    timezone=timezone,
+                    volume_threshold=volume_threshold,
+                    denial_threshold=denial_threshold,
+                    audit_action="audit.unusual",
+                    audit_context=_context(caller, decisions),
+                )
+                return UnusualOut.model_validate(report.as_dict())
+    except InvalidAuditArgumentError as bad:
+        raise _invalid(bad.field, str(bad), bad.kind) from None
     raise _forbidden()

@@ -143,11 +143,24 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# How an error names a field the caller made up (the name itself may be personal data).
+UNKNOWN_FIELD = "<unknown>"
+
+
+def _location(error: Mapping[str, Any]) -> list[int | str]:
+    """Where a fault is, without echoing a name the caller chose: an undeclared field
+    (``extra_forbidden``) is named ``<unknown>``."""
+    loc: list[int | str] = [p if isinstance(p, int) else str(p) for p in error.get("loc", ())]
+    if error.get("type") == "extra_forbidden" and loc:
+        loc[-1] = UNKNOWN_FIELD
+    return loc
+
+
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
-            "loc": [part if isinstance(part, int) else str(part) for part in error.get("loc", ())],
+            "loc": _location(error),
             "msg": str(error.get("msg", "")),
             "type": str(error.get("type", "")),
         }

@@ -423,7 +423,7 @@ def test_query_faults_name_the_field_and_the_reason() -> None:
         ("postcode", "postcode_invalid"),
     ]
     assert faults({"surname": "Kowalski", "upn": "B80120000500X"}) == [
-        ("surname", "unknown_field"),
+        ("<unknown>", "unknown_field"),
         ("upn", "upn_check_letter"),
     ]
     assert faults({"pnc_id": 12, "given_name": "x" * 101}) == [

@@ -372,6 +372,41 @@ def test_malformed_filters_name_the_parameter_without_echoing_it(hub: AuditHub) 
     assert hub.audit("audit.query") == []
 
 
+@pytest.mark.parametrize(
+    ("path", "params", "name"),
+    [
+        ("/entries", {"after": "10000000000000000000"}, "after"),
+        ("/entries", {"after": "1e25"}, "after"),
+        ("/entries", {"after": str(2**63)}, "after"),
+        ("/entries", {"since": "0001-01-01T00:30:00+00:00"}, "since"),
+        ("/entries", {"until": "9999-12-31T23:30:00-05:00"}, "until"),
+        ("/export", {"until": "0001-01-01T00:30:00+00:00"}, "until"),
+        ("/unusual", {"until": "0001-01-01T00:30:00+00:00"}, "until"),
+        ("/unusual", {"since": "0001-01-01T00:00:00+14:00"}, "since"),
+        ("/unusual", {"until": "9999-12-31T23:59:59.999999-23:59"}, "until"),
+        ("/unusual", {"until": "1970-01-02T00:00:00+00:00"}, "since"),
+        ("/unusual", {"timezone": "posixrules"}, "timezone"),
+        ("/unusual", {"timezone": "right/UTC"}, "timezone"),
+        ("/unusual", {"timezone": "localtime"}, "timezone"),
+        ("/unusual", {"timezone": "../../etc/passwd"}, "timezone"),
+    ],
+)
+def test_extreme_parameters_are_422_naming_the_parameter(
+    hub: AuditHub, path: str, params: dict[str, str], name: str
+) -> None:
+    """Issue #12 item 4: these were 500s (DataError, OverflowError, a zone PostgreSQL refuses)."""
+    body = assert_problem(hub.call(path, params=params), 422)
+    assert [e["loc"] for e in body["errors"]] == [["query", name]]
+    assert all(value not in json.dumps(body) for value in params.values())
+    assert hub.audit("audit.query") == [] and hub.audit("audit.unusual") == []
+
+
+def test_a_zone_both_python_and_postgresql_know_still_works(hub: AuditHub) -> None:
+    for zone in ("UTC", "America/Argentina/Buenos_Aires", "Etc/GMT+12"):
+        response = hub.call("/unusual", params={"timezone": zone})
+        assert response.status_code == 200, (zone, response.text)
+
+
 def test_the_auditors_own_entries_hold_no_personal_data(hub: AuditHub) -> None:
     hub.call("/entries", params={"person_id": str(hub.person_id)})
     hub.call("/export", params={"format": "json", "person_id": str(hub.person_id)}).read()

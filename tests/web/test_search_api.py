@@ -211,9 +211,9 @@ def test_a_referral_purpose_must_name_an_open_referral(hub: SearchHub) -> None:
         ("get", {"pnc_id": "12/0000345Q"}, ["query", "pnc_id"], "pnc_id_check_letter"),
         ("post", {"postcode": "Kowalski Road", "family_name": "Kowalski"},
          ["body", "postcode"], "postcode_invalid"),
-        ("post", {"surname": "Kowalski"}, ["body", "surname"], "extra_forbidden"),
-        ("get", {"surname": "Kowalski", "nhs_number": "9434765919"},
-         ["query", "surname"], "unknown_field"),
+        ("post", {"Khan": "Kowalski"}, ["body", "<unknown>"], "extra_forbidden"),
+        ("get", {"Khan": "Kowalski", "nhs_number": "9434765919"},
+         ["query", "<unknown>"], "unknown_field"),
         ("post", {}, ["body"], "query_empty"),
         ("get", {"given_name": "  "}, ["query"], "query_empty"),
         ("post", {"family_name": "Kowalski"}, ["body"], "query_too_broad"),
@@ -232,6 +232,10 @@ def test_validation_names_the_field_and_never_the_value(
     for value in query.values():
         if isinstance(value, str) and value.strip():
             assert value not in response.text
+    # Nor the name of a field the caller made up (issue #12 item 5).
+    for name in query:
+        if name not in (*SEARCH_FIELDS, "limit"):
+            assert name not in response.text
     assert hub.audit("person.search") == []
 
 
