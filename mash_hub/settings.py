@@ -108,6 +108,20 @@ class Settings(BaseSettings):
     audit_signing_key_file: Path | None = Field(
         default=None, description="A secret file holding MASH_AUDIT_SIGNING_KEY's value."
     )
+    backup_key: SecretStr | None = Field(
+        default=None, description="The key sealing backup files (base64, 32 bytes)."
+    )
+    backup_key_file: Path | None = Field(
+        default=None, description="A secret file holding MASH_BACKUP_KEY's value."
+    )
+    backup_key_path: Path | None = Field(
+        default=None, description="The backup key file; default <data_dir>/backup.key."
+    )
+    erasure_ledger_path: Path | None = Field(
+        default=None,
+        description="Erasures (person ids and times) kept outside the database, re-applied "
+        "on restore; default <data_dir>/erasure-ledger.jsonl.",
+    )
 
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1, description="Largest request body the API accepts (413 above)."
@@ -182,6 +196,16 @@ class Settings(BaseSettings):
     @property
     def resolved_token_signing_key_path(self) -> Path:
         path = self.token_signing_key_path or self.data_dir / "token-signing.key"
+        return path.expanduser().absolute()
+
+    @property
+    def resolved_backup_key_path(self) -> Path:
+        path = self.backup_key_path or self.data_dir / "backup.key"
+        return path.expanduser().absolute()
+
+    @property
+    def resolved_erasure_ledger_path(self) -> Path:
+        path = self.erasure_ledger_path or self.data_dir / "erasure-ledger.jsonl"
         return path.expanduser().absolute()
 
     @property

@@ -21,6 +21,7 @@ from mash_hub.cli import quality as quality_commands
 from mash_hub.cli import sar as sar_commands
 from mash_hub.cli import users as user_commands
 from mash_hub.cli._common import ExitCode, console, settings
+from mash_hub.cli.backup import backup, restore
 from mash_hub.cli.demo import demo
 from mash_hub.cli.erase import erase
 from mash_hub.cli.serve import serve
@@ -55,6 +56,8 @@ app.add_typer(user_commands.clients_app, name="clients")
 app.command()(feed_commands.ingest)
 app.command()(demo)
 app.command()(erase)
+app.command()(backup)
+app.command()(restore)
 app.command()(serve)
 app.command()(synth)
 app.command()(user_commands.token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import asdict
 from typing import Annotated
@@ -9,7 +10,8 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from mash_hub.cli._common import ExitCode, actor, console, emit_json, fail, open_hub
+from mash_hub.backup import ledger
+from mash_hub.cli._common import ExitCode, actor, console, emit_json, fail, open_hub, settings
 from mash_hub.db.engine import Database
 from mash_hub.persons.store import PersonStore, UnknownPersonError
 
@@ -54,6 +56,8 @@ def erase(
                 )
             except UnknownPersonError as exc:
                 fail(str(exc), ExitCode.BAD_INPUT)
+        # Outside the database, so a restore of an older backup erases the person again.
+        ledger.append(settings().resolved_erasure_ledger_path, person_id, dt.datetime.now(dt.UTC))
         # Dead row versions of the destroyed keys stay in the table files until vacuumed.
         # The erasure has committed by now, so a failure here is a warning, not an error.
         try:
