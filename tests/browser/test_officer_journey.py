@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from mash_hub.audit.models import AuditEntry
 from tests.browser.conftest import (
+    ARTIFACTS,
     CASE,
     INCIDENT,
     WARNING_MARKERS,
@@ -105,11 +106,34 @@ def test_a_police_officer_sees_less(page: Page, live_hub: LiveHub) -> None:
     expect(body).not_to_contain_text(CASE)  # social-care details are withheld ...
     expect(body).not_to_contain_text("Harehills Primary")  # ... and council details
     expect(body).to_contain_text("Withheld: your role may not see this")
+    section = page.locator('section[aria-labelledby="source-social_care"]')
+    section.screenshot(path=str(ARTIFACTS / "police-09-person-withheld.png"))  # for the README
     views = _person_views(live_hub)
     assert len(views) == 1
     shown = views[0].details["shown"]
     assert "details.case" not in shown["social_care"]
     assert "details.incidents" in shown["police"]
+
+
+def test_break_glass_shows_more_and_says_so(page: Page, live_hub: LiveHub) -> None:
+    """A social worker does not normally see police incidents; break-glass shows them, marked
+    as break-glass, and the view is audited as one person.view flagged for review."""
+    sign_in(page, live_hub, "demo-social-worker", "social_worker", "social_care", "glass")
+    page.goto(f"{live_hub.base}/people/{live_hub.robert}/purpose")
+    page.get_by_label("Strategy discussion").check()
+    page.get_by_label("Explain briefly").fill(EXPLANATION)
+    page.get_by_label(re.compile("Break glass")).check()
+    page.get_by_label("Justification").fill(
+        "Robert was reported missing overnight; police need the full picture now."
+    )
+    page.get_by_role("button", name="Show records").click()
+    body = page.locator("main")
+    expect(body).to_contain_text("Break-glass view: this access is flagged for review.")
+    expect(body).to_contain_text(INCIDENT)
+    check(page, "glass-09-person")
+    (view,) = _person_views(live_hub)
+    assert view.details["break_glass"] is True
+    assert view.details["beyond_normal_mask"] == {"police": ["details.incidents"]}
 
 
 @pytest.mark.parametrize("page", [False], indirect=True, ids=["javascript-off"])
