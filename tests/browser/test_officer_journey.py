@@ -161,7 +161,8 @@ def test_the_api_documentation_renders_offline(page: Page, live_hub: LiveHub) ->
     outside: list[str] = []
     page.on("request", lambda r: None if r.url.startswith(live_hub.base) else outside.append(r.url))
     page.goto(live_hub.base + "/docs")
-    expect(page.locator(".swagger-ui .info .title")).to_contain_text("MASH Hub")
+    # Swagger UI is 1.7 MB of JavaScript: allow a busy CI machine time to start it.
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("MASH Hub", timeout=60_000)
     expect(page.get_by_text("/api/v1/persons/search").first).to_be_visible()
     check(page, "docs", axe=False)  # Swagger UI's own markup, not a page of ours
     assert outside == []
