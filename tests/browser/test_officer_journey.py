@@ -166,3 +166,53 @@ def test_the_api_documentation_renders_offline(page: Page, live_hub: LiveHub) ->
     expect(page.get_by_text("/api/v1/persons/search").first).to_be_visible()
     check(page, "docs", axe=False)  # Swagger UI's own markup, not a page of ours
     assert outside == []
+
+
+def tab_to(page: Page, selector: str, limit: int = 80) -> None:
+    """Press Tab until the focused element matches ``selector`` (as a keyboard user would)."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{selector} cannot be reached with the Tab key")
+
+
+def follow(page: Page) -> None:
+    """Press Enter on the focused link or button and wait for the page it leads to."""
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+
+def test_the_journey_can_be_done_by_keyboard_alone(page: Page, live_hub: LiveHub) -> None:
+    page.goto(live_hub.login_link("demo-mash-officer", "mash_officer", "social_care"))
+    tab_to(page, "main button")
+    follow(page)
+    expect(page.get_by_text("Signed in as demo-mash-officer")).to_be_visible()
+    tab_to(page, 'main a[href="/search"]')
+    follow(page)
+    expect(page.get_by_role("heading", name="Search for a person")).to_be_visible()
+    for selector, text in (("#given_name", "Bob"), ("#family_name", "Kowalsky"),
+                           ("#date_of_birth-day", "3"), ("#date_of_birth-month", "4"),
+                           ("#date_of_birth-year", "2012")):  # fmt: skip
+        tab_to(page, selector)
+        page.keyboard.type(text)
+    tab_to(page, "#purpose")  # the first reason; arrow keys choose another
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    tab_to(page, "#purpose_text")
+    page.keyboard.type(EXPLANATION)
+    tab_to(page, "main form button")
+    follow(page)
+    expect(page.locator("table")).to_contain_text("Robert Kowalski")
+    tab_to(page, 'main a[href$="/purpose"]')
+    follow(page)
+    tab_to(page, "#purpose")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    tab_to(page, "#purpose_text")
+    page.keyboard.type(EXPLANATION)
+    tab_to(page, "main form button")
+    follow(page)
+    expect(page.get_by_role("heading", name="Person's records")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("MASH triage of a contact or referral")
+    assert len(_person_views(live_hub)) == 1
