@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import uvicorn
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from mash_hub.authz.versions import publish
 from mash_hub.crypto.keys import LocalKeyringProvider
@@ -41,6 +41,9 @@ from tests.serving import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
+
+# CI runs two workers on two shared cores: give pages time (an assertion, not a timing test).
+expect.set_options(timeout=30_000)
 
 # Test modules here carry this mark: without a browser there is nothing to drive.
 needs_chromium = pytest.mark.skipif(

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from mash_hub.audit.models import AuditEntry
 from tests.browser.conftest import (
+    ARTIFACTS,
     CASE,
     INCIDENT,
     WARNING_MARKERS,
@@ -105,11 +106,34 @@ def test_a_police_officer_sees_less(page: Page, live_hub: LiveHub) -> None:
     expect(body).not_to_contain_text(CASE)  # social-care details are withheld ...
     expect(body).not_to_contain_text("Harehills Primary")  # ... and council details
     expect(body).to_contain_text("Withheld: your role may not see this")
+    section = page.locator('section[aria-labelledby="source-social_care"]')
+    section.screenshot(path=str(ARTIFACTS / "police-09-person-withheld.png"))  # for the README
     views = _person_views(live_hub)
     assert len(views) == 1
     shown = views[0].details["shown"]
     assert "details.case" not in shown["social_care"]
     assert "details.incidents" in shown["police"]
+
+
+def test_break_glass_shows_more_and_says_so(page: Page, live_hub: LiveHub) -> None:
+    """A social worker does not normally see police incidents; break-glass shows them, marked
+    as break-glass, and the view is audited as one person.view flagged for review."""
+    sign_in(page, live_hub, "demo-social-worker", "social_worker", "social_care", "glass")
+    page.goto(f"{live_hub.base}/people/{live_hub.robert}/purpose")
+    page.get_by_label("Strategy discussion").check()
+    page.get_by_label("Explain briefly").fill(EXPLANATION)
+    page.get_by_label(re.compile("Break glass")).check()
+    page.get_by_label("Justification").fill(
+        "Robert was reported missing overnight; police need the full picture now."
+    )
+    page.get_by_role("button", name="Show records").click()
+    body = page.locator("main")
+    expect(body).to_contain_text("Break-glass view: this access is flagged for review.")
+    expect(body).to_contain_text(INCIDENT)
+    check(page, "glass-09-person")
+    (view,) = _person_views(live_hub)
+    assert view.details["break_glass"] is True
+    assert view.details["beyond_normal_mask"] == {"police": ["details.incidents"]}
 
 
 @pytest.mark.parametrize("page", [False], indirect=True, ids=["javascript-off"])
@@ -137,7 +161,58 @@ def test_the_api_documentation_renders_offline(page: Page, live_hub: LiveHub) ->
     outside: list[str] = []
     page.on("request", lambda r: None if r.url.startswith(live_hub.base) else outside.append(r.url))
     page.goto(live_hub.base + "/docs")
-    expect(page.locator(".swagger-ui .info .title")).to_contain_text("MASH Hub")
+    # Swagger UI is 1.7 MB of JavaScript: allow a busy CI machine time to start it.
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("MASH Hub", timeout=60_000)
     expect(page.get_by_text("/api/v1/persons/search").first).to_be_visible()
     check(page, "docs", axe=False)  # Swagger UI's own markup, not a page of ours
     assert outside == []
+
+
+def tab_to(page: Page, selector: str, limit: int = 80) -> None:
+    """Press Tab until the focused element matches ``selector`` (as a keyboard user would)."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{selector} cannot be reached with the Tab key")
+
+
+def follow(page: Page) -> None:
+    """Press Enter on the focused link or button and wait for the page it leads to."""
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+
+def test_the_journey_can_be_done_by_keyboard_alone(page: Page, live_hub: LiveHub) -> None:
+    page.goto(live_hub.login_link("demo-mash-officer", "mash_officer", "social_care"))
+    tab_to(page, "main button")
+    follow(page)
+    expect(page.get_by_text("Signed in as demo-mash-officer")).to_be_visible()
+    tab_to(page, 'main a[href="/search"]')
+    follow(page)
+    expect(page.get_by_role("heading", name="Search for a person")).to_be_visible()
+    for selector, text in (("#given_name", "Bob"), ("#family_name", "Kowalsky"),
+                           ("#date_of_birth-day", "3"), ("#date_of_birth-month", "4"),
+                           ("#date_of_birth-year", "2012")):  # fmt: skip
+        tab_to(page, selector)
+        page.keyboard.type(text)
+    tab_to(page, "#purpose")  # the first reason; arrow keys choose another
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    tab_to(page, "#purpose_text")
+    page.keyboard.type(EXPLANATION)
+    tab_to(page, "main form button")
+    follow(page)
+    expect(page.locator("table")).to_contain_text("Robert Kowalski")
+    tab_to(page, 'main a[href$="/purpose"]')
+    follow(page)
+    tab_to(page, "#purpose")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    tab_to(page, "#purpose_text")
+    page.keyboard.type(EXPLANATION)
+    tab_to(page, "main form button")
+    follow(page)
+    expect(page.get_by_role("heading", name="Person's records")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("MASH triage of a contact or referral")
+    assert len(_person_views(live_hub)) == 1

@@ -14,6 +14,20 @@
 
 Pages call the same services as the API (search, person view, links); no policy, audit or
 masking logic lives here. Every task works with JavaScript turned off.
+
+Adding a page (auditor, partner, reviewer, ...):
+
+1. a router module here with ``APIRouter(include_in_schema=False)``, included below;
+2. routes take ``page: SignedIn`` (or ``MaybeSignedIn``) and answer
+   ``render(request, "x.html", {"page": page, ...})``; a template extends ``base.html`` and
+   fills ``title`` and ``content`` (``width`` ``full`` for wide tables); add a navigation
+   item in ``base.html`` when the role may use it;
+3. every form posts ``<input type="hidden" name="csrf_token" value="{{ page.csrf_token }}">``
+   and its route takes ``form: FormData`` and calls ``check_csrf(request, page, form)`` first;
+4. errors: put ``errors`` (``FormErrors.summary()``) and ``field_errors`` in the context;
+   the layout shows the GOV.UK error summary, and macros take ``errorMessage``;
+5. personal data only in answers to POSTs or behind ids, never in URLs; a browser test in
+   ``tests/browser`` visits the page through ``check()`` (screenshot + axe-core).
 """
 
 from __future__ import annotations
