@@ -17,7 +17,7 @@ from mash_hub.authz.policy import AccessPolicy
 from mash_hub.authz.versions import publish
 from mash_hub.authz.vocabulary import PERSON_FIELDS, SOURCES
 from mash_hub.crypto.keys import LocalKeyringProvider
-from mash_hub.persons.store import QUALITY, NewRecord, PersonStore
+from mash_hub.persons.store import NewRecord, PersonStore
 from mash_hub.referrals.models import Referral, ReferralSubject
 
 BASELINE = PolicyTexts.read(Path(__file__).resolve().parents[2] / "policies")
@@ -57,16 +57,13 @@ def add_person(
     store: PersonStore,
     values: dict[tuple[str, str], dict[str, str]] | None = None,
 ) -> Household:
-    """One person with a record from every source, each holding every field group (but
-    ``quality``, which only a record with values that failed validation has)."""
+    """One person with a record from every source, each holding every field group."""
     person_id = store.new_person(session)
     records: dict[str, uuid.UUID] = {}
     secrets: dict[tuple[str, str], str] = {}
     for source in SOURCES:
         groups: dict[str, dict[str, str]] = {}
         for group in PERSON_FIELDS:
-            if group == QUALITY:
-                continue
             fields = (values or {}).get((source, group)) or {"value": secret(source, group)}
             groups[group] = fields
             secrets[(source, group)] = next(iter(fields.values()))

@@ -150,7 +150,8 @@ def test_one_audit_entry_per_view_without_free_text(
     assert details["shown"] == {
         "police": ["contact", "details.warning_markers", "identifiers", "identity"],
         "council": ["contact", "details.education", "details.housing", "identifiers", "identity"],
-        "social_care": ["contact", "details.case", "identifiers", "identity"],
+        # The social worker's own agency's quality group: shown as a count, never decrypted.
+        "social_care": ["contact", "details.case", "identifiers", "identity", "quality"],
         "referral": ["contact", "details.referral", "identifiers", "identity"],
     }
     assert details["break_glass"] is False and "review_required" not in details
@@ -218,7 +219,11 @@ def test_break_glass_widens_the_mask_and_is_flagged_for_review(
     assert glass.break_glass and "details.incidents" in glass.shown()["police"]
     entry = entries(session, "person.view")[-1]
     assert entry.details["break_glass"] is True and entry.details["review_required"] is True
-    assert entry.details["beyond_normal_mask"] == {"police": ["details.incidents"]}
+    assert entry.details["beyond_normal_mask"] == {
+        "police": ["details.incidents", "quality"],
+        "council": ["quality"],
+        "referral": ["quality"],
+    }
     assert "Doyle" not in json.dumps(entry.details)
 
     (item,) = list_break_glass_for_review(session)
