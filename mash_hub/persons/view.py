@@ -274,8 +274,8 @@ def view_person(  # noqa: PLR0917 (the signature the API and the issue use)
     # The list comes from the referral tables, not from a record's groups, so it is shown
     # only to a caller whose mask holds the group it describes (reference, role, status,
     # RAG are what ``details.referral`` says about the person).
-    referral_groups = plan.get(REFERRAL_SOURCE, ([], []))[1]
-    linked = referrals_of_person(session, person_id) if REFERRAL_GROUP in referral_groups else []
+    referral_mask = decisions.mask(caller, REFERRAL_SOURCE, break_glass=use_glass)
+    linked = referrals_of_person(session, person_id) if REFERRAL_GROUP in referral_mask else []
     details["referrals"] = [str(r.id) for r in linked]
     if purpose.text is not None:
         details["purpose_text"] = seal_text(session, store, person_id, "purpose", purpose.text)

@@ -148,11 +148,12 @@ def test_the_journey_works_with_javascript_off(page: Page, live_hub: LiveHub) ->
     page.get_by_label("Explain briefly").fill(EXPLANATION)
     page.get_by_role("button", name="Search").click()
     page.get_by_role("link", name=re.compile("View records")).first.click()
-    page.get_by_label("A referral I am working on").check()
-    page.get_by_label("Referral reference").fill("R-2026-000123")
+    # Without JavaScript the conditionally revealed fields are simply all shown.
+    page.get_by_label("Strategy discussion").check()
+    page.get_by_label("Explain briefly").fill(EXPLANATION)
     page.get_by_role("button", name="Show records").click()
     expect(page.get_by_role("heading", name="Person's records")).to_be_visible()
-    expect(page.locator("main")).to_contain_text("Referral R-2026-000123")
+    expect(page.locator("main")).to_contain_text("Social care records")
     check(page, "javascript-off-person", axe=False)
 
 
