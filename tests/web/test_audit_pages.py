@@ -11,10 +11,12 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 import mash_hub.audit.log as audit_log_module
+from mash_hub.audit.checkpointer import create_checkpoint
 from mash_hub.audit.models import AuditEntry
+from mash_hub.crypto.signing import create_signing_key_file
 from mash_hub.db.engine import Database
 from mash_hub.users.models import User
 from mash_hub.web.pages import audit as audit_pages
@@ -163,6 +165,23 @@ def test_the_chain_page_checks_since_the_last_checkpoint(hub: AuditPagesHub) -> 
     verified = hub.entries("audit.verify")
     assert len(verified) == 1
     assert verified[0].details["scope"] == "since_checkpoint" and verified[0].details["ok"]
+
+
+def test_the_chain_page_names_the_last_signed_checkpoint(hub: AuditPagesHub) -> None:
+    settings = hub.app.state.authenticator.settings
+    key = create_signing_key_file(settings.resolved_audit_signing_key_path)
+    checkpoint = create_checkpoint(hub.database, key, settings.resolved_audit_checkpoint_dir)
+    assert checkpoint is not None
+    hub.client.get("/audit")  # one more entry after the checkpoint
+    hub.settle()
+    html = hub.client.get("/audit/chain").text
+    assert "No changes found" in html
+    assert f'id="checkpoint-seq">{checkpoint.seq}<' in html
+    assert checkpoint.key_id in html
+    verified = hub.entries("audit.verify")[0].details
+    with hub.database.transaction() as session:
+        chained = session.scalar(select(func.count()).where(AuditEntry.chain_seq.is_not(None)))
+    assert verified["ok"] and 0 < verified["entries_checked"] < (chained or 0) - 5
 
 
 @pytest.mark.parametrize("path", ["/audit", "/audit/entries/1", "/audit/chain"])
