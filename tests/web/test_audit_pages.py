@@ -120,6 +120,9 @@ def test_bad_filters_get_the_error_summary_and_no_query(hub: AuditPagesHub) -> N
     assert hub.entries("audit.query") == []
     later = hub.client.get("/audit", params={"since": "2026-12-02", "until": "2026-12-01"})
     assert later.status_code == 400 and 'href="#since"' in later.text
+    ancient = hub.client.get("/audit", params={"until": "1969-12-30"})
+    assert ancient.status_code == 400 and "Enter dates from 1970 to 9998" in ancient.text
+    assert hub.entries("audit.query") == []
 
 
 def test_the_log_is_paged_newest_first(hub: AuditPagesHub, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -117,7 +117,7 @@ def read_filters(params: dict[str, str], errors: FormErrors) -> Filters | None:
             until=None if until is None else _london_midnight(until + dt.timedelta(days=1)),
         )
     except InvalidAuditArgumentError as bad:
-        errors.add(bad.field, "Enter dates between 2000 and 2100")
+        errors.add(bad.field, "Enter dates from 1970 to 9998")
         return None
 
 
