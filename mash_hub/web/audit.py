@@ -4,7 +4,8 @@ Every route needs the policy's ``audit_read`` action on ``audit_log`` (the basel
 the ``auditor`` role only), asked of the compiled policy in the request's unit of work. A refusal
 is audited (``authz.denied``) and answered 403; the auditor's own use of the log is audited as
 ``audit.query``, ``audit.export``, ``audit.verify`` and ``audit.unusual``, with the filters and
-counts (ids, codes and times: the filters accept nothing else).
+counts (ids, codes and times: the filters accept nothing else). The permission check, filters,
+query and those entries live in :mod:`mash_hub.audit.access`, which the auditor's pages call too.
 
 Audit entries hold ids, codes and counts, never plaintext personal data (free text is sealed
 elsewhere; see :mod:`mash_hub.persons.view`), and these routes add nothing to them: they return
@@ -37,19 +38,31 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from mash_hub import audit as audit_log
 from mash_hub.audit import AuditEvent
-from mash_hub.audit.checkpoint import CheckpointFileError, latest, load_checkpoints
+from mash_hub.audit.access import (
+    ACTION_PATTERN,
+    ACTION_PREFIX_PATTERN,
+    ACTOR_PATTERN,
+    Filters,
+    audit_context,
+    columns,
+    entry_dict,
+    permitted,
+    query_entries,
+    record_verification,
+    run_verification,
+    verify_lock,
+)
 from mash_hub.audit.models import AuditEntry
 from mash_hub.audit.reports import (
     DEFAULT_DENIAL_THRESHOLD,
@@ -59,28 +72,17 @@ from mash_hub.audit.reports import (
     audit_time,
     unusual_access,
 )
-from mash_hub.audit.verify import Problem as ChainProblem
-from mash_hub.audit.verify import VerifyReport, verify_chain
-from mash_hub.authz.policy import AccessPolicy, Caller, Decisions, PolicyNotPublishedError
-from mash_hub.crypto.errors import KeyConfigError
-from mash_hub.crypto.signing import AuditVerifyKey, load_signing_key
+from mash_hub.authz.policy import AccessPolicy, Decisions, PolicyNotPublishedError
 from mash_hub.db.engine import Database
 from mash_hub.settings import Settings
-from mash_hub.users.history import ActorResolver, AuditedAct
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import ApiProblemError, problem_doc, problem_example
 
-AUDIT_READ = "audit_read"
 EXPORT_BATCH = 2000
 MAX_PAGE = 1000
 MAX_UNUSUAL_DAYS = 366
 FORBIDDEN_DETAIL = "not allowed to read the audit log"
 FORBIDDEN_CODE = "audit_not_permitted"
-
-# Actor ids are namespaced ids (user:<uuid>, oidc:<sub>, client:<uuid>, cli:<login>): printable
-# ASCII without spaces, so a filter cannot carry a sentence (or a name typed by mistake).
-ACTOR_PATTERN = r"^[!-~]{1,200}$"
-ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------
@@ -268,7 +270,7 @@ ActionQ = Annotated[
 ActionPrefixQ = Annotated[
     str | None,
     Query(
-        pattern=r"^[a-z][a-z0-9_.]{0,99}$",
+        pattern=ACTION_PREFIX_PATTERN,
         description="Actions starting with this, e.g. `person.` or `audit.`.",
     ),
 ]
@@ -285,86 +287,12 @@ def _invalid(field: str, msg: str, kind: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("query", field), "msg": msg, "type": kind}])
 
 
-@dataclass(frozen=True)
-class Filters:
-    actor: str | None = None
-    person_id: uuid.UUID | None = None
-    action: str | None = None
-    action_prefix: str | None = None
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-
-    @classmethod
-    def of(
-        cls,
-        *,
-        actor: str | None,
-        person_id: uuid.UUID | None,
-        action: str | None,
-        action_prefix: str | None,
-        since: dt.datetime | None,
-        until: dt.datetime | None,
-    ) -> Filters:
-        try:
-            start, end = audit_time(since, "since"), audit_time(until, "until")
-        except InvalidAuditArgumentError as bad:
-            raise _invalid(bad.field, str(bad), bad.kind) from None
-        if start is not None and end is not None and start >= end:
-            raise _invalid("since", "since must be before until", "range")
-        return cls(actor, person_id, action, action_prefix, start, end)
-
-    def where(self) -> list[ColumnElement[bool]]:
-        clauses: list[ColumnElement[bool]] = []
-        if self.actor is not None:
-            clauses.append(AuditEntry.actor == self.actor)
-        if self.person_id is not None:
-            pid = str(self.person_id)
-            clauses.append(
-                or_(
-                    and_(AuditEntry.subject_type == "person", AuditEntry.subject_id == pid),
-                    AuditEntry.details["person_id"].astext == pid,
-                )
-            )
-        if self.action is not None:
-            clauses.append(AuditEntry.action == self.action)
-        if self.action_prefix is not None:
-            clauses.append(AuditEntry.action.startswith(self.action_prefix, autoescape=True))
-        if self.since is not None:
-            clauses.append(AuditEntry.occurred_at >= self.since)
-        if self.until is not None:
-            clauses.append(AuditEntry.occurred_at < self.until)
-        return clauses
-
-    def audit_fields(self) -> dict[str, Any]:
-        """The filters given, for the audit entry (ids, codes and times only)."""
-        fields = {
-            "actor": self.actor,
-            "person_id": None if self.person_id is None else str(self.person_id),
-            "action": self.action,
-            "action_prefix": self.action_prefix,
-            "since": None if self.since is None else self.since.isoformat(),
-            "until": None if self.until is None else self.until.isoformat(),
-        }
-        return {k: v for k, v in fields.items() if v is not None}
-
-
-def _columns() -> list[Any]:
-    return list(AuditEntry.__table__.columns)
-
-
-def entry_dict(row: Any) -> dict[str, Any]:
-    """A row of ``audit_log`` as JSON-compatible values (bytes as hex, times in UTC)."""
-    out: dict[str, Any] = {}
-    for key, value in row._mapping.items():
-        if isinstance(value, bytes | memoryview):
-            out[key] = bytes(value).hex()
-        elif isinstance(value, dt.datetime):
-            out[key] = value.astimezone(dt.UTC).isoformat(timespec="microseconds")
-        elif isinstance(value, uuid.UUID):
-            out[key] = str(value)
-        else:
-            out[key] = value
-    return out
+def _filters(**given: Any) -> Filters:
+    """Checked filters, or a 422 naming the bad one."""
+    try:
+        return Filters.of(**given)
+    except InvalidAuditArgumentError as bad:
+        raise _invalid(bad.field, str(bad), bad.kind) from None
 
 
 # -- authorisation ---------------------------------------------------------------------------
@@ -372,7 +300,7 @@ def entry_dict(row: Any) -> dict[str, Any]:
 _policy_lock = threading.Lock()
 
 
-def _services(request: Request) -> tuple[Database, AccessPolicy, Settings]:
+def audit_services(request: Request) -> tuple[Database, AccessPolicy, Settings]:
     """The app's database, access policy (made lazily, shared with the other routers) and
     settings; no encryption keys are needed here."""
     state = request.app.state
@@ -393,27 +321,6 @@ def _decisions(policy: AccessPolicy, session: Session) -> Decisions:
         raise ApiProblemError(
             503, "no access policy is published", code="policy_not_published"
         ) from None
-
-
-def _context(caller: Caller, decisions: Decisions) -> dict[str, Any]:
-    return {"role": caller.role, "agency": caller.agency, "policy_version": decisions.version}
-
-
-def _permitted(session: Session, decisions: Decisions, caller: Caller, requested: str) -> bool:
-    """Whether the caller may read the audit log; a refusal is audited (``authz.denied``)."""
-    if decisions.allows(caller, AUDIT_READ):
-        return True
-    audit_log.record(
-        session,
-        AuditEvent(
-            caller.user_id,
-            "authz.denied",
-            "audit_log",
-            None,
-            {"reason": "role_not_permitted", "requested": requested, **_context(caller, decisions)},
-        ),
-    )
-    return False
 
 
 def _forbidden() -> ApiProblemError:
@@ -447,7 +354,7 @@ def list_entries(
     `chain_seq`). Only chained entries are listed (an entry is chained within moments of its
     commit), so the order is final and paging never skips one. The query is audited as
     `audit.query` with its filters and the number of entries returned."""
-    filters = Filters.of(
+    filters = _filters(
         actor=actor,
         person_id=person_id,
         action=action,
@@ -455,52 +362,18 @@ def list_entries(
         since=since,
         until=until,
     )
-    database, policy, _ = _services(request)
+    database, policy, _ = audit_services(request)
     caller = principal.caller()
     with database.transaction() as session:
         decisions = _decisions(policy, session)
-        if _permitted(session, decisions, caller, "audit.query"):
-            position = AuditEntry.chain_seq
-            stmt = select(*_columns()).where(*filters.where(), position.is_not(None))
-            if order == "asc":
-                stmt = stmt.order_by(position)
-                if after is not None:
-                    stmt = stmt.where(position > after)
-            else:
-                stmt = stmt.order_by(position.desc())
-                if after is not None:
-                    stmt = stmt.where(position < after)
-            found = list(session.execute(stmt.limit(limit + 1)))
-            more = len(found) > limit
-            found = found[:limit]
-            people = ActorResolver(session).describe(
-                AuditedAct(row.actor, row.occurred_at, row.details) for row in found
-            )
-            rows = [
-                {**entry_dict(row), **who.as_dict()} for row, who in zip(found, people, strict=True)
-            ]
-            next_cursor = rows[-1]["chain_seq"] if more else None
-            seq = audit_log.record(
-                session,
-                AuditEvent(
-                    caller.user_id,
-                    "audit.query",
-                    "audit_log",
-                    None,
-                    {
-                        **_context(caller, decisions),
-                        "filters": filters.audit_fields(),
-                        "after": after,
-                        "limit": limit,
-                        "order": order,
-                        "rows": len(rows),
-                    },
-                ),
-            )
+        page = query_entries(
+            session, decisions, caller, filters, after=after, limit=limit, order=order
+        )
+        if page is not None:
             return AuditPage(
-                entries=[AuditEntryOut.model_validate(r) for r in rows],
-                next_cursor=next_cursor,
-                audit_seq=seq,
+                entries=[AuditEntryOut.model_validate(r) for r in page.rows],
+                next_cursor=page.next_cursor,
+                audit_seq=page.audit_seq,
             )
     raise _forbidden()
 
@@ -551,7 +424,7 @@ def export_entries(
     `audit.export` entry (its `seq` is named in `Content-Disposition` and `X-Audit-Seq`) is
     committed before the first byte; the export holds, in chain order, the entries chained
     before the request (through the chain position in `X-Audit-Through-Chain-Seq`)."""
-    filters = Filters.of(
+    filters = _filters(
         actor=actor,
         person_id=person_id,
         action=action,
@@ -559,13 +432,13 @@ def export_entries(
         since=since,
         until=until,
     )
-    database, policy, _ = _services(request)
+    database, policy, _ = audit_services(request)
     caller = principal.caller()
     seq: int | None = None
     through = 0
     with database.transaction() as session:
         decisions = _decisions(policy, session)
-        if _permitted(session, decisions, caller, "audit.export"):
+        if permitted(session, decisions, caller, "audit.export"):
             through = int(session.scalar(select(func.max(AuditEntry.chain_seq))) or 0)
             seq = audit_log.record(
                 session,
@@ -575,7 +448,7 @@ def export_entries(
                     "audit_log",
                     None,
                     {
-                        **_context(caller, decisions),
+                        **audit_context(caller, decisions),
                         "filters": filters.audit_fields(),
                         "format": format,
                         "through_chain_seq": through,
@@ -585,7 +458,7 @@ def export_entries(
     if seq is None:
         raise _forbidden()
     stmt = (
-        select(*_columns())
+        select(*columns())
         .where(*filters.where(), AuditEntry.chain_seq.between(1, through))
         .order_by(AuditEntry.chain_seq)
     )
@@ -635,29 +508,7 @@ def export_chunks(
             yield (",".join(result.keys()) + "\n").encode()
 
 
-_verify_lock = threading.Lock()
-
-
-def _verify_key(settings: Settings) -> AuditVerifyKey | None:
-    try:
-        return load_signing_key(settings, create=False).verify_key()
-    except KeyConfigError:
-        return None  # fine while there are no checkpoints; otherwise reported as a problem
-
-
-def run_verification(database: Database, settings: Settings, scope: str) -> VerifyReport:
-    """The chain check; ``since_checkpoint`` starts from the newest signed checkpoint."""
-    directory = settings.resolved_audit_checkpoint_dir
-    try:
-        found = load_checkpoints(database.engine, directory)
-    except CheckpointFileError as exc:
-        report = VerifyReport()
-        report.problems.append(ChainProblem(None, "checkpoint_file", str(exc)))
-        return report
-    start = latest(found) if scope == "since_checkpoint" else None
-    return verify_chain(
-        database.engine, checkpoints=found, verify_key=_verify_key(settings), start=start
-    )
+_verify_lock = verify_lock
 
 
 @router.post(
@@ -683,11 +534,11 @@ def verify_log(
     bad entry. A full run takes 4.5-12 s per million entries; `since_checkpoint` checks
     only what the newest signed checkpoint does not cover. Audited as `audit.verify`."""
     scope = (body or VerifyRequest()).scope
-    database, policy, settings = _services(request)
+    database, policy, settings = audit_services(request)
     caller = principal.caller()
     with database.transaction() as session:
         decisions = _decisions(policy, session)
-        if _permitted(session, decisions, caller, "audit.verify"):
+        if permitted(session, decisions, caller, "audit.verify"):
             if not _verify_lock.acquire(blocking=False):
                 raise ApiProblemError(
                     409,
@@ -700,26 +551,7 @@ def verify_log(
             finally:
                 _verify_lock.release()
             result = report.as_dict()
-            problem = report.problem
-            seq = audit_log.record(
-                session,
-                AuditEvent(
-                    caller.user_id,
-                    "audit.verify",
-                    "audit_log",
-                    None,
-                    {
-                        **_context(caller, decisions),
-                        "scope": scope,
-                        "ok": report.ok,
-                        "entries_checked": report.entries,
-                        "last_seq": report.last_seq,
-                        "problem": None
-                        if problem is None
-                        else {"seq": problem.seq, "kind": problem.kind},
-                    },
-                ),
-            )
+            seq = record_verification(session, decisions, caller, scope, report)
             return VerifyOut.model_validate({**result, "scope": scope, "audit_seq": seq})
     raise _forbidden()
 
@@ -759,12 +591,12 @@ def unusual(
         raise _invalid("since", f"the window is at most {MAX_UNUSUAL_DAYS} days", "range")
     if working_start >= working_end:
         raise _invalid("working_start", "the working day must start before it ends", "range")
-    database, policy, _ = _services(request)
+    database, policy, _ = audit_services(request)
     caller = principal.caller()
     try:
         with database.transaction() as session:
             decisions = _decisions(policy, session)
-            if _permitted(session, decisions, caller, "audit.unusual"):
+            if permitted(session, decisions, caller, "audit.unusual"):
                 # Checks the time zone with PostgreSQL too (a bad one rolls back: nothing ran).
                 report = unusual_access(
                     session,
@@ -776,7 +608,7 @@ def unusual(
                     volume_threshold=volume_threshold,
                     denial_threshold=denial_threshold,
                     audit_action="audit.unusual",
-                    audit_context=_context(caller, decisions),
+                    audit_context=audit_context(caller, decisions),
                 )
                 return UnusualOut.model_validate(report.as_dict())
     except InvalidAuditArgumentError as bad:

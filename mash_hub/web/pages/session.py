@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
+from mash_hub.audit.access import AUDIT_READ
 from mash_hub.authz.policy import PolicyNotPublishedError
 from mash_hub.db.engine import Database
 from mash_hub.users.sessions import (
@@ -47,6 +48,7 @@ class PageSession:
 
     active: ActiveSession
     may_search: bool
+    may_audit: bool = False
 
     @property
     def principal(self) -> Principal:
@@ -113,15 +115,17 @@ def _resume(request: Request) -> PageSession | None:
         else:
             _, _, policy = services(request)
             try:
-                may_search = policy.for_session(session).may_view_persons(active.caller())
+                decisions = policy.for_session(session)
+                may_search = decisions.may_view_persons(active.caller())
+                may_audit = decisions.allows(active.caller(), AUDIT_READ)
             except PolicyNotPublishedError:
-                may_search = False
+                may_search = may_audit = False
     if ended is not None:
         raise SignInRequiredError(ended)
     wait = request.app.state.rate_limiter.take(active.subject)
     if wait is not None:
         raise SignInRequiredError("rate_limited")
-    return PageSession(active, may_search)
+    return PageSession(active, may_search, may_audit)
 
 
 def signed_in(request: Request) -> PageSession:

@@ -1,0 +1,309 @@
+"""Reading the audit log, for auditors: the one place the API (:mod:`mash_hub.web.audit`) and
+the auditor's pages (:mod:`mash_hub.web.pages.audit`) get entries, permission and the audit of
+their own use of the log from, so the two cannot drift apart.
+
+* :func:`permitted` asks the compiled policy for ``audit_read`` on ``audit_log``; a refusal is
+  recorded as ``authz.denied`` (in the caller's unit of work, which commits it).
+* :class:`Filters` are ids, codes and times only (never names), checked here.
+* :func:`query_entries` pages through chained entries in chain order and records one
+  ``audit.query`` entry with the filters and the number of entries returned;
+  :func:`find_entry` does the same for a single entry.
+* :func:`run_verification` / :func:`record_verification`: the chain check and its
+  ``audit.verify`` entry.
+
+Nothing here commits: the request owns the transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.orm import Session
+
+from mash_hub import audit as audit_log
+from mash_hub.audit import AuditEvent
+from mash_hub.audit.checkpoint import CheckpointFileError, latest, load_checkpoints
+from mash_hub.audit.models import AuditEntry
+from mash_hub.audit.reports import InvalidAuditArgumentError, audit_time
+from mash_hub.audit.verify import Problem as ChainProblem
+from mash_hub.audit.verify import VerifyReport, verify_chain
+from mash_hub.authz.policy import Caller, Decisions
+from mash_hub.crypto.errors import KeyConfigError
+from mash_hub.crypto.signing import AuditVerifyKey, load_signing_key
+from mash_hub.db.engine import Database
+from mash_hub.settings import Settings
+from mash_hub.users.history import ActorResolver, AuditedAct
+
+AUDIT_READ = "audit_read"
+
+# Actor ids are namespaced ids (user:<uuid>, oidc:<sub>, client:<uuid>, cli:<login>): printable
+# ASCII without spaces, so a filter cannot carry a sentence (or a name typed by mistake).
+ACTOR_PATTERN = r"^[!-~]{1,200}$"
+ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
+ACTION_PREFIX_PATTERN = r"^[a-z][a-z0-9_.]{0,99}$"
+
+Order = Literal["asc", "desc"]
+
+
+def audit_context(caller: Caller, decisions: Decisions) -> dict[str, Any]:
+    """What every entry about the auditor's use of the log records of them."""
+    return {"role": caller.role, "agency": caller.agency, "policy_version": decisions.version}
+
+
+def permitted(session: Session, decisions: Decisions, caller: Caller, requested: str) -> bool:
+    """Whether the caller may read the audit log; a refusal is audited (``authz.denied``)."""
+    if decisions.allows(caller, AUDIT_READ):
+        return True
+    audit_log.record(
+        session,
+        AuditEvent(
+            caller.user_id,
+            "authz.denied",
+            "audit_log",
+            None,
+            {
+                "reason": "role_not_permitted",
+                "requested": requested,
+                **audit_context(caller, decisions),
+            },
+        ),
+    )
+    return False
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What an auditor may filter on: an actor id, a person id, an action (or its prefix) and
+    a time range (``since`` inclusive, ``until`` exclusive, UTC)."""
+
+    actor: str | None = None
+    person_id: uuid.UUID | None = None
+    action: str | None = None
+    action_prefix: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        actor: str | None = None,
+        person_id: uuid.UUID | None = None,
+        action: str | None = None,
+        action_prefix: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> Filters:
+        """Checked filters, or :class:`InvalidAuditArgumentError` naming the bad one."""
+        for field, value, pattern in (
+            ("actor", actor, ACTOR_PATTERN),
+            ("action", action, ACTION_PATTERN),
+            ("action_prefix", action_prefix, ACTION_PREFIX_PATTERN),
+        ):
+            if value is not None and (len(value) > 200 or not re.fullmatch(pattern, value)):
+                raise InvalidAuditArgumentError(field, f"{field} is not in the right form", "form")
+        start, end = audit_time(since, "since"), audit_time(until, "until")
+        if start is not None and end is not None and start >= end:
+            raise InvalidAuditArgumentError("since", "since must be before until", "range")
+        return cls(actor, person_id, action, action_prefix, start, end)
+
+    def where(self) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = []
+        if self.actor is not None:
+            clauses.append(AuditEntry.actor == self.actor)
+        if self.person_id is not None:
+            pid = str(self.person_id)
+            clauses.append(
+                or_(
+                    and_(AuditEntry.subject_type == "person", AuditEntry.subject_id == pid),
+                    AuditEntry.details["person_id"].astext == pid,
+                )
+            )
+        if self.action is not None:
+            clauses.append(AuditEntry.action == self.action)
+        if self.action_prefix is not None:
+            clauses.append(AuditEntry.action.startswith(self.action_prefix, autoescape=True))
+        if self.since is not None:
+            clauses.append(AuditEntry.occurred_at >= self.since)
+        if self.until is not None:
+            clauses.append(AuditEntry.occurred_at < self.until)
+        return clauses
+
+    def audit_fields(self) -> dict[str, Any]:
+        """The filters given, for the audit entry (ids, codes and times only)."""
+        fields = {
+            "actor": self.actor,
+            "person_id": None if self.person_id is None else str(self.person_id),
+            "action": self.action,
+            "action_prefix": self.action_prefix,
+            "since": None if self.since is None else self.since.isoformat(),
+            "until": None if self.until is None else self.until.isoformat(),
+        }
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+def columns() -> list[Any]:
+    return list(AuditEntry.__table__.columns)
+
+
+def entry_dict(row: Any) -> dict[str, Any]:
+    """A row of ``audit_log`` as JSON-compatible values (bytes as hex, times in UTC)."""
+    out: dict[str, Any] = {}
+    for key, value in row._mapping.items():
+        if isinstance(value, bytes | memoryview):
+            out[key] = bytes(value).hex()
+        elif isinstance(value, dt.datetime):
+            out[key] = value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+        elif isinstance(value, uuid.UUID):
+            out[key] = str(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _with_actors(session: Session, found: list[Any]) -> list[dict[str, Any]]:
+    """Rows as dicts, each with its actor's name, role and agency as they were then."""
+    people = ActorResolver(session).describe(
+        AuditedAct(row.actor, row.occurred_at, row.details) for row in found
+    )
+    return [{**entry_dict(row), **who.as_dict()} for row, who in zip(found, people, strict=True)]
+
+
+@dataclass(frozen=True)
+class EntriesPage:
+    rows: list[dict[str, Any]]
+    next_cursor: int | None
+    audit_seq: int
+
+
+def query_entries(
+    session: Session,
+    decisions: Decisions,
+    caller: Caller,
+    filters: Filters,
+    *,
+    after: int | None = None,
+    limit: int = 100,
+    order: Order = "asc",
+) -> EntriesPage | None:
+    """A page of chained entries matching ``filters`` in chain order (``after``: the last
+    ``chain_seq`` of the previous page), recorded as one ``audit.query``; None when the
+    caller may not read the log (the refusal recorded as ``authz.denied``)."""
+    if not permitted(session, decisions, caller, "audit.query"):
+        return None
+    position = AuditEntry.chain_seq
+    stmt = select(*columns()).where(*filters.where(), position.is_not(None))
+    if order == "asc":
+        stmt = stmt.order_by(position)
+        if after is not None:
+            stmt = stmt.where(position > after)
+    else:
+        stmt = stmt.order_by(position.desc())
+        if after is not None:
+            stmt = stmt.where(position < after)
+    found = list(session.execute(stmt.limit(limit + 1)))
+    more = len(found) > limit
+    rows = _with_actors(session, found[:limit])
+    seq = audit_log.record(
+        session,
+        AuditEvent(
+            caller.user_id,
+            "audit.query",
+            "audit_log",
+            None,
+            {
+                **audit_context(caller, decisions),
+                "filters": filters.audit_fields(),
+                "after": after,
+                "limit": limit,
+                "order": order,
+                "rows": len(rows),
+            },
+        ),
+    )
+    return EntriesPage(rows, rows[-1]["chain_seq"] if more else None, seq)
+
+
+@dataclass(frozen=True)
+class FoundEntry:
+    row: dict[str, Any] | None
+    audit_seq: int
+
+
+def find_entry(
+    session: Session, decisions: Decisions, caller: Caller, seq: int
+) -> FoundEntry | None:
+    """The entry ``seq`` (None in ``row`` when there is none), recorded as one
+    ``audit.query`` naming it; None when the caller may not read the log."""
+    if not permitted(session, decisions, caller, "audit.query"):
+        return None
+    found = list(session.execute(select(*columns()).where(AuditEntry.seq == seq)))
+    rows = _with_actors(session, found)
+    audit_seq = audit_log.record(
+        session,
+        AuditEvent(
+            caller.user_id,
+            "audit.query",
+            "audit_log",
+            str(seq),
+            {**audit_context(caller, decisions), "filters": {"seq": seq}, "rows": len(rows)},
+        ),
+    )
+    return FoundEntry(rows[0] if rows else None, audit_seq)
+
+
+# -- verification ----------------------------------------------------------------------------
+
+verify_lock = threading.Lock()
+
+
+def _verify_key(settings: Settings) -> AuditVerifyKey | None:
+    try:
+        return load_signing_key(settings, create=False).verify_key()
+    except KeyConfigError:
+        return None  # fine while there are no checkpoints; otherwise reported as a problem
+
+
+def run_verification(database: Database, settings: Settings, scope: str) -> VerifyReport:
+    """The chain check; ``since_checkpoint`` starts from the newest signed checkpoint."""
+    directory = settings.resolved_audit_checkpoint_dir
+    try:
+        found = load_checkpoints(database.engine, directory)
+    except CheckpointFileError as exc:
+        report = VerifyReport()
+        report.problems.append(ChainProblem(None, "checkpoint_file", str(exc)))
+        return report
+    start = latest(found) if scope == "since_checkpoint" else None
+    return verify_chain(
+        database.engine, checkpoints=found, verify_key=_verify_key(settings), start=start
+    )
+
+
+def record_verification(
+    session: Session, decisions: Decisions, caller: Caller, scope: str, report: VerifyReport
+) -> int:
+    """The ``audit.verify`` entry of a verification run (its outcome, no more)."""
+    problem = report.problem
+    return audit_log.record(
+        session,
+        AuditEvent(
+            caller.user_id,
+            "audit.verify",
+            "audit_log",
+            None,
+            {
+                **audit_context(caller, decisions),
+                "scope": scope,
+                "ok": report.ok,
+                "entries_checked": report.entries,
+                "last_seq": report.last_seq,
+                "problem": None if problem is None else {"seq": problem.seq, "kind": problem.kind},
+            },
+        ),
+    )
