@@ -22,13 +22,7 @@ from mash_hub.audit import AuditEvent
 from mash_hub.authz.policy import AccessPolicy, Caller, Decisions
 from mash_hub.matching.models import LinkEvent, LinkRun, PersonLink
 from mash_hub.persons.models import Person, SourceRecord
-from mash_hub.persons.view import (
-    PURPOSE_REFERRAL_INVALID,
-    PURPOSE_REFERRAL_MESSAGE,
-    Purpose,
-    deny_person_access,
-    referral_purpose_refusal,
-)
+from mash_hub.persons.view import Purpose, deny_person_access, refuse_unfitting_referral
 
 REQUESTED = "person.links.view"
 HISTORY_LIMIT = 50
@@ -98,18 +92,7 @@ def person_links(
             requested=REQUESTED,
             decisions=decisions,
         )
-    refusal = referral_purpose_refusal(session, purpose, [person_id])
-    if refusal is not None:
-        deny_person_access(
-            session,
-            caller,
-            person_id,
-            PURPOSE_REFERRAL_INVALID,
-            PURPOSE_REFERRAL_MESSAGE,
-            requested=REQUESTED,
-            decisions=decisions,
-            extra=refusal,
-        )
+    refuse_unfitting_referral(session, caller, person_id, purpose, decisions, REQUESTED)
     links = _links(session, decisions, caller, person_id)
     history = _history(session, person_id)
     seq = audit_log.record(

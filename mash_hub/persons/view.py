@@ -358,6 +358,19 @@ def _authorise(  # noqa: PLR0917 (view_person's inputs)
         deny_person_access(
             session, caller, person_id, "unknown_person", "no such person", decisions=decisions
         )
+    refuse_unfitting_referral(session, caller, person_id, purpose, decisions)
+    return decisions, purpose
+
+
+def refuse_unfitting_referral(  # noqa: PLR0917 (the refusal's facts)
+    session: Session,
+    caller: Caller,
+    person_id: uuid.UUID,
+    purpose: Purpose,
+    decisions: Decisions,
+    requested: str = "person.view",
+) -> None:
+    """Refuse (audited) a referral purpose naming no referral that fits this person."""
     refusal = referral_purpose_refusal(session, purpose, [person_id])
     if refusal is not None:
         deny_person_access(
@@ -366,10 +379,10 @@ def _authorise(  # noqa: PLR0917 (view_person's inputs)
             person_id,
             PURPOSE_REFERRAL_INVALID,
             PURPOSE_REFERRAL_MESSAGE,
+            requested=requested,
             decisions=decisions,
             extra=refusal,
         )
-    return decisions, purpose
 
 
 def _read_allowed(
