@@ -30,23 +30,9 @@ from mash_hub.feeds.models import FeedBatch, QuarantinedRow
 from mash_hub.feeds.reader import MalformedFileError, read_records
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import PersonStore
+from mash_hub.synth.writers import POLICE_COLUMNS
 
 HERE = Path(__file__).resolve().parent
-POLICE_COLUMNS = [
-    "NOMINAL_ID",
-    "SURNAME",
-    "FORENAMES",
-    "DOB",
-    "SEX",
-    "PNC_ID",
-    "ADDRESS",
-    "POSTCODE",
-    "WARNING_MARKERS",
-    "INCIDENT_REF",
-    "INCIDENT_DATE",
-    "INCIDENT_TYPE",
-    "INCIDENT_NARRATIVE",
-]
 NDJSON = FeedDefinition.model_validate(
     {
         "name": "events",
