@@ -31,12 +31,12 @@ from mash_hub.authz.files import PolicyTexts
 from mash_hub.authz.policy import AccessPolicy, Caller, build_enforcer, compile_policy
 from mash_hub.authz.versions import publish
 from mash_hub.authz.vocabulary import PERSON_FIELDS, SOURCES, source_fields
+from mash_hub.casework.view import Purpose, view_person
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.db import migrate
 from mash_hub.db.embedded import EmbeddedPostgres
 from mash_hub.db.engine import Database
 from mash_hub.persons.store import NewRecord, PersonStore
-from mash_hub.persons.view import Purpose, view_person
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLER = Caller("bench", "social_worker", "social_care")

@@ -37,6 +37,8 @@ from sqlalchemy.orm import Session
 from mash_hub.authz.files import PolicyTexts
 from mash_hub.authz.policy import AccessPolicy, Caller
 from mash_hub.authz.versions import publish
+from mash_hub.casework.search import query_terms, search_persons, standardise_query
+from mash_hub.casework.view import Purpose
 from mash_hub.crypto.blind_index import IndexTerm
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.crypto.tokens import TokenKey
@@ -48,9 +50,7 @@ from mash_hub.feeds.ingest import ingest_file
 from mash_hub.matching.model import LinkageModel, shipped_model_path
 from mash_hub.matching.service import run_linkage
 from mash_hub.persons.models import BlindIndexEntry, SourceRecord
-from mash_hub.persons.search import query_terms, search_persons, standardise_query
 from mash_hub.persons.store import IDENTIFIERS, IDENTITY, PersonStore
-from mash_hub.persons.view import Purpose
 from mash_hub.settings import Settings
 from mash_hub.synth import EXTRACT_FILES, generate
 from mash_hub.users.service import add_user, issue_token

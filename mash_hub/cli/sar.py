@@ -1,6 +1,6 @@
 """``mash-hub sar``: subject-access requests (UK GDPR Art. 15) answered from the shell.
 
-``sar export`` runs :func:`~mash_hub.persons.subject_access.subject_access_export` *as* a member
+``sar export`` runs :func:`~mash_hub.casework.subject_access.subject_access_export` *as* a member
 of staff (``--as``, an active user of the ``users`` table): that user's role and agency decide,
 through the access policy's ``subject_access`` masks, what is decrypted, and the audit entry
 names that user as the actor (and the shell login as the operator). Refusals are audited and
@@ -20,16 +20,16 @@ import typer
 from rich.table import Table
 
 from mash_hub.authz.policy import AccessPolicy, Caller, PolicyNotPublishedError
-from mash_hub.cli._common import ExitCode, actor, console, emit_json, fail, open_hub, stdout
-from mash_hub.persons.store import PersonStore
-from mash_hub.persons.subject_access import (
+from mash_hub.casework.subject_access import (
     REFERENCE_RULE,
     InvalidReferenceError,
     SarReference,
     SubjectAccessExport,
     subject_access_export,
 )
-from mash_hub.persons.view import AccessDeniedError
+from mash_hub.casework.view import AccessDeniedError
+from mash_hub.cli._common import ExitCode, actor, console, emit_json, fail, open_hub, stdout
+from mash_hub.persons.store import PersonStore
 from mash_hub.users.service import UserError, find_user
 
 app = typer.Typer(

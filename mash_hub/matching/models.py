@@ -142,7 +142,7 @@ class LinkEvent(Base):
     """What a run did to persons: ``create``, ``join`` (records added), ``merge``, ``split``."""
 
     __tablename__ = "link_events"
-    # A person's link history (persons/links.py) is found by containment in person_ids.
+    # A person's link history (casework/links.py) is found by containment in person_ids.
     __table_args__ = (
         Index(
             "ix_link_events_person_ids",

@@ -8,7 +8,7 @@ counts (ids, codes and times: the filters accept nothing else). The permission c
 query and those entries live in :mod:`mash_hub.audit.access`, which the auditor's pages call too.
 
 Audit entries hold ids, codes and counts, never plaintext personal data (free text is sealed
-elsewhere; see :mod:`mash_hub.persons.view`), and these routes add nothing to them: they return
+elsewhere; see :mod:`mash_hub.casework.view`), and these routes add nothing to them: they return
 the stored columns as they are, with the hashes, so an export can be checked independently.
 
 * ``GET /entries`` pages in chain order (``after`` is the last ``chain_seq`` of the previous

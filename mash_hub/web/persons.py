@@ -7,7 +7,7 @@ access logs or browser history):
   ``X-Purpose-Referral`` (a referral reference, text optional);
 * ``X-Break-Glass-Justification`` asks for break-glass access (person view only).
 
-The view is :func:`~mash_hub.persons.view.view_person`, run in the request's unit of work; a
+The view is :func:`~mash_hub.casework.view.view_person`, run in the request's unit of work; a
 refusal is caught inside the transaction so its ``authz.denied`` entry commits. A refused view
 and an unknown person get the same 403 body, so the API does not say which persons exist.
 No error body carries a value from the request.
@@ -26,12 +26,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mash_hub.authz.policy import AccessPolicy, PolicyNotPublishedError
-from mash_hub.crypto.errors import KeyConfigError
-from mash_hub.crypto.keystore import load_key_provider
-from mash_hub.db.engine import Database
-from mash_hub.persons.links import PersonLinks, person_links
-from mash_hub.persons.store import PersonStore
-from mash_hub.persons.view import (
+from mash_hub.casework.links import PersonLinks, person_links
+from mash_hub.casework.view import (
     BREAK_GLASS_JUSTIFICATION_INVALID,
     JUSTIFICATION_MAX,
     JUSTIFICATION_MIN,
@@ -49,6 +45,10 @@ from mash_hub.persons.view import (
     refuse_invalid_justification,
     view_person,
 )
+from mash_hub.crypto.errors import KeyConfigError
+from mash_hub.crypto.keystore import load_key_provider
+from mash_hub.db.engine import Database
+from mash_hub.persons.store import PersonStore
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import (
     EXAMPLE_REQUEST_ID as _RID,

@@ -28,17 +28,17 @@ from mash_hub import audit as audit_log
 from mash_hub.audit import AuditEvent
 from mash_hub.authz.policy import AccessPolicy, Caller, Decisions, PolicyNotPublishedError
 from mash_hub.authz.vocabulary import SOURCES
-from mash_hub.matching import review as reviewing
-from mash_hub.matching.models import ReviewTask
-from mash_hub.persons.models import SourceRecord
-from mash_hub.persons.store import PersonStore
-from mash_hub.persons.view import (
+from mash_hub.casework.view import (
     PURPOSE_REFERRAL_INVALID,
     PURPOSE_REFERRAL_MESSAGE,
     Purpose,
     referral_purpose_refusal,
     seal_text,
 )
+from mash_hub.matching import review as reviewing
+from mash_hub.matching.models import ReviewTask
+from mash_hub.persons.models import SourceRecord
+from mash_hub.persons.store import PersonStore
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import ApiProblemError, problem_doc, problem_response
 from mash_hub.web.persons import (

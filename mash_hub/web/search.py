@@ -8,7 +8,7 @@ up in proxy and browser logs; the hub's own server logs no query strings
 (:mod:`mash_hub.cli.serve`), but it cannot speak for every proxy in between. GET exists
 because the issue asked for it.
 
-The service is :func:`~mash_hub.persons.search.search_persons`, in the request's unit of
+The service is :func:`~mash_hub.casework.search.search_persons`, in the request's unit of
 work; refusals are caught inside the transaction so their ``authz.denied`` entry commits.
 Validation problems name the field and the reason, never the value.
 """
@@ -24,8 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mash_hub.authz.policy import PolicyNotPublishedError
-from mash_hub.matching.model import LinkageModel, ModelMismatchError, model_path
-from mash_hub.persons.search import (
+from mash_hub.casework.search import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     SEARCH_FIELDS,
@@ -38,7 +37,8 @@ from mash_hub.persons.search import (
     search_persons,
     standardise_query,
 )
-from mash_hub.persons.view import PURPOSE_REFERRAL_INVALID
+from mash_hub.casework.view import PURPOSE_REFERRAL_INVALID
+from mash_hub.matching.model import LinkageModel, ModelMismatchError, model_path
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import ApiProblemError, problem_doc, problem_response
 from mash_hub.web.persons import (

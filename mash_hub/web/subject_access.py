@@ -2,7 +2,7 @@
 
 For information-governance staff answering a subject-access request (UK GDPR Art. 15). The
 SAR reference travels in the ``X-SAR-Reference`` header (never the URL). The export is
-:func:`~mash_hub.persons.subject_access.subject_access_export`, run in the request's unit of
+:func:`~mash_hub.casework.subject_access.subject_access_export`, run in the request's unit of
 work: the caller's ``subject_access`` mask per source decides what is decrypted, and one
 ``person.subject_access`` entry is written before anything is. A refusal is caught inside
 the transaction so its ``authz.denied`` entry commits; a refused export and an unknown person
@@ -21,11 +21,7 @@ from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, Field
 
 from mash_hub.authz.policy import AccessPolicy, PolicyNotPublishedError
-from mash_hub.crypto.errors import KeyConfigError
-from mash_hub.crypto.keystore import load_key_provider
-from mash_hub.db.engine import Database
-from mash_hub.persons.store import PersonStore
-from mash_hub.persons.subject_access import (
+from mash_hub.casework.subject_access import (
     REFERENCE_RULE,
     InvalidReferenceError,
     SarReference,
@@ -33,7 +29,11 @@ from mash_hub.persons.subject_access import (
     subject_access_export,
     subject_access_masks,
 )
-from mash_hub.persons.view import AccessDeniedError
+from mash_hub.casework.view import AccessDeniedError
+from mash_hub.crypto.errors import KeyConfigError
+from mash_hub.crypto.keystore import load_key_provider
+from mash_hub.db.engine import Database
+from mash_hub.persons.store import PersonStore
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import (
     EXAMPLE_REQUEST_ID,

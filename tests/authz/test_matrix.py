@@ -26,8 +26,8 @@ from mash_hub.authz.vocabulary import (
     SUBJECT_ACCESS,
     source_fields,
 )
+from mash_hub.casework.view import AccessDeniedError, BreakGlass, Purpose, view_person
 from mash_hub.persons.store import QUALITY, PersonStore
-from mash_hub.persons.view import AccessDeniedError, BreakGlass, Purpose, view_person
 from tests.authz.conftest import BASELINE, Household
 
 PURPOSE = Purpose(code="mash_triage", text="Triage of contact C-1024 received today")

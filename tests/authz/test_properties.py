@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from mash_hub.authz.policy import AccessPolicy, Caller
 from mash_hub.authz.vocabulary import AGENCIES, PERSON_FIELDS, SOURCES
+from mash_hub.casework.view import BreakGlass, Purpose, view_person
 from mash_hub.persons.store import QUALITY, PersonStore
-from mash_hub.persons.view import BreakGlass, Purpose, view_person
 from tests.authz.conftest import add_person
 
 VIEWERS = ("mash_officer", "police_officer", "social_worker", "council_officer")

@@ -15,10 +15,7 @@ from mash_hub.audit.models import AuditEntry
 from mash_hub.authz.models import AccessJustification
 from mash_hub.authz.policy import AccessPolicy, Caller, PolicyNotPublishedError
 from mash_hub.authz.versions import publish
-from mash_hub.crypto.keys import LocalKeyringProvider
-from mash_hub.db.engine import Database
-from mash_hub.persons.store import NewRecord, PersonStore
-from mash_hub.persons.view import (
+from mash_hub.casework.view import (
     AccessDeniedError,
     BreakGlass,
     InvalidPurposeError,
@@ -28,6 +25,9 @@ from mash_hub.persons.view import (
     review_break_glass,
     view_person,
 )
+from mash_hub.crypto.keys import LocalKeyringProvider
+from mash_hub.db.engine import Database
+from mash_hub.persons.store import NewRecord, PersonStore
 from tests.authz.conftest import BASELINE, Household, add_person, add_referral
 
 SOCIAL_WORKER = Caller("user:sw-17", "social_worker", "social_care")

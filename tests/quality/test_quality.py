@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from mash_hub.audit.models import AuditEntry
 from mash_hub.authz.policy import AccessPolicy, Caller
+from mash_hub.casework.view import Purpose, view_person
 from mash_hub.feeds.definition import FeedDefinition
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import CONTACT, IDENTIFIERS, QUALITY, PersonStore
-from mash_hub.persons.view import Purpose, view_person
 from mash_hub.quality.models import QualityIssue
 from mash_hub.quality.report import feed_report
 from mash_hub.quality.service import (

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mash_hub.casework.search import SEARCH_FIELDS
 from mash_hub.db.engine import Database
-from mash_hub.persons.search import SEARCH_FIELDS
 from tests.persons.conftest import person_record
 from tests.serving import free_port, wait_until_ready
 from tests.web.test_persons_api import PURPOSE, PURPOSE_TEXT, PersonsHub, assert_problem

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mash_hub.persons.view import (
+from mash_hub.casework.view import (
     JUSTIFICATION_MAX,
     JUSTIFICATION_MIN,
     PURPOSE_TEXT_MAX,

@@ -1,9 +1,9 @@
 """The officer's pages: search, purpose of access, and the person page.
 
 They call the services the API calls, in one unit of work per request:
-:func:`~mash_hub.persons.search.search_persons` (one ``person.search`` entry),
-:func:`~mash_hub.persons.view.view_person` (one ``person.view`` entry; masks per source) and
-:func:`~mash_hub.persons.links.person_links` (one ``person.links.view`` entry). No policy,
+:func:`~mash_hub.casework.search.search_persons` (one ``person.search`` entry),
+:func:`~mash_hub.casework.view.view_person` (one ``person.view`` entry; masks per source) and
+:func:`~mash_hub.casework.links.person_links` (one ``person.links.view`` entry). No policy,
 audit or masking decision is made here: a withheld group is one the service withheld.
 
 Results and person pages are answers to POSTs (the query and the purpose stay out of URLs,
@@ -19,8 +19,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mash_hub.authz.policy import PolicyNotPublishedError
-from mash_hub.persons.links import PersonLinks, person_links
-from mash_hub.persons.search import (
+from mash_hub.casework.links import PersonLinks, person_links
+from mash_hub.casework.search import (
     InvalidQueryError,
     QueryTooBroadError,
     SearchDeniedError,
@@ -28,7 +28,7 @@ from mash_hub.persons.search import (
     search_persons,
     standardise_query,
 )
-from mash_hub.persons.view import REASON_CODES, AccessDeniedError, PersonView, view_person
+from mash_hub.casework.view import REASON_CODES, AccessDeniedError, PersonView, view_person
 from mash_hub.web.pages.forms import FormErrors, read_break_glass, read_purpose
 from mash_hub.web.pages.session import FormData, PageSession, SignedIn, check_csrf
 from mash_hub.web.pages.templating import render

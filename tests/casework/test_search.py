@@ -19,19 +19,19 @@ from mash_hub.audit.models import AuditEntry
 from mash_hub.authz.files import PolicyTexts
 from mash_hub.authz.policy import AccessPolicy, Caller
 from mash_hub.authz.versions import publish
-from mash_hub.crypto.envelope import FieldCipher
-from mash_hub.matching.model import LinkageModel, shipped_model_path
-from mash_hub.persons import search as searching
-from mash_hub.persons.models import SourceRecord
-from mash_hub.persons.search import (
+from mash_hub.casework import search as searching
+from mash_hub.casework.search import (
     InvalidQueryError,
     SearchDeniedError,
     SearchResult,
     search_persons,
     standardise_query,
 )
+from mash_hub.casework.view import Purpose
+from mash_hub.crypto.envelope import FieldCipher
+from mash_hub.matching.model import LinkageModel, shipped_model_path
+from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import PersonStore
-from mash_hub.persons.view import Purpose
 from tests.authz.conftest import BASELINE
 from tests.persons.conftest import person_record
 

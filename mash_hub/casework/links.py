@@ -5,7 +5,7 @@ For each linked pair of the person's current records in sources the caller may s
 latest linkage decision and its explanation (the kinds of agreement and their weights, never
 a value); and the link history: the runs that created, joined, merged or split the person
 (ids and counts only). One ``person.links.view`` audit entry per call; refusals go through
-:func:`~mash_hub.persons.view.deny_person_access` (``authz.denied``), like the person view.
+:func:`~mash_hub.casework.view.deny_person_access` (``authz.denied``), like the person view.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 from mash_hub import audit as audit_log
 from mash_hub.audit import AuditEvent
 from mash_hub.authz.policy import AccessPolicy, Caller, Decisions
+from mash_hub.casework.view import Purpose, deny_person_access, refuse_unfitting_referral
 from mash_hub.matching.models import LinkEvent, LinkRun, PersonLink
 from mash_hub.persons.models import Person, SourceRecord
-from mash_hub.persons.view import Purpose, deny_person_access, refuse_unfitting_referral
 
 REQUESTED = "person.links.view"
 HISTORY_LIMIT = 50
@@ -71,7 +71,7 @@ def person_links(
     purpose: Purpose | None,
 ) -> PersonLinks:
     """The explanations and history the caller may see (module docstring); raises
-    :class:`~mash_hub.persons.view.AccessDeniedError` after auditing a refusal."""
+    :class:`~mash_hub.casework.view.AccessDeniedError` after auditing a refusal."""
     decisions = policy.for_session(session)
     reason: str | None = None
     if not decisions.may_view_persons(caller):

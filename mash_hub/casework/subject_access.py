@@ -6,7 +6,7 @@ released. In one unit of work it
 
 1. refuses without a SAR reference, for a caller whose role may not ``subject_access`` any field
    group, or for an unknown or erased person (each refusal audited as ``authz.denied``; the
-   owner of the transaction commits it, see :class:`~mash_hub.persons.view.AccessDeniedError`);
+   owner of the transaction commits it, see :class:`~mash_hub.casework.view.AccessDeniedError`);
 2. asks the compiled policy for the caller's ``subject_access`` mask of each source agency
    (:meth:`~mash_hub.authz.policy.Decisions.action_mask`; the ``read`` mask plays no part);
 3. writes ONE ``person.subject_access`` audit entry (the SAR reference, groups included and
@@ -51,10 +51,10 @@ from mash_hub.audit import AuditEvent
 from mash_hub.audit.models import AuditEntry
 from mash_hub.authz.policy import AccessPolicy, Caller, Decisions
 from mash_hub.authz.vocabulary import SOURCES, SUBJECT_ACCESS
+from mash_hub.casework.view import deny_person_access
 from mash_hub.db.base import Base
 from mash_hub.persons.models import Person, RecordFieldGroup, SourceRecord
 from mash_hub.persons.store import PersonStore
-from mash_hub.persons.view import deny_person_access
 
 ACTION = "person.subject_access"
 # A reference, not a sentence: letters, digits, / _ - and at least one digit (as a referral's).

@@ -43,6 +43,12 @@ from mash_hub import audit as audit_log
 from mash_hub.audit import AuditEvent
 from mash_hub.authz.policy import AccessPolicy, Caller, Decisions
 from mash_hub.authz.vocabulary import SOURCES
+from mash_hub.casework.view import (
+    PURPOSE_REFERRAL_INVALID,
+    Purpose,
+    referral_purpose_refusal,
+    seal_text,
+)
 from mash_hub.crypto.blind_index import BlindIndexer, IndexTerm
 from mash_hub.feeds import standardise as std
 from mash_hub.matching import frequencies as term_frequencies
@@ -52,12 +58,6 @@ from mash_hub.matching.model import LinkageModel, explain, scored_pair
 from mash_hub.matching.scorer import PairScore, PairScorer
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, PersonStore
-from mash_hub.persons.view import (
-    PURPOSE_REFERRAL_INVALID,
-    Purpose,
-    referral_purpose_refusal,
-    seal_text,
-)
 
 SEARCH_FIELDS: tuple[str, ...] = (
     "given_name",

@@ -28,15 +28,15 @@ from mash_hub.authz.vocabulary import (
     SUBJECT_ACCESS,
     source_fields,
 )
-from mash_hub.persons import subject_access as sar_module
-from mash_hub.persons.store import NewRecord, PersonStore
-from mash_hub.persons.subject_access import (
+from mash_hub.casework import subject_access as sar_module
+from mash_hub.casework.subject_access import (
     InvalidReferenceError,
     SarReference,
     linked_referrals,
     subject_access_export,
 )
-from mash_hub.persons.view import AccessDeniedError, BreakGlass, Purpose, view_person
+from mash_hub.casework.view import AccessDeniedError, BreakGlass, Purpose, view_person
+from mash_hub.persons.store import NewRecord, PersonStore
 from tests.authz.conftest import BASELINE, Household, add_person, add_referral
 
 REF = SarReference("SAR-2026-0117")
