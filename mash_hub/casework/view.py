@@ -66,6 +66,7 @@ REASON_CODES: Mapping[str, str] = {
 }
 PURPOSE_TEXT_MIN = 10
 PURPOSE_TEXT_MAX = 500
+PURPOSE_TEXT_MIN_WORDS = 2
 JUSTIFICATION_MIN = 30
 JUSTIFICATION_MAX = 1000
 # A break-glass justification is read by a privacy officer: it must say something in words.
@@ -123,7 +124,7 @@ class Purpose:
         if self.code is not None and self.text is None:
             raise InvalidPurposeError("a reason code needs a short explanation (text)")
         if self.text is not None:
-            _check_text(self.text, PURPOSE_TEXT_MIN, PURPOSE_TEXT_MAX, "purpose text")
+            check_purpose_text(self.text)
 
     def audit_fields(self) -> dict[str, str]:
         return {"code": self.code} if self.code is not None else {"referral": str(self.referral)}
@@ -162,10 +163,22 @@ def check_justification(text: str) -> None:
         )
 
 
-def _check_text(value: str, low: int, high: int, what: str) -> None:
-    length = len(value.strip())
-    if not low <= length <= high:
-        raise InvalidPurposeError(f"the {what} must be {low}-{high} characters (got {length})")
+def check_purpose_text(text: str) -> None:
+    """The rule for a purpose's explanation: it is audited as the reason for reading a record,
+    so it must say something: ``PURPOSE_TEXT_MIN``-``PURPOSE_TEXT_MAX`` characters once runs
+    of whitespace count as one, with at least ``PURPOSE_TEXT_MIN_WORDS`` words of two or more
+    letters (``"x"`` and eight spaces and ``"y"`` is not a reason). Quotes nothing of the text."""
+    collapsed = " ".join(text.split())
+    if not PURPOSE_TEXT_MIN <= len(collapsed) <= PURPOSE_TEXT_MAX:
+        raise InvalidPurposeError(
+            f"the purpose text must be {PURPOSE_TEXT_MIN}-{PURPOSE_TEXT_MAX} characters once "
+            f"runs of spaces are counted as one (got {len(collapsed)})"
+        )
+    if len(_WORD.findall(collapsed)) < PURPOSE_TEXT_MIN_WORDS:
+        raise InvalidPurposeError(
+            f"the purpose text must say why in words: at least {PURPOSE_TEXT_MIN_WORDS} words "
+            "of two or more letters"
+        )
 
 
 @dataclass(frozen=True)

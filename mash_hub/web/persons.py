@@ -36,12 +36,14 @@ from mash_hub.casework.view import (
     PURPOSE_REFERRAL_MESSAGE,
     PURPOSE_TEXT_MAX,
     PURPOSE_TEXT_MIN,
+    PURPOSE_TEXT_MIN_WORDS,
     REASON_CODES,
     AccessDeniedError,
     BreakGlass,
     InvalidPurposeError,
     PersonView,
     Purpose,
+    check_purpose_text,
     refuse_invalid_justification,
     view_person,
 )
@@ -277,8 +279,11 @@ def parse_purpose(
             )
     if text is None and code is not None:
         errors.append(_fault(H_TEXT, f"a reason code needs {H_TEXT}", "missing"))
-    if text is not None and not PURPOSE_TEXT_MIN <= len(text.strip()) <= PURPOSE_TEXT_MAX:
-        errors.append(_fault(H_TEXT, f"{PURPOSE_TEXT_MIN}-{PURPOSE_TEXT_MAX} characters", "length"))
+    if text is not None:
+        try:
+            check_purpose_text(text)
+        except InvalidPurposeError as invalid:  # a fixed message: never the header's value
+            errors.append(_fault(H_TEXT, str(invalid), "invalid"))
     if errors:
         return None, errors
     try:
@@ -322,7 +327,8 @@ PurposeText = Annotated[
     str | None,
     Header(
         alias=H_TEXT,
-        description=f"Why ({PURPOSE_TEXT_MIN}-{PURPOSE_TEXT_MAX} characters); stored encrypted.",
+        description=f"Why ({PURPOSE_TEXT_MIN}-{PURPOSE_TEXT_MAX} characters, at least "
+        f"{PURPOSE_TEXT_MIN_WORDS} words); stored encrypted.",
     ),
 ]
 GlassJustification = Annotated[

@@ -246,6 +246,25 @@ def test_a_purpose_is_required_before_the_person_page(hub: PagesHub) -> None:
     assert glass.status_code == 400 and 'href="#justification"' in glass.text
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("justification", "x" * 40),  # long enough, but not words: was a 500 before the fix
+        ("justification", "x" + " " * 38 + "y"),
+        ("purpose_text", "x" + " " * 12 + "y"),
+    ],
+)
+def test_padding_is_not_a_reason_on_the_purpose_form(hub: PagesHub, field: str, value: str) -> None:
+    token = hub.sign_in()
+    form = {**PURPOSE_FORM, "csrf_token": token, field: value}
+    if field == "justification":
+        form["break_glass"] = "yes"
+    response = hub.client.post(f"/people/{hub.person_id}", data=form)
+    assert response.status_code == 400
+    assert f'href="#{field}"' in response.text and "words" in response.text
+    assert hub.entries("person.view") == []
+
+
 def test_an_unknown_person_and_a_refused_one_look_the_same(hub: PagesHub) -> None:
     token = hub.sign_in("aud", "auditor", "council")
     refused = hub.client.post(

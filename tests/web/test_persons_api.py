@@ -269,6 +269,19 @@ def test_a_break_glass_justification_must_be_written_in_words(
         assert session.scalars(select(BreakGlassView)).all() == []
 
 
+@pytest.mark.parametrize("text", ["x" + " " * 12 + "y", "1234567890 12", ".........."])
+def test_a_purpose_text_must_be_written_in_words(hub: PersonsHub, text: str) -> None:
+    """Padding or digits are not a reason for reading a record (length was the only check)."""
+    body = assert_problem(
+        hub.view(headers={"X-Purpose-Code": "mash_triage", "X-Purpose-Text": text}), 400
+    )
+    (fault,) = body["errors"]
+    assert fault["loc"] == ["header", "X-Purpose-Text"]
+    assert "words" in fault["msg"] or "characters" in fault["msg"]
+    assert text not in json.dumps(body)
+    assert hub.audit("person.view") == []
+
+
 @pytest.mark.parametrize("justification", ["", "   ", "urgent", "x" + " " * 38 + "y"])
 def test_a_refused_break_glass_request_is_audited(hub: PersonsHub, justification: str) -> None:
     """Issue #12 item 3: a bad or empty justification gets 400 AND an authz.denied entry

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from mash_hub.casework.view import (
     JUSTIFICATION_MAX,
     JUSTIFICATION_MIN,
+    JUSTIFICATION_MIN_WORDS,
     PURPOSE_TEXT_MAX,
     PURPOSE_TEXT_MIN,
+    PURPOSE_TEXT_MIN_WORDS,
     REASON_CODES,
     BreakGlass,
     InvalidPurposeError,
     Purpose,
+    check_purpose_text,
 )
 
 REFERRAL_CHOICE = "referral"
@@ -61,11 +64,15 @@ def read_purpose(form: dict[str, str], errors: FormErrors) -> Purpose | None:
             )
     if choice in REASON_CODES and text is None:
         errors.add("purpose_text", "Explain briefly why you need to see this information")
-    elif text is not None and not PURPOSE_TEXT_MIN <= len(text) <= PURPOSE_TEXT_MAX:
-        errors.add(
-            "purpose_text",
-            f"The explanation must be {PURPOSE_TEXT_MIN} to {PURPOSE_TEXT_MAX} characters",
-        )
+    elif text is not None:
+        try:
+            check_purpose_text(text)
+        except InvalidPurposeError:
+            errors.add(
+                "purpose_text",
+                f"The explanation must be {PURPOSE_TEXT_MIN} to {PURPOSE_TEXT_MAX} characters "
+                f"and say why in at least {PURPOSE_TEXT_MIN_WORDS} words",
+            )
     if errors:
         return None
     if choice == REFERRAL_CHOICE:
@@ -77,12 +84,12 @@ def read_break_glass(form: dict[str, str], errors: FormErrors) -> BreakGlass | N
     """Break-glass when its box is ticked: the justification is then required."""
     if form.get("break_glass") != "yes":
         return None
-    justification = form.get("justification", "").strip()
-    if not JUSTIFICATION_MIN <= len(justification) <= JUSTIFICATION_MAX:
+    try:
+        return BreakGlass(form.get("justification", "").strip())
+    except InvalidPurposeError:
         errors.add(
             "justification",
-            f"Give a justification of {JUSTIFICATION_MIN} to {JUSTIFICATION_MAX} characters "
-            "for break-glass access",
+            f"Give a justification of {JUSTIFICATION_MIN} to {JUSTIFICATION_MAX} characters, "
+            f"in at least {JUSTIFICATION_MIN_WORDS} words, for break-glass access",
         )
         return None
-    return BreakGlass(justification)
