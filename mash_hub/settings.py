@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         "on restore; default <data_dir>/erasure-ledger.jsonl.",
     )
 
+    request_statement_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Longest one SQL statement of an HTTP request may run before PostgreSQL "
+        "cancels it and the API answers 503 (database_timeout); 0: no limit. CLI commands "
+        "and jobs (ingest, linkage, verify) have none.",
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1, description="Largest request body the API accepts (413 above)."
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,38 @@ def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+# The longest one SQL statement may run in the units of work of the current HTTP request, in
+# milliseconds; None (CLI commands, jobs, migrations): no limit. Set by the API middleware.
+_statement_limit_ms: ContextVar[int | None] = ContextVar("statement_limit_ms", default=None)
+_QUERY_CANCELED = "57014"
+
+
+@contextlib.contextmanager
+def statement_time_limit(seconds: float) -> Iterator[None]:
+    """Within this block, each statement of a :meth:`Database.transaction` may run for at most
+    ``seconds`` (0: no limit), so a runaway query cannot hold a worker and its connection."""
+    token = _statement_limit_ms.set(round(seconds * 1000) if seconds > 0 else None)
+    try:
+        yield
+    finally:
+        _statement_limit_ms.reset(token)
+
+
+def is_statement_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it wraps) is PostgreSQL cancelling a statement."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, psycopg.Error) and current.sqlstate == _QUERY_CANCELED:
+            return True
+        if isinstance(current, DBAPIError) and isinstance(current.orig, BaseException):
+            current = current.orig
+        else:
+            current = current.__cause__ or current.__context__
+    return False
+
+
 @dataclass
 class Database:
     """An engine, its session factory, and the embedded server behind it if any."""
@@ -122,8 +155,18 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
-        """The unit of work: commit on success, roll back on any exception."""
+        """The unit of work: commit on success, roll back on any exception.
+
+        Inside :func:`statement_time_limit` the limit is set for this transaction only
+        (``set_config(..., true)`` is ``SET LOCAL``), so a pooled connection never keeps it.
+        """
         with self.sessions.begin() as session:
+            limit = _statement_limit_ms.get()
+            if limit is not None:
+                session.execute(
+                    text("SELECT set_config('statement_timeout', :limit, true)"),
+                    {"limit": str(limit)},
+                )
             yield session
 
     def ping(self) -> None:

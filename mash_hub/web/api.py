@@ -56,9 +56,10 @@ PROBLEMS = {
         problem_example(429, "too many requests; retry later", "rate_limited"),
     ),
     503: problem_doc(
-        "The database is unavailable (down, restarting or out of connections): retry after "
-        "Retry-After seconds; a referral retried with the same Idempotency-Key is never "
-        "taken twice",
+        "The database is unavailable (down, restarting or out of connections; code "
+        "`database_unavailable`) or a statement ran past the request limit and was cancelled "
+        "(code `database_timeout`, nothing written): retry after Retry-After seconds; a "
+        "referral retried with the same Idempotency-Key is never taken twice",
         problem_example(503, "the database is unavailable; retry later", "database_unavailable"),
     ),
 }

@@ -50,7 +50,11 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, database=database)  # inner: sees the matched route
-    app.add_middleware(ApiMiddleware, max_body_bytes=cfg.max_body_bytes)
+    app.add_middleware(
+        ApiMiddleware,
+        max_body_bytes=cfg.max_body_bytes,
+        statement_timeout_seconds=cfg.request_statement_timeout_seconds,
+    )
     app.include_router(api.router)
     app.include_router(metrics_api.router)
     install_pages(app)

@@ -14,7 +14,10 @@ every response, including the problem documents it writes itself:
   only, not the exception's message, which may quote data), the client gets the request id;
 * except when the database is unavailable (server down, connection lost, pool exhausted):
   that is 503 ``database_unavailable`` with ``Retry-After``, and the log gets one short line
-  (no traceback) at most every few seconds, counting the requests answered so meanwhile.
+  (no traceback) at most every few seconds, counting the requests answered so meanwhile;
+* each SQL statement of the request's units of work may run for at most the configured
+  time (``MASH_REQUEST_STATEMENT_TIMEOUT_SECONDS``); one PostgreSQL cancels is answered 503
+  ``database_timeout`` with ``Retry-After``, and its transaction has rolled back.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from mash_hub.db.engine import is_database_unavailable
+from mash_hub.db.engine import (
+    is_database_unavailable,
+    is_statement_timeout,
+    statement_time_limit,
+)
 from mash_hub.observability.logs import request_id_var
 from mash_hub.web.errors import PROBLEM_JSON, problem_body
 
@@ -72,6 +79,7 @@ class _BodyTooLargeError(Exception):
 # time the embedded server's supervisor takes to notice a dead server and start it again.
 RETRY_AFTER_SECONDS = 5
 UNAVAILABLE_DETAIL = "the database is unavailable; retry later"
+TIMEOUT_DETAIL = "the request took too long in the database and was cancelled; retry later"
 
 
 class OutageLog:
@@ -99,9 +107,12 @@ class OutageLog:
 
 
 class ApiMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, statement_timeout_seconds: float = 0
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.statement_timeout_seconds = statement_timeout_seconds
         self.outage_log = OutageLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -141,10 +152,28 @@ class ApiMiddleware:
             await _send_problem(send, 413, "the request body is too large", request_id)
             return
         try:
-            await self.app(scope, counting_receive, send_with_headers)
+            with statement_time_limit(self.statement_timeout_seconds):
+                await self.app(scope, counting_receive, send_with_headers)
         except _BodyTooLargeError:
             pass
         except Exception as exc:
+            if not too_large and not started and is_statement_timeout(exc):
+                log.warning(
+                    "a statement of %s %s was cancelled after %s s (request %s)",
+                    scope.get("method"),
+                    scope.get("path"),
+                    self.statement_timeout_seconds,
+                    request_id,
+                )
+                await _send_problem(
+                    send,
+                    503,
+                    TIMEOUT_DETAIL,
+                    request_id,
+                    code="database_timeout",
+                    headers=[(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
+                )
+                return
             if not too_large and not started and is_database_unavailable(exc):
                 self.outage_log.answered_503(exc)
                 await _send_problem(
