@@ -16,9 +16,8 @@ import typer
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from mash_hub.audit import AuditEvent
-from mash_hub.audit import record as audit
 from mash_hub.authz.policy import AccessPolicy, Caller, Decisions, PolicyNotPublishedError
+from mash_hub.authz.refusals import record_refusal
 from mash_hub.authz.vocabulary import SOURCES
 from mash_hub.cli._common import (
     ExitCode,
@@ -214,22 +213,7 @@ def audit_refusal(
     session: Session, caller: Caller, decisions: Decisions, requested: str, **details: Any
 ) -> None:
     """An ``authz.denied`` entry; the command commits it, then exits 1."""
-    audit(
-        session,
-        AuditEvent(
-            caller.user_id,
-            "authz.denied",
-            details={
-                "reason": "role_not_permitted",
-                "requested": requested,
-                "role": caller.role,
-                "agency": caller.agency,
-                "policy_version": decisions.version,
-                "via": "cli",
-                **details,
-            },
-        ),
-    )
+    record_refusal(session, caller, decisions, requested, via="cli", **details)
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:

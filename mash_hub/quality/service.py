@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
 from mash_hub.authz.policy import Caller, Decisions
+from mash_hub.authz.refusals import record_refusal
 from mash_hub.feeds import standardise as std
 from mash_hub.matching.incremental import index_fields
 from mash_hub.persons.models import RecordFieldGroup, SourceRecord
@@ -189,24 +190,16 @@ def _check(  # noqa: PLR0917 - one call site per service
     needed = {QUALITY, group_of(issue.field)}
     missing = sorted(needed - decisions.mask(caller, issue.source_agency))
     if missing:
-        audit(
+        record_refusal(
             session,
-            AuditEvent(
-                caller.user_id,
-                "authz.denied",
-                "quality_issue",
-                str(issue.id),
-                {
-                    "reason": "role_not_permitted",
-                    "requested": requested,
-                    "role": caller.role,
-                    "agency": caller.agency,
-                    "policy_version": decisions.version,
-                    "source": issue.source_agency,
-                    "missing": missing,
-                    "via": via,
-                },
-            ),
+            caller,
+            decisions,
+            requested,
+            subject_type="quality_issue",
+            subject_id=str(issue.id),
+            source=issue.source_agency,
+            missing=missing,
+            via=via,
         )
         raise QualityDeniedError(
             f"the role {caller.role} may not read {', '.join(missing)} of "

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from mash_hub import audit as audit_log
 from mash_hub.audit import AuditEvent
 from mash_hub.authz.policy import Caller, Decisions, PolicyNotPublishedError
+from mash_hub.authz.refusals import record_refusal
 from mash_hub.authz.vocabulary import SOURCES
 from mash_hub.feeds.definition import FeedDefinitionError, feed_folders, get_feed
 from mash_hub.matching.incremental import has_index, link_records
@@ -129,21 +130,7 @@ def _decisions(session: Session, request: Request) -> Decisions:
 
 
 def _refuse(session: Session, caller: Caller, decisions: Decisions, requested: str) -> None:
-    audit_log.record(
-        session,
-        AuditEvent(
-            caller.user_id,
-            "authz.denied",
-            details={
-                "reason": "role_not_permitted",
-                "requested": requested,
-                "role": caller.role,
-                "agency": caller.agency,
-                "policy_version": decisions.version,
-                "via": "api",
-            },
-        ),
-    )
+    record_refusal(session, caller, decisions, requested, via="api")
 
 
 def _forbidden() -> ApiProblemError:
