@@ -18,6 +18,7 @@ from mash_hub.casework.view import (
     InvalidPurposeError,
     Purpose,
 )
+from mash_hub.referrals.service import REFERENCE
 
 REFERRAL_CHOICE = "referral"
 
@@ -86,3 +87,10 @@ def read_break_glass(form: dict[str, str], errors: FormErrors) -> BreakGlass | N
         )
         return None
     return BreakGlass(justification)
+
+
+def purpose_for(reference: str | None) -> dict[str, str]:
+    """The purpose form's values for "this referral" (only a well-formed reference)."""
+    if reference is None or not REFERENCE.match(reference):
+        return {}
+    return {"purpose": REFERRAL_CHOICE, "referral_reference": reference}
