@@ -94,7 +94,9 @@ _CHOICES = {"role", "source", "primary_need", "consent", "rag", "decision", "rea
 def _codes() -> dict[str, Any]:
     return {
         "subject_roles": codes.SUBJECT_ROLES,
-        "concern_roles": {r: codes.SUBJECT_ROLES[r] for r in sorted(codes.SUBJECTS_OF_CONCERN)},
+        "concern_roles": {
+            r: m for r, m in codes.SUBJECT_ROLES.items() if r in codes.SUBJECTS_OF_CONCERN
+        },
         "sources": codes.SOURCES_OF_REFERRAL,
         "needs": codes.PRIMARY_NEEDS,
         "factors": codes.FACTORS,
