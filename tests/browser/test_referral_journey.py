@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
@@ -172,3 +173,41 @@ def test_a_school_refers_the_mash_triages_and_the_school_reads_the_feedback(
                    "referral.triage.feedback", "referral.status.list", "referral.status"):  # fmt: skip
         assert action in actions, action
     assert "authz.denied" in actions  # the partner's look at the queue
+
+
+@pytest.mark.parametrize("page", [False], indirect=True, ids=["javascript-off"])
+def test_a_referral_can_be_made_and_triaged_with_javascript_off(
+    page: Page, browser: Browser, live_hub: LiveHub
+) -> None:
+    page.goto(live_hub.login_link("hv.health", "partner_agency", "health"))
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Make a referral").first.click()
+    page.get_by_label("The child the referral is about").check()
+    page.locator("#subjects-0-given_names").fill("Amara")
+    page.locator("#subjects-0-family_name").fill("Whitlock")
+    page.get_by_label("What you are worried about").fill(CONCERNS)
+    page.get_by_label("Who is referring").select_option("3B")
+    page.get_by_label("Main need").select_option("N1")
+    page.get_by_text("Factors you know of (optional)").click()  # a details element: no script
+    page.get_by_label("16A: Neglect").check()
+    page.get_by_label("Your name").fill("H. Visitor")
+    page.get_by_label("Consent given").check()
+    page.get_by_role("button", name="Send referral").click()
+    expect(page.locator(".govuk-panel")).to_contain_text("Referral sent")
+    check(page, "javascript-off-referral-sent", axe=False)
+    match = re.search(r"R-\d{4}-[0-9A-Z]{8}", page.locator(".govuk-panel").inner_text())
+    assert match
+    reference = match.group(0)
+
+    context = browser.new_context(java_script_enabled=False)
+    mash = context.new_page()
+    try:
+        mash.goto(live_hub.login_link("mash.nojs", "mash_officer", "social_care"))
+        mash.get_by_role("button", name="Sign in").click()
+        mash.goto(f"{live_hub.base}/triage/{reference}")
+        mash.get_by_label("Green").check()
+        mash.get_by_role("button", name="Save RAG rating").click()
+        expect(mash.locator(".govuk-notification-banner")).to_contain_text("RAG rating saved")
+        check(mash, "javascript-off-triage", axe=False)
+    finally:
+        context.close()

@@ -110,6 +110,13 @@ class Hub(ReferralHub):
     def entries(self, action: str) -> list[AuditEntry]:
         return self.audit(action)
 
+    def last_seq(self) -> int:
+        entries = self.audit()
+        return entries[-1].seq if entries else 0
+
+    def actions_since(self, seq: int) -> list[str]:
+        return [e.action for e in self.audit() if e.seq > seq]
+
     def denials(self, requested: str) -> list[AuditEntry]:
         return [e for e in self.audit("authz.denied") if e.details["requested"] == requested]
 
@@ -161,8 +168,10 @@ def test_a_partner_sends_a_referral_once_even_when_the_form_is_sent_twice(
     assert page.status_code == 200
     assert "2A: Schools" in page.text and "16A: Neglect" in page.text  # codes with meanings
     key = form_key(page.text)
+    before = hub.last_seq()
     first = school.post("/referrals/new", referral_form(key))
     assert first.status_code == 201, first.text
+    assert hub.actions_since(before) == ["referral.submit"]  # as POST /api/v1/referrals
     assert "Referral sent" in first.text and "govuk-panel" in first.text
     reference = reference_of(first.text)
     again = school.post("/referrals/new", referral_form(key))  # a double click, a refresh
@@ -285,17 +294,16 @@ def test_a_partner_gets_no_triage_search_person_or_audit_pages(hub: Hub, school:
     assert hub.denials("referral.triage.rag")[-1].details["role"] == "partner_agency"
 
     assert school.get("/search").status_code == 403
-    searched = school.post("/search", {"family_name": "Zqwhitlock", "given_name": "Zqamara",
-                                       "purpose": "referral", "referral_reference": reference})  # fmt: skip
-    assert searched.status_code == 403
-    assert hub.entries("authz.denied")[-1].action == "authz.denied"
+    purpose = {"purpose": "referral", "referral_reference": reference}
     denied_before = len(hub.entries("authz.denied"))
-    person = school.post(f"/people/{uuid.uuid4()}", {"purpose": "referral",
-                                                      "referral_reference": reference})  # fmt: skip
+    searched = school.post("/search", {"family_name": "Zqwhitlock", "given_name": "Zqamara",
+                                       **purpose})  # fmt: skip
+    assert searched.status_code == 403
+    person = school.post(f"/people/{uuid.uuid4()}", purpose)
     assert person.status_code == 403
     audit = school.get("/audit")
     assert audit.status_code == 403
-    assert len(hub.entries("authz.denied")) == denied_before + 2
+    assert len(hub.entries("authz.denied")) == denied_before + 3  # each refusal audited
     assert hub.entries("referral.triage.rag") == []
 
 
@@ -325,12 +333,15 @@ def test_an_officer_triages_through_the_pages_as_through_the_api(
 
     missing = officer.post(f"/triage/{reference}/rag", {})
     assert missing.status_code == 400 and "Select RAG rating" in summary(missing.text)
+    before = hub.last_seq()
     rated = officer.post(f"/triage/{reference}/rag", {"rag": "amber"})
     assert rated.status_code == 303
+    assert hub.actions_since(before) == ["referral.triage.rag"]
     assert rated.headers["location"] == f"/triage/{reference}?done=rag"
     after = officer.get(rated.headers["location"]).text
     assert "RAG rating saved" in after and "Amber" in after and "6 h 0 min left" in after
 
+    before = hub.last_seq()
     no_reason = officer.post(f"/triage/{reference}/decision", {"decision": "s17_assessment"})
     assert no_reason.status_code == 400 and "Select between 1 and 5 reasons" in summary(
         no_reason.text
@@ -341,14 +352,17 @@ def test_an_officer_triages_through_the_pages_as_through_the_api(
          "reason_text": "Zqreason: the family needs support."},
     )  # fmt: skip
     assert decided.status_code == 303
+    assert hub.actions_since(before)[-1:] == ["referral.triage.decision"]
     again = officer.post(f"/triage/{reference}/decision", {"decision": "nfa",
                                                           "reasons": ["threshold_not_met"]})  # fmt: skip
     assert again.status_code == 409 and "has been decided" in summary(again.text)
 
     short = officer.post(f"/triage/{reference}/feedback", {"text": "Thanks"})
     assert short.status_code == 400 and "Feedback must be at least 10 characters" in short.text
+    before = hub.last_seq()
     given = officer.post(f"/triage/{reference}/feedback", {"text": FEEDBACK})
     assert given.status_code == 303
+    assert hub.actions_since(before) == ["referral.triage.feedback"]
     without_csrf = officer.post(f"/triage/{reference}/feedback", {"text": FEEDBACK},
                                 with_csrf=False)  # fmt: skip
     assert without_csrf.status_code == 403
