@@ -229,6 +229,7 @@ def test_form_errors_name_the_field_and_never_echo_a_value(hub: Hub, school: Bro
     text = summary(bad.text)
     assert "Postcode: not a valid UK postcode" in text
     assert "Date of birth must be a real date" in text
+    assert text.index("Date of birth") < text.index("Postcode") < text.index("worried")
     assert "What you are worried about must be at least 20 characters" in text
     assert "ZQBAD1" not in text and "Zq too short" not in text
     assert 'href="#subjects-0-postcode"' in bad.text

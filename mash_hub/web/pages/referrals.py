@@ -198,6 +198,27 @@ def _field_id(loc: tuple[Any, ...], slots: list[int]) -> str:
 # -- the partner's referral form ----------------------------------------------------------------
 
 
+FORM_ORDER = (
+    *(
+        f"subjects-{slot}-{name}"
+        for slot in range(SUBJECT_SLOTS)
+        for name in ("role", "given_names", "family_name", "dob-day", *SUBJECT_FIELDS[2:])
+    ),
+    "concerns",
+    "source",
+    "primary_need",
+    "factors",
+    *(f"referrer-{name}" for name in ("name", "job_title", "organisation", "phone", "email")),
+    "consent",
+    "consent_reason",
+)
+
+
+def _form_order(field_id: str) -> int:
+    """Where a field is on the form, so the error summary lists errors in the same order."""
+    return FORM_ORDER.index(field_id) if field_id in FORM_ORDER else len(FORM_ORDER)
+
+
 def _blank(form: dict[str, str], slot: int) -> bool:
     names = [*SUBJECT_FIELDS, *(f"dob-{p}" for p in DATE_PARTS)]
     if slot > 0:
@@ -317,6 +338,7 @@ def submit_referral(request: Request, page: SignedIn, form: FormData, lists: For
             field_id = _field_id(fault.loc, slots)
             errors.add(field_id, _message(field_id, {"type": fault.type, "msg": fault.msg}))
     if errors or referral is None:
+        errors.by_field = dict(sorted(errors.by_field.items(), key=lambda kv: _form_order(kv[0])))
         return _form_page(request, page, form, lists, errors=errors, status=400)
     model = referral_linkage_model(request)
     now = now_of(request)
