@@ -137,6 +137,13 @@ def _refused(request: Request, page: PageSession, heading: str, line: str, statu
     return render(request, "error.html", context, status_code=status)
 
 
+def _cannot(request: Request, page: PageSession, problem: str | None, heading: str) -> Response:
+    """The refusal page (the service audited it), or 503 when no policy is published."""
+    if problem == UNAVAILABLE:
+        return _refused(request, page, "Sorry, the service is unavailable", "Try again later.", 503)
+    return _refused(request, page, heading, "Your role does not allow it.", 403)
+
+
 def _not_found(request: Request, page: PageSession) -> Response:
     return _refused(
         request,
@@ -358,9 +365,7 @@ def submit_referral(request: Request, page: SignedIn, form: FormData, lists: For
         )
         return _form_page(request, page, form, lists, errors=errors, status=409)
     if receipt is None:
-        return _refused(
-            request, page, "You cannot make referrals here", "Your role does not allow it.", 403
-        )
+        return _cannot(request, page, problem, "You cannot make referrals here")
     return render(
         request,
         "referral_sent.html",
@@ -375,13 +380,11 @@ def submit_referral(request: Request, page: SignedIn, form: FormData, lists: For
 @router.get("/referrals")
 def my_referrals(request: Request, page: SignedIn) -> Response:
     caller = page.active.caller()
-    listed, _ = _run(
+    listed, problem = _run(
         request, lambda session, _store, decisions: service.referrals_of(session, decisions, caller)
     )
     if listed is None:
-        return _refused(
-            request, page, "You cannot follow referrals here", "Your role does not allow it.", 403
-        )
+        return _cannot(request, page, problem, "You cannot follow referrals here")
     return render(
         request,
         "my_referrals.html",
@@ -437,16 +440,14 @@ def triage_queue(request: Request, page: SignedIn, status: str = "open") -> Resp
         status = "open"
     now = now_of(request)
     caller = page.active.caller()
-    queue, _ = _run(
+    queue, problem = _run(
         request,
         lambda session, _store, decisions: triage.queue(
             session, decisions, caller, now=now, status=status
         ),
     )
     if queue is None:
-        return _refused(
-            request, page, "You cannot see the triage queue", "Your role does not allow it.", 403
-        )
+        return _cannot(request, page, problem, "You cannot see the triage queue")
     return render(
         request,
         "triage_queue.html",
