@@ -39,7 +39,8 @@ from mash_hub.synth import EXTRACT_FILES, generate
 from mash_hub.users.models import ApiClient, User
 from mash_hub.users.service import (
     MAX_TOKEN_MINUTES,
-    STAFF_ROLES,
+    PARTNER_ROLE,
+    USER_ROLES,
     add_client,
     add_user,
     issue_token,
@@ -58,6 +59,7 @@ ROLE_AGENCY: dict[str, str] = {
     "council_officer": "education",
     "auditor": "council",
     "admin": "council",
+    PARTNER_ROLE: "education",  # a school's safeguarding lead, signing in to the pages
 }
 PARTNER_AGENCY = "education"  # a school submitting referrals
 
@@ -69,6 +71,7 @@ ROLE_USE: dict[str, str] = {
     "auditor": "query, export and verify the audit log; no personal data",
     "admin": "users, API clients, keys and policy; no personal data",
     "information_governance": "subject-access exports (GET /persons/{id}/subject-access)",
+    PARTNER_ROLE: "make referrals and read the MASH's feedback on them; nothing else",
 }
 
 
@@ -268,12 +271,12 @@ def _load_population(
 
 
 def _accounts(session: Session, result: DemoSetUp, token_minutes: int, base_url: str) -> None:
-    """One enabled account per staff role (created once) with a fresh token and a one-time
-    sign-in link each, and a new partner API key (earlier demo keys are revoked, audited and
-    reported, so only the printed one works)."""
+    """One enabled account per role (created once; the partner role as a school's staff) with
+    a fresh token and a one-time sign-in link each, and a new partner API key (earlier demo
+    keys are revoked, audited and reported, so only the printed one works)."""
     key = load_token_key(settings(), create=True)
     cfg = settings()
-    for role in STAFF_ROLES:
+    for role in USER_ROLES:
         name = f"demo-{role.replace('_', '-')}"
         agency = ROLE_AGENCY.get(role, "council")
         user = session.scalar(select(User).where(User.name == name))

@@ -63,7 +63,10 @@ def _open() -> Iterator[Database]:
 @users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Argument(help="Login name (letters, digits, . _ @ -).")],
-    role: Annotated[str, typer.Option("--role", help="One of the policy's staff roles.")],
+    role: Annotated[
+        str,
+        typer.Option("--role", help="A staff role, or partner_agency (health or education)."),
+    ],
     agency: Annotated[str, typer.Option("--agency", help="The agency the user works for.")],
     as_json: JsonOption = False,
 ) -> None:
@@ -138,7 +141,7 @@ def users_disable(
 @users_app.command("change")
 def users_change(
     name: Annotated[str, typer.Argument(help="The user to change.")],
-    role: Annotated[str | None, typer.Option("--role", help="A new staff role.")] = None,
+    role: Annotated[str | None, typer.Option("--role", help="A new role.")] = None,
     agency: Annotated[str | None, typer.Option("--agency", help="A new agency.")] = None,
     rename: Annotated[str | None, typer.Option("--rename", help="A new login name.")] = None,
     as_json: JsonOption = False,

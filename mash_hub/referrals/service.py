@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from mash_hub import audit as audit_log
@@ -126,6 +126,18 @@ class Feedback:
     id: uuid.UUID
     given_at: dt.datetime
     text: str
+
+
+@dataclass(frozen=True)
+class OwnReferral:
+    """One line of a submitter's list: status and how much feedback there is (nothing to
+    decrypt)."""
+
+    reference: str
+    status: str
+    received_at: dt.datetime
+    feedback_count: int
+    last_feedback_at: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -565,6 +577,51 @@ def status_of(
         feedback=read_feedback(session, store, referral, rows),
         audit_seq=seq,
     )
+
+
+def referrals_of(
+    session: Session, decisions: Decisions, caller: Caller, *, limit: int = 200
+) -> tuple[list[OwnReferral], int]:
+    """The caller's own referrals, newest first, and the ``referral.status.list`` entry.
+
+    The same rule as :func:`status_of`: only what this principal submitted.
+    """
+    if not decisions.allows(caller, STATUS):
+        deny(session, caller, decisions, "referral.status.list", "role_not_permitted")
+    feedback = (
+        select(
+            ReferralFeedback.referral_id,
+            func.count().label("n"),
+            func.max(ReferralFeedback.created_at).label("last"),
+        )
+        .group_by(ReferralFeedback.referral_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Referral, feedback.c.n, feedback.c.last)
+        .outerjoin(feedback, feedback.c.referral_id == Referral.id)
+        .where(Referral.submitted_by == caller.user_id)
+        .order_by(Referral.received_at.desc(), Referral.id)
+        .limit(limit)
+    ).all()
+    seq = audit_log.record(
+        session,
+        AuditEvent(
+            caller.user_id,
+            "referral.status.list",
+            "referral",
+            None,
+            {
+                "count": len(rows),
+                "referrals": [str(referral.id) for referral, _, _ in rows],
+                "policy_version": decisions.version,
+            },
+        ),
+    )
+    return [
+        OwnReferral(referral.reference, referral.status, referral.received_at, n or 0, last)
+        for referral, n, last in rows
+    ], seq
 
 
 def read_feedback(

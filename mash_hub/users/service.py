@@ -15,12 +15,16 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from mash_hub.authz.vocabulary import AGENCIES, ROLES
+from mash_hub.authz.vocabulary import AGENCIES, ROLES, SOURCES
 from mash_hub.crypto.tokens import TokenKey, api_key_hash, new_api_key_secret
 from mash_hub.users.models import ApiClient, RevokedToken, User, UserVersion
 
 PARTNER_ROLE = "partner_agency"
 STAFF_ROLES: tuple[str, ...] = tuple(role for role in ROLES if role != PARTNER_ROLE)
+# Partner staff with no system of their own (a school's safeguarding lead, a health visitor)
+# sign in to the referral pages: only agencies that supply no records of their own.
+PARTNER_AGENCIES: tuple[str, ...] = tuple(a for a in AGENCIES if a not in SOURCES)
+USER_ROLES: tuple[str, ...] = (*STAFF_ROLES, PARTNER_ROLE)
 API_KEY_PREFIX = "mash_pk_"
 MAX_TOKEN_MINUTES = 480  # one working shift
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
@@ -31,11 +35,17 @@ class UserError(ValueError):
     """A request the service refuses (unknown role, duplicate name, ...); safe to show."""
 
 
-def check_staff_role(role: str, agency: str) -> None:
-    """Refuse a role or agency outside the vocabulary, and the partner role for staff."""
-    if role not in STAFF_ROLES:
-        raise UserError(f"unknown staff role {role!r}; one of: {', '.join(STAFF_ROLES)}")
+def check_user_role(role: str, agency: str) -> None:
+    """Refuse a role or agency outside the vocabulary, and a partner user of an agency that
+    has staff roles of its own (police, council and social care staff are not partners)."""
+    if role not in USER_ROLES:
+        raise UserError(f"unknown role {role!r}; one of: {', '.join(USER_ROLES)}")
     check_agency(agency)
+    if role == PARTNER_ROLE and agency not in PARTNER_AGENCIES:
+        raise UserError(
+            f"a {PARTNER_ROLE} user works for a partner agency: one of "
+            f"{', '.join(PARTNER_AGENCIES)}"
+        )
 
 
 def check_agency(agency: str) -> None:
@@ -45,7 +55,7 @@ def check_agency(agency: str) -> None:
 
 def add_user(session: Session, name: str, role: str, agency: str) -> User:
     _check_name(name)
-    check_staff_role(role, agency)
+    check_user_role(role, agency)
     if session.scalar(select(User.id).where(User.name == name)) is not None:
         raise UserError(f"a user named {name!r} already exists")
     user = User(id=uuid.uuid4(), name=name, role=role, agency=agency, disabled=False)
@@ -97,7 +107,7 @@ def change_user(
     user = find_user(session, name)
     if role is None and agency is None and new_name is None:
         raise UserError("nothing to change: give a new role, agency or name")
-    check_staff_role(role or user.role, agency or user.agency)
+    check_user_role(role or user.role, agency or user.agency)
     if new_name is not None and new_name != user.name:
         _check_name(new_name)
         if session.scalar(select(User.id).where(User.name == new_name)) is not None:

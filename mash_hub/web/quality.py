@@ -41,7 +41,7 @@ from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import ApiProblemError, problem_doc
 from mash_hub.web.persons import RESPONSES as PERSON_RESPONSES
 from mash_hub.web.persons import policy_not_published, services
-from mash_hub.web.referrals import _linkage_model
+from mash_hub.web.referrals import referral_linkage_model
 
 _RID = "3f0c2a9e6b1d4c57"
 DENIED_DETAIL = "not allowed to see data quality of these records"
@@ -214,7 +214,7 @@ def correct_quality_issue(
     Audited as `quality.correct` (field, reason, record ids; never the value)."""
     database, store, _ = services(request)
     caller = principal.caller()
-    model = _linkage_model(request)
+    model = referral_linkage_model(request)
     problem: ApiProblemError | None = None
     done: Correction | None = None
 

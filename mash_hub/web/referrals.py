@@ -188,13 +188,13 @@ T = TypeVar("T")
 _model_lock = threading.Lock()
 
 
-def _now(request: Request) -> dt.datetime:
+def now_of(request: Request) -> dt.datetime:
     """The time (``app.state.clock`` may replace it, e.g. in tests of deadlines)."""
     clock: Callable[[], dt.datetime] | None = getattr(request.app.state, "clock", None)
     return clock() if clock is not None else dt.datetime.now(dt.UTC)
 
 
-def _linkage_model(request: Request) -> LinkageModel | None:
+def referral_linkage_model(request: Request) -> LinkageModel | None:
     """The app's linkage model, loaded once (shared with search as ``app.state.linkage_model``);
     None when there is none: referrals are still taken, subjects become new persons."""
     state = request.app.state
@@ -304,8 +304,8 @@ def submit_referral(
     faults = cross_field_faults(referral)
     if faults:
         raise _invalid(faults)
-    model = _linkage_model(request)
-    now = _now(request)
+    model = referral_linkage_model(request)
+    now = now_of(request)
     caller = principal.caller()
 
     def work(session: Session, store: PersonStore, decisions: Decisions) -> service.Receipt:
@@ -358,7 +358,7 @@ def get_queue(
     """Open referrals first; overdue ones (a passed decision or information deadline) at the
     top by RAG; then by the next deadline. Lists codes, times and counts only (nothing is
     decrypted). Audited as `referral.triage.list`."""
-    now = _now(request)
+    now = now_of(request)
     caller = principal.caller()
     refused = ApiProblemError(403, "not allowed to triage referrals", code="triage_not_permitted")
     result = _unit_of_work(
@@ -414,7 +414,7 @@ def get_referral(request: Request, reference: str, principal: CurrentPrincipal) 
     """Codes, consent, referrer, concerns, subjects (only the field groups the policy allows
     for referral records, with the person each was linked to), decision and feedback.
     Audited as `referral.triage.view` before anything is decrypted."""
-    now = _now(request)
+    now = now_of(request)
     caller = principal.caller()
     view = _unit_of_work(
         request,
@@ -452,7 +452,7 @@ def put_rag(
 ) -> QueueItemOut:
     """Rates the referral red, amber or green; the agencies' information is then due 2, 6 or
     24 hours from now. Re-rating restarts that clock. Audited as `referral.triage.rag`."""
-    now = _now(request)
+    now = now_of(request)
     caller = principal.caller()
     item = _unit_of_work(
         request,
@@ -479,7 +479,7 @@ def post_decision(
     faults = decision_faults(body)
     if faults:
         raise _invalid(faults)
-    now = _now(request)
+    now = now_of(request)
     caller = principal.caller()
     item = _unit_of_work(
         request,
@@ -503,7 +503,7 @@ def post_feedback(
 ) -> FeedbackOut:
     """Stored encrypted; shown to the referrer with the status. Audited as
     `referral.triage.feedback`."""
-    now = _now(request)
+    now = now_of(request)
     caller = principal.caller()
     feedback = _unit_of_work(
         request,

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from mash_hub.users.service import STAFF_ROLES
+from mash_hub.users.service import USER_ROLES
 from tests.serving import free_port, wait_until_ready
 
 PEOPLE = "300"
@@ -46,7 +46,9 @@ def test_demo_sets_up_once_then_reuses_its_data_with_fresh_credentials(server_di
     assert report["reused_existing_demo_data"] is False
     assert report["records"] > 200
     assert 0 < report["persons"] < report["records"]
-    assert {a["role"] for a in report["accounts"]} == set(STAFF_ROLES)
+    assert {a["role"] for a in report["accounts"]} == set(USER_ROLES)
+    partner = next(a for a in report["accounts"] if a["role"] == "partner_agency")
+    assert partner["agency"] == "education" and "/sign-in?token=" in partner["sign_in_link"]
     assert report["partner"]["api_key"].startswith("mash_pk_")
     credentials = Path(report["credentials_file"])
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600

@@ -198,6 +198,27 @@ def test_status_only_for_the_submitter_and_the_same_refusal_otherwise(
     assert len(entries(session, "referral.status")) == 1
 
 
+def test_a_submitter_lists_only_its_own_referrals_newest_first(
+    session: Session, store: PersonStore, decisions: Decisions
+) -> None:
+    first = submit(session, store, decisions)
+    second = submit(session, store, decisions, now=NOW + dt.timedelta(hours=1))
+    submit(session, store, decisions, caller=Caller("client:school-18", "partner_agency",
+                                                     "education"))  # fmt: skip
+    triage.add_feedback(session, store, decisions, OFFICER, first.reference,
+                        text="Thank you, we are looking into it.", now=NOW)  # fmt: skip
+    listed, seq = service.referrals_of(session, decisions, PARTNER)
+    assert [r.reference for r in listed] == [second.reference, first.reference]
+    assert [r.feedback_count for r in listed] == [0, 1]
+    assert listed[1].last_feedback_at == NOW
+    logged = entries(session, "referral.status.list")
+    assert [e.seq for e in logged] == [seq]
+    assert logged[0].details["referrals"] == [str(second.referral_id), str(first.referral_id)]
+    with pytest.raises(ReferralDeniedError) as refused:
+        service.referrals_of(session, decisions, AUDITOR)
+    assert refused.value.reason == "role_not_permitted"
+
+
 def test_triage_rag_decision_feedback_and_what_the_referrer_then_sees(
     session: Session, store: PersonStore, decisions: Decisions
 ) -> None:

@@ -11,7 +11,8 @@
 * ``static/``: the compiled GOV.UK Frontend assets and Swagger UI
   (``.ci/refresh-govuk-assets``), our own JavaScript (no inline script anywhere) and CSS;
 * one router per concern: ``signin.py``, ``home.py``, ``persons.py`` (officers),
-  ``audit.py`` (auditors), ``docs.py``.
+  ``audit.py`` (auditors), ``referrals.py`` (partners' referral form and their referrals;
+  the MASH triage queue and referral page), ``docs.py``.
 
 Pages call the same services as the API (search, person view, links); no policy, audit or
 masking logic lives here. Every task works with JavaScript turned off.
@@ -42,7 +43,14 @@ from mash_hub.web.pages.templating import STATIC_DIR
 
 def install_pages(app: FastAPI) -> None:
     """Mount the static files and the page routers (call once, from ``create_app``)."""
-    from mash_hub.web.pages import audit, home, persons, session, signin  # noqa: PLC0415
+    from mash_hub.web.pages import (  # noqa: PLC0415
+        audit,
+        home,
+        persons,
+        referrals,
+        session,
+        signin,
+    )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     session.install_handlers(app)
@@ -51,3 +59,4 @@ def install_pages(app: FastAPI) -> None:
     app.include_router(home.router)
     app.include_router(persons.router)
     app.include_router(audit.router)
+    app.include_router(referrals.router)

@@ -21,6 +21,7 @@ from mash_hub.casework.view import (
     Purpose,
     check_purpose_text,
 )
+from mash_hub.referrals.service import REFERENCE
 
 REFERRAL_CHOICE = "referral"
 
@@ -93,3 +94,10 @@ def read_break_glass(form: dict[str, str], errors: FormErrors) -> BreakGlass | N
             f"in at least {JUSTIFICATION_MIN_WORDS} words, for break-glass access",
         )
         return None
+
+
+def purpose_for(reference: str | None) -> dict[str, str]:
+    """The purpose form's values for "this referral" (only a well-formed reference)."""
+    if reference is None or not REFERENCE.match(reference):
+        return {}
+    return {"purpose": REFERRAL_CHOICE, "referral_reference": reference}

@@ -29,7 +29,7 @@ from mash_hub.casework.search import (
     standardise_query,
 )
 from mash_hub.casework.view import REASON_CODES, AccessDeniedError, PersonView, view_person
-from mash_hub.web.pages.forms import FormErrors, read_break_glass, read_purpose
+from mash_hub.web.pages.forms import FormErrors, purpose_for, read_break_glass, read_purpose
 from mash_hub.web.pages.session import FormData, PageSession, SignedIn, check_csrf
 from mash_hub.web.pages.templating import render
 from mash_hub.web.persons import services
@@ -74,6 +74,11 @@ def _unavailable(
 
 @router.get("/search")
 def search_form(request: Request, page: SignedIn) -> Response:
+    if not page.may_search:
+        return _unavailable(
+            request, page, "You cannot search for people", "Your role does not allow searching.",
+            403,
+        )  # fmt: skip
     return render(request, "search.html", {**_common(page), "nav": "search", "form": {}})
 
 
@@ -161,14 +166,17 @@ def _may_break_glass(request: Request, page: PageSession) -> bool:
 
 
 @router.get("/people/{person_id}/purpose")
-def purpose_form(request: Request, person_id: uuid.UUID, page: SignedIn) -> Response:
+def purpose_form(
+    request: Request, person_id: uuid.UUID, page: SignedIn, referral: str | None = None
+) -> Response:
+    """The purpose form; from a referral's page (``?referral=REF``), "this referral" chosen."""
     return render(
         request,
         "purpose.html",
         {
             **_common(page),
             "person_id": person_id,
-            "form": {},
+            "form": purpose_for(referral),
             "may_break_glass": _may_break_glass(request, page),
         },
     )

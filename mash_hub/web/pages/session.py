@@ -24,6 +24,7 @@ from fastapi.responses import Response
 from mash_hub.audit.access import AUDIT_READ
 from mash_hub.authz.policy import PolicyNotPublishedError
 from mash_hub.db.engine import Database
+from mash_hub.referrals.service import SUBMIT, TRIAGE
 from mash_hub.users.sessions import (
     ActiveSession,
     SessionEnded,
@@ -49,6 +50,8 @@ class PageSession:
     active: ActiveSession
     may_search: bool
     may_audit: bool = False
+    may_submit: bool = False
+    may_triage: bool = False
 
     @property
     def principal(self) -> Principal:
@@ -116,16 +119,19 @@ def _resume(request: Request) -> PageSession | None:
             _, _, policy = services(request)
             try:
                 decisions = policy.for_session(session)
-                may_search = decisions.may_view_persons(active.caller())
-                may_audit = decisions.allows(active.caller(), AUDIT_READ)
+                caller = active.caller()
+                may_search = decisions.may_view_persons(caller)
+                may_audit = decisions.allows(caller, AUDIT_READ)
+                may_submit = decisions.allows(caller, SUBMIT)
+                may_triage = decisions.allows(caller, TRIAGE)
             except PolicyNotPublishedError:
-                may_search = may_audit = False
+                may_search = may_audit = may_submit = may_triage = False
     if ended is not None:
         raise SignInRequiredError(ended)
     wait = request.app.state.rate_limiter.take(active.subject)
     if wait is not None:
         raise SignInRequiredError("rate_limited")
-    return PageSession(active, may_search, may_audit)
+    return PageSession(active, may_search, may_audit, may_submit, may_triage)
 
 
 def signed_in(request: Request) -> PageSession:
@@ -153,6 +159,19 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 FormData = Annotated[dict[str, str], Depends(read_form)]
+
+
+async def read_form_lists(request: Request) -> dict[str, list[str]]:
+    """Every text value of each posted name (checkboxes post one name many times)."""
+    form = await request.form()
+    values: dict[str, list[str]] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            values.setdefault(key, []).append(value)
+    return values
+
+
+FormLists = Annotated[dict[str, list[str]], Depends(read_form_lists)]
 
 
 def check_csrf(request: Request, page: PageSession, form: dict[str, str]) -> None:

@@ -84,6 +84,17 @@ def when(moment: dt.datetime) -> str:
     return moment.astimezone(LONDON).strftime("%-d %b %Y %H:%M")
 
 
+def time_left(due: dt.datetime | None, now: dt.datetime) -> str:
+    """How long until ``due`` (or how long overdue), in hours and minutes."""
+    if due is None:
+        return ""
+    seconds = int((due - now).total_seconds())
+    minutes = abs(seconds) // 60
+    hours, minutes = divmod(minutes, 60)
+    span = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    return f"{span} left" if seconds > 0 else f"overdue by {span}"
+
+
 def ordered_groups(groups: dict[str, Any]) -> list[tuple[str, Any]]:
     """A record's groups as people read them: identity, identifiers, contact, then details."""
     rank = {name: i for i, name in enumerate(_GROUP_ORDER)}
@@ -94,6 +105,7 @@ environment.filters["humanise"] = humanise
 environment.filters["ordered_groups"] = ordered_groups
 environment.filters["show"] = show
 environment.filters["when"] = when
+environment.filters["time_left"] = time_left
 
 
 def render(
