@@ -46,6 +46,8 @@ from mash_hub.persons.store import PersonStore
 ACTION = "linkage_review"
 ROLE_NOT_PERMITTED = "role_not_permitted"
 PURPOSE_MISSING = "purpose_missing"
+# The longest free-text reason a decision may carry (stored encrypted).
+REASON_MAX = 2000
 
 
 class ReviewRefusedError(PermissionError):

@@ -45,7 +45,7 @@ from mash_hub.web.persons import (
 
 DENIED_DETAIL = "not allowed to review linkage"
 DENIED_CODE = "review_not_permitted"
-REASON_MAX = 2000
+REASON_MAX = casework.REASON_MAX
 
 _RID = "3f0c2a9e6b1d4c57"
 RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -42,7 +42,15 @@ from mash_hub.web.pages.templating import STATIC_DIR
 
 def install_pages(app: FastAPI) -> None:
     """Mount the static files and the page routers (call once, from ``create_app``)."""
-    from mash_hub.web.pages import audit, home, persons, session, signin  # noqa: PLC0415
+    from mash_hub.web.pages import (  # noqa: PLC0415
+        audit,
+        home,
+        persons,
+        review,
+        session,
+        signin,
+        subject_access,
+    )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     session.install_handlers(app)
@@ -51,3 +59,5 @@ def install_pages(app: FastAPI) -> None:
     app.include_router(home.router)
     app.include_router(persons.router)
     app.include_router(audit.router)
+    app.include_router(review.router)
+    app.include_router(subject_access.router)

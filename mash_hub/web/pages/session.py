@@ -23,6 +23,8 @@ from fastapi.responses import Response
 
 from mash_hub.audit.access import AUDIT_READ
 from mash_hub.authz.policy import PolicyNotPublishedError
+from mash_hub.casework.review import may_review as may_review_linkage
+from mash_hub.casework.subject_access import subject_access_masks
 from mash_hub.db.engine import Database
 from mash_hub.users.sessions import (
     ActiveSession,
@@ -49,6 +51,8 @@ class PageSession:
     active: ActiveSession
     may_search: bool
     may_audit: bool = False
+    may_review: bool = False
+    may_subject_access: bool = False
 
     @property
     def principal(self) -> Principal:
@@ -116,16 +120,19 @@ def _resume(request: Request) -> PageSession | None:
             _, _, policy = services(request)
             try:
                 decisions = policy.for_session(session)
-                may_search = decisions.may_view_persons(active.caller())
-                may_audit = decisions.allows(active.caller(), AUDIT_READ)
+                caller = active.caller()
+                may_search = decisions.may_view_persons(caller)
+                may_audit = decisions.allows(caller, AUDIT_READ)
+                may_review = may_review_linkage(decisions, caller)
+                may_sar = bool(subject_access_masks(decisions, caller))
             except PolicyNotPublishedError:
-                may_search = may_audit = False
+                may_search = may_audit = may_review = may_sar = False
     if ended is not None:
         raise SignInRequiredError(ended)
     wait = request.app.state.rate_limiter.take(active.subject)
     if wait is not None:
         raise SignInRequiredError("rate_limited")
-    return PageSession(active, may_search, may_audit)
+    return PageSession(active, may_search, may_audit, may_review, may_sar)
 
 
 def signed_in(request: Request) -> PageSession:
