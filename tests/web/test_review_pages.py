@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -34,7 +35,7 @@ class ReviewPagesHub(ReviewHub, PagesHub):
             f"/review/{task_id}", data={**PURPOSE_FORM, "csrf_token": token, **extra}
         )
         assert response.status_code == 200, response.text
-        return response.text
+        return str(response.text)
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def decrypted(hub: ReviewPagesHub, monkeypatch: pytest.MonkeyPatch) -> list[tupl
     store: PersonStore = hub.store
     original = store._open
 
-    def spy(session: Session, rows: object) -> object:
+    def spy(session: Session, rows: Any) -> Any:
         opened = original(session, rows)
         seen.extend((record_id, group) for record_id, group, _ in opened)
         return opened
