@@ -35,6 +35,7 @@ from mash_hub.web.persons import services
 router = APIRouter(include_in_schema=False)
 
 QUEUE_SIZE = 100
+NOT_RECORDED = show(None)
 KIND_LABELS = {
     "review": "Review band",
     "possible_twin": "Possible twins",
@@ -269,7 +270,8 @@ def _side(record: dict[str, Any], withheld: list[str], group: str, field: str) -
 
 def comparison_rows(records: list[dict[str, Any]], withheld: dict[str, list[str]]) -> list[Row]:
     """Both records' review groups field by field. A group withheld on both sides is one
-    row naming it; ``differs`` only where both values are shown and not the same."""
+    row naming it; ``differs`` only where both records hold a value shown to the caller and
+    the two are not the same (a value one agency did not record is no contradiction)."""
     left, right = records
     hidden_l, hidden_r = withheld.get(left["id"], []), withheld.get(right["id"], [])
     rows: list[Row] = []
@@ -282,7 +284,8 @@ def comparison_rows(records: list[dict[str, Any]], withheld: dict[str, list[str]
             rows.append(Row(group, None, "Not recorded", "Not recorded", False))
         for name in fields:
             a, b = _side(left, hidden_l, group, name), _side(right, hidden_r, group, name)
-            differs = a is not None and b is not None and a != b
+            compared = {a, b}.isdisjoint({None, NOT_RECORDED})
+            differs = compared and a != b
             rows.append(Row(group, name, a or "Withheld", b or "Withheld", differs))
     return rows
 
