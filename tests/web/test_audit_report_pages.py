@@ -132,7 +132,7 @@ def test_other_roles_are_refused_the_report_and_the_download_and_audited(
         assert response.status_code == 403
         assert "You do not have access to the audit log" in response.text
     denied = [e for e in hub.entries("authz.denied") if e.actor == hub.actor_id("police2")]
-    assert [d.details["requested"] for d in denied] == ["audit.unusual", "audit.export"]
+    assert sorted(d.details["requested"] for d in denied) == ["audit.export", "audit.unusual"]
     assert hub.entries("audit.unusual") == [] and hub.entries("audit.export") == []
 
 
@@ -187,7 +187,7 @@ def test_the_subject_access_form_checks_its_fields_as_the_api_does(hub: ReportPa
     )
     assert response.status_code == 400
     assert "There is a problem" in response.text and 'href="#reference"' in response.text
-    (denied,) = hub.entries("authz.denied")[-1:]
+    denied = max(hub.entries("authz.denied"), key=lambda entry: entry.seq)
     assert denied.details["reason"] == "reference_missing"  # as the API records it
     no_id = hub.client.post(
         "/subject-access", data={"csrf_token": token, "person_id": "x", "reference": SAR_REFERENCE}

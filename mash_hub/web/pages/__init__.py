@@ -11,10 +11,12 @@
 * ``static/``: the compiled GOV.UK Frontend assets and Swagger UI
   (``.ci/refresh-govuk-assets``), our own JavaScript (no inline script anywhere) and CSS;
 * one router per concern: ``signin.py``, ``home.py``, ``persons.py`` (officers),
-  ``audit.py`` (auditors), ``docs.py``.
+  ``review.py`` (linkage reviewers), ``audit.py`` (auditors), ``subject_access.py``
+  (information governance), ``docs.py``.
 
-Pages call the same services as the API (search, person view, links); no policy, audit or
-masking logic lives here. Every task works with JavaScript turned off.
+Pages call the same services as the API (search, person view, links, review, audit,
+subject access); no policy, audit or masking logic lives here. Every task works with
+JavaScript turned off.
 
 Adding a page (auditor, partner, reviewer, ...):
 
