@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import uuid
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
@@ -190,3 +192,52 @@ def test_an_auditor_runs_the_unusual_access_report_and_downloads_the_log(
     rows = list(csv.DictReader(io.StringIO(Path(saved.path()).read_text())))
     assert rows and {row["action"] for row in rows} == {"auth.signed_in"}
     check(page, "report-06-log-with-download")
+
+
+def test_information_governance_downloads_a_subject_access_export(
+    page: Page, live_hub: LiveHub
+) -> None:
+    sign_in(page, live_hub, "demo-information-governance", "information_governance", "council",
+            "sar")  # fmt: skip
+    page.get_by_role("link", name="Subject access").first.click()
+    expect(page.get_by_role("heading", name="Export a subject access request")).to_be_visible()
+    check(page, "sar-04-form")
+    page.get_by_label("Person id").fill(str(live_hub.robert))
+    page.get_by_label("SAR reference").fill("not a reference")
+    page.get_by_role("button", name="Download the export (JSON)").click()
+    expect(page.locator(".govuk-error-summary")).to_contain_text("Enter a SAR reference")
+    check(page, "sar-05-errors")
+    page.get_by_label("SAR reference").fill("SAR-2026-0117")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the export (JSON)").click()
+    saved = download.value
+    assert saved.suggested_filename.startswith("subject-access-")
+    document = json.loads(Path(saved.path()).read_text())
+    assert document["person_id"] == str(live_hub.robert)
+    assert document["reference"] == "SAR-2026-0117"
+    assert set(document["sources"]) <= {"police", "social_care", "council"}
+
+
+@pytest.mark.parametrize("page", [False], indirect=True, ids=["javascript-off"])
+def test_the_review_decision_works_with_javascript_off(
+    page: Page, live_hub: LiveHub, tmp_path: Path
+) -> None:
+    add_twin_task(live_hub, tmp_path / "keyring.json")
+    page.goto(live_hub.login_link("demo-mash-officer", "mash_officer", "council"))
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(live_hub.base + "/review")
+    page.get_by_role("link", name="Review task 1").click()
+    page.get_by_label("MASH triage of a contact or referral").check()
+    page.get_by_label("Explain briefly").fill(EXPLANATION)
+    page.get_by_role("button", name="Show the records").click()
+    page.get_by_label("Same person", exact=True).check()
+    page.get_by_label("They are twins").check()  # does not go with "same person"
+    page.get_by_label("Explain your decision").fill(REASON)
+    page.get_by_role("button", name="Record decision").click()
+    expect(page.locator(".govuk-error-summary")).to_contain_text("Select a reason that goes")
+    page.get_by_label("Not the same person").check()
+    page.get_by_role("button", name="Record decision").click()
+    expect(page.locator(".govuk-panel")).to_contain_text("Decision recorded")
+    check(page, "javascript-off-review-decided", axe=False)
+    (made,) = decisions(live_hub)
+    assert made.decision == "different" and made.reason_code == "twin"
