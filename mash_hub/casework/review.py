@@ -76,6 +76,19 @@ def may_review(decisions: Decisions, caller: Caller) -> bool:
     return decisions.allows(caller, ACTION)
 
 
+def require_reviewer(
+    session: Session,
+    decisions: Decisions,
+    caller: Caller,
+    requested: str,
+    task_id: uuid.UUID | None = None,
+) -> None:
+    """Refuse (audited) a caller whose role may not review linkage; the pages also ask this
+    before offering a task's purpose form."""
+    if not may_review(decisions, caller):
+        _refuse(session, caller, decisions, requested, reason=ROLE_NOT_PERMITTED, task_id=task_id)
+
+
 def _refuse(
     session: Session,
     caller: Caller,
@@ -116,8 +129,7 @@ def review_queue(
 ) -> list[ReviewTask]:
     """Tasks with ``status`` (None: all), strongest first."""
     decisions = policy.for_session(session)
-    if not may_review(decisions, caller):
-        _refuse(session, caller, decisions, "linkage.review.list", reason=ROLE_NOT_PERMITTED)
+    require_reviewer(session, decisions, caller, "linkage.review.list")
     return reviewing.list_tasks(session, actor=caller.user_id, status=status, limit=limit)
 
 
@@ -143,8 +155,7 @@ def review_task(  # noqa: PLR0917 (the shape of view_person's signature)
     """The task with both records side by side (refusals in the module docstring)."""
     decisions = policy.for_session(session)
     requested = "linkage.review.show"
-    if not may_review(decisions, caller):
-        _refuse(session, caller, decisions, requested, reason=ROLE_NOT_PERMITTED, task_id=task_id)
+    require_reviewer(session, decisions, caller, requested, task_id)
     if purpose is None:
         _refuse(session, caller, decisions, requested, reason=PURPOSE_MISSING, task_id=task_id)
     task = session.get(ReviewTask, task_id)
@@ -228,15 +239,7 @@ def decide_task(
     :class:`ReasonCodeError` (not audited: nothing was accessed) when the code does not go
     with the decision."""
     decisions = policy.for_session(session)
-    if not may_review(decisions, caller):
-        _refuse(
-            session,
-            caller,
-            decisions,
-            "linkage.review.decide",
-            reason=ROLE_NOT_PERMITTED,
-            task_id=task_id,
-        )
+    require_reviewer(session, decisions, caller, "linkage.review.decide", task_id)
     allowed = reviewing.REASON_CODES.get(decision, ())
     if reason_code not in allowed:
         raise ReasonCodeError(decision, allowed)

@@ -235,6 +235,7 @@ def test_other_roles_are_refused_with_a_page_and_audited(
         "linkage.review.list",
         "linkage.review.show",
         "linkage.review.decide",
+        "linkage.review.show",  # the purpose form
     ]
     assert {(d.details["role"], d.details["reason"]) for d in denied} == {
         (role, "role_not_permitted")

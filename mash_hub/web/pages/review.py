@@ -134,7 +134,20 @@ def review_queue_page(request: Request, page: SignedIn) -> Response:
 
 @router.get("/review/{task_id}/purpose")
 def review_purpose_form(request: Request, task_id: uuid.UUID, page: SignedIn) -> Response:
-    if not page.may_review:
+    database, _, policy = services(request)
+    refused = False
+    with database.transaction() as session:
+        try:
+            decisions = policy.for_session(session)
+        except PolicyNotPublishedError:
+            return _no_policy(request, page)
+        try:
+            casework.require_reviewer(
+                session, decisions, page.active.caller(), "linkage.review.show", task_id
+            )
+        except casework.ReviewRefusedError:
+            refused = True  # audited; commits with the transaction
+    if refused:
         return _refused(request, page)
     return render(
         request,

@@ -49,15 +49,19 @@ def _message(
     )
 
 
+_ONLY_IG = (
+    "Only information governance staff can export subject access requests, and only for a "
+    "person the hub holds."
+)
+
+
 def _refused(request: Request, page: PageSession) -> Response:
+    """An export the service refused (and audited)."""
     return _message(
         request,
         page,
         "You cannot export this person's records",
-        [
-            "Only information governance staff can export subject access requests, and only "
-            "for a person the hub holds. Your attempt has been recorded."
-        ],
+        [f"{_ONLY_IG} Your attempt has been recorded."],
         403,
     )
 
@@ -82,8 +86,8 @@ def _form(
 
 @router.get("/subject-access")
 def subject_access_form(request: Request, page: SignedIn) -> Response:
-    if not page.may_subject_access:
-        return _refused(request, page)
+    if not page.may_subject_access:  # nothing was asked for yet: nothing to audit
+        return _message(request, page, "You cannot export subject access requests", [_ONLY_IG], 403)
     return _form(request, page, {})
 
 
