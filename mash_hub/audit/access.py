@@ -8,6 +8,10 @@ their own use of the log from, so the two cannot drift apart.
 * :func:`query_entries` pages through chained entries in chain order and records one
   ``audit.query`` entry with the filters and the number of entries returned;
   :func:`find_entry` does the same for a single entry.
+* :func:`start_export` records the ``audit.export`` entry (before the first byte is sent)
+  and :func:`export_chunks` streams the CSV or JSON body through a server-side cursor;
+* :func:`unusual_window` checks a report's window and :func:`unusual_report` runs the
+  unusual-access report, recorded as ``audit.unusual``;
 * :func:`run_verification` / :func:`record_verification`: the chain check and its
   ``audit.verify`` entry.
 
@@ -16,21 +20,30 @@ Nothing here commits: the request owns the transaction.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
+import json
 import re
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from mash_hub import audit as audit_log
 from mash_hub.audit import AuditEvent
 from mash_hub.audit.checkpoint import CheckpointFileError, latest, load_checkpoints
 from mash_hub.audit.models import AuditEntry
-from mash_hub.audit.reports import InvalidAuditArgumentError, audit_time
+from mash_hub.audit.reports import (
+    InvalidAuditArgumentError,
+    UnusualAccessReport,
+    audit_time,
+    unusual_access,
+)
 from mash_hub.audit.verify import Problem as ChainProblem
 from mash_hub.audit.verify import VerifyReport, verify_chain
 from mash_hub.authz.policy import Caller, Decisions
@@ -306,4 +319,147 @@ def record_verification(
                 "problem": None if problem is None else {"seq": problem.seq, "kind": problem.kind},
             },
         ),
+    )
+
+
+# -- export ----------------------------------------------------------------------------------
+
+EXPORT_BATCH = 2000
+ExportFormat = Literal["csv", "json"]
+
+
+@dataclass(frozen=True)
+class ExportStart:
+    """An export the caller may stream: its ``audit.export`` entry, the chain position it
+    covers, and the query for its rows (oldest first)."""
+
+    audit_seq: int
+    through_chain_seq: int
+    statement: Select[Any]
+
+
+def start_export(
+    session: Session, decisions: Decisions, caller: Caller, filters: Filters, fmt: ExportFormat
+) -> ExportStart | None:
+    """Record the ``audit.export`` entry of an export of the entries chained so far that
+    match ``filters``; the transaction must commit before the first byte is sent. None when
+    the caller may not read the log (the refusal recorded)."""
+    if not permitted(session, decisions, caller, "audit.export"):
+        return None
+    through = int(session.scalar(select(func.max(AuditEntry.chain_seq))) or 0)
+    seq = audit_log.record(
+        session,
+        AuditEvent(
+            caller.user_id,
+            "audit.export",
+            "audit_log",
+            None,
+            {
+                **audit_context(caller, decisions),
+                "filters": filters.audit_fields(),
+                "format": fmt,
+                "through_chain_seq": through,
+            },
+        ),
+    )
+    statement = (
+        select(*columns())
+        .where(*filters.where(), AuditEntry.chain_seq.between(1, through))
+        .order_by(AuditEntry.chain_seq)
+    )
+    return ExportStart(seq, through, statement)
+
+
+def export_chunks(
+    database: Database, stmt: Select[Any], fmt: str, *, batch: int = EXPORT_BATCH
+) -> Iterator[bytes]:
+    """The export body, one batch of rows per chunk, read through a server-side cursor in
+    its own transaction (the entry of :func:`start_export` is committed by then)."""
+    with database.transaction() as session:
+        result = session.execute(stmt, execution_options={"yield_per": batch})
+        first = True
+        if fmt == "json":
+            yield b"["
+        for rows in result.partitions():
+            out = io.StringIO()
+            if fmt == "csv":
+                writer = csv.writer(out, lineterminator="\n")
+                if first:
+                    writer.writerow(result.keys())
+                for row in rows:
+                    values = entry_dict(row)
+                    values["details"] = json.dumps(
+                        values["details"], sort_keys=True, ensure_ascii=False
+                    )
+                    writer.writerow(values.values())
+            else:
+                for row in rows:
+                    out.write("\n" if first else ",\n")
+                    out.write(json.dumps(entry_dict(row), sort_keys=True, ensure_ascii=False))
+                    first = False
+            first = False
+            yield out.getvalue().encode()
+        if fmt == "json":
+            yield b"\n]\n"
+        elif first:
+            yield (",".join(result.keys()) + "\n").encode()
+
+
+# -- unusual access --------------------------------------------------------------------------
+
+MAX_UNUSUAL_DAYS = 366
+DEFAULT_UNUSUAL_DAYS = 30
+MAX_THRESHOLD = 100_000
+
+
+def unusual_window(
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    working_hours: tuple[int, int],
+) -> tuple[dt.datetime, dt.datetime]:
+    """The report's window in UTC (default: the 30 days before now), or
+    :class:`InvalidAuditArgumentError` naming what is wrong (never quoting a value)."""
+    end = audit_time(until, "until") or dt.datetime.now(dt.UTC)
+    start = audit_time(since, "since") or end - dt.timedelta(days=DEFAULT_UNUSUAL_DAYS)
+    if start >= end:
+        raise InvalidAuditArgumentError("since", "since must be before until", "range")
+    if end - start > dt.timedelta(days=MAX_UNUSUAL_DAYS):
+        raise InvalidAuditArgumentError(
+            "since", f"the window is at most {MAX_UNUSUAL_DAYS} days", "range"
+        )
+    if working_hours[0] >= working_hours[1]:
+        raise InvalidAuditArgumentError(
+            "working_start", "the working day must start before it ends", "range"
+        )
+    return start, end
+
+
+def unusual_report(
+    session: Session,
+    decisions: Decisions,
+    caller: Caller,
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    timezone: str,
+    working_hours: tuple[int, int],
+    volume_threshold: int,
+    denial_threshold: int,
+) -> UnusualAccessReport | None:
+    """The unusual-access report for ``[since, until)``, recorded as ``audit.unusual``; None
+    when the caller may not read the log (the refusal recorded). A time zone PostgreSQL does
+    not know raises :class:`InvalidAuditArgumentError` before anything runs."""
+    if not permitted(session, decisions, caller, "audit.unusual"):
+        return None
+    return unusual_access(
+        session,
+        actor=caller.user_id,
+        since=since,
+        until=until,
+        working_hours=working_hours,
+        timezone=timezone,
+        volume_threshold=volume_threshold,
+        denial_threshold=denial_threshold,
+        audit_action="audit.unusual",
+        audit_context=audit_context(caller, decisions),
     )

@@ -31,46 +31,39 @@ the stored columns as they are, with the hashes, so an export can be checked ind
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-import json
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from mash_hub import audit as audit_log
-from mash_hub.audit import AuditEvent
 from mash_hub.audit.access import (
     ACTION_PATTERN,
     ACTION_PREFIX_PATTERN,
     ACTOR_PATTERN,
+    MAX_THRESHOLD,
+    ExportStart,
     Filters,
-    audit_context,
-    columns,
-    entry_dict,
+    export_chunks,
     permitted,
     query_entries,
     record_verification,
     run_verification,
+    start_export,
+    unusual_report,
+    unusual_window,
     verify_lock,
 )
-from mash_hub.audit.models import AuditEntry
 from mash_hub.audit.reports import (
     DEFAULT_DENIAL_THRESHOLD,
     DEFAULT_VOLUME_THRESHOLD,
     MAX_SEQ,
     InvalidAuditArgumentError,
-    audit_time,
-    unusual_access,
 )
 from mash_hub.authz.policy import AccessPolicy, Decisions, PolicyNotPublishedError
 from mash_hub.db.engine import Database
@@ -78,9 +71,7 @@ from mash_hub.settings import Settings
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import ApiProblemError, problem_doc, problem_example
 
-EXPORT_BATCH = 2000
 MAX_PAGE = 1000
-MAX_UNUSUAL_DAYS = 366
 FORBIDDEN_DETAIL = "not allowed to read the audit log"
 FORBIDDEN_CODE = "audit_not_permitted"
 
@@ -434,78 +425,27 @@ def export_entries(
     )
     database, policy, _ = audit_services(request)
     caller = principal.caller()
-    seq: int | None = None
-    through = 0
     with database.transaction() as session:
         decisions = _decisions(policy, session)
-        if permitted(session, decisions, caller, "audit.export"):
-            through = int(session.scalar(select(func.max(AuditEntry.chain_seq))) or 0)
-            seq = audit_log.record(
-                session,
-                AuditEvent(
-                    caller.user_id,
-                    "audit.export",
-                    "audit_log",
-                    None,
-                    {
-                        **audit_context(caller, decisions),
-                        "filters": filters.audit_fields(),
-                        "format": format,
-                        "through_chain_seq": through,
-                    },
-                ),
-            )
-    if seq is None:
+        started = start_export(session, decisions, caller, filters, format)
+    if started is None:
         raise _forbidden()
-    stmt = (
-        select(*columns())
-        .where(*filters.where(), AuditEntry.chain_seq.between(1, through))
-        .order_by(AuditEntry.chain_seq)
-    )
     media = "text/csv; charset=utf-8" if format == "csv" else "application/json"
     return StreamingResponse(
-        export_chunks(database, stmt, format),
+        export_chunks(database, started.statement, format),
         media_type=media,
-        headers={
-            "Content-Disposition": f'attachment; filename="audit-export-{seq}.{format}"',
-            "X-Audit-Seq": str(seq),
-            "X-Audit-Through-Chain-Seq": str(through),
-        },
+        headers=export_headers(started, format),
     )
 
 
-def export_chunks(
-    database: Database, stmt: Select[Any], fmt: str, *, batch: int = EXPORT_BATCH
-) -> Iterator[bytes]:
-    """The export body, one batch of rows per chunk, read through a server-side cursor."""
-    with database.transaction() as session:
-        result = session.execute(stmt, execution_options={"yield_per": batch})
-        first = True
-        if fmt == "json":
-            yield b"["
-        for rows in result.partitions():
-            out = io.StringIO()
-            if fmt == "csv":
-                writer = csv.writer(out, lineterminator="\n")
-                if first:
-                    writer.writerow(result.keys())
-                for row in rows:
-                    values = entry_dict(row)
-                    values["details"] = json.dumps(
-                        values["details"], sort_keys=True, ensure_ascii=False
-                    )
-                    writer.writerow(values.values())
-            else:
-                for row in rows:
-                    out.write("\n" if first else ",\n")
-                    out.write(json.dumps(entry_dict(row), sort_keys=True, ensure_ascii=False))
-                    first = False
-            first = False
-            yield out.getvalue().encode()
-        if fmt == "json":
-            yield b"\n]\n"
-        elif first:
-            yield (",".join(result.keys()) + "\n").encode()
+def export_headers(started: ExportStart, fmt: str) -> dict[str, str]:
+    """The download's headers: a file named after its ``audit.export`` entry, never stored."""
+    return {
+        "Content-Disposition": f'attachment; filename="audit-export-{started.audit_seq}.{fmt}"',
+        "X-Audit-Seq": str(started.audit_seq),
+        "X-Audit-Through-Chain-Seq": str(started.through_chain_seq),
+        "Cache-Control": "no-store",
+    }
 
 
 _verify_lock = verify_lock
@@ -571,45 +511,35 @@ def unusual(
     working_start: Annotated[int, Query(ge=0, le=23, description="Working day starts (h).")] = 8,
     working_end: Annotated[int, Query(ge=1, le=24, description="Working day ends (h).")] = 18,
     volume_threshold: Annotated[
-        int, Query(ge=1, le=100_000, description="Least views in a day to flag.")
+        int, Query(ge=1, le=MAX_THRESHOLD, description="Least views in a day to flag.")
     ] = DEFAULT_VOLUME_THRESHOLD,
     denial_threshold: Annotated[
-        int, Query(ge=1, le=100_000, description="Least denials in a day to flag.")
+        int, Query(ge=1, le=MAX_THRESHOLD, description="Least denials in a day to flag.")
     ] = DEFAULT_DENIAL_THRESHOLD,
 ) -> Any:
     """Volume outliers, out-of-hours and break-glass views, views with no related referral,
     and repeated denials in the window (at most a year), with the `seq` of every entry behind
     a finding. Audited as `audit.unusual` (window, rules and finding counts only)."""
+    hours = (working_start, working_end)
     try:
-        end = audit_time(until, "until") or dt.datetime.now(dt.UTC)
-        start = audit_time(since, "since") or end - dt.timedelta(days=30)
-    except InvalidAuditArgumentError as bad:
-        raise _invalid(bad.field, str(bad), bad.kind) from None
-    if start >= end:
-        raise _invalid("since", "since must be before until", "range")
-    if end - start > dt.timedelta(days=MAX_UNUSUAL_DAYS):
-        raise _invalid("since", f"the window is at most {MAX_UNUSUAL_DAYS} days", "range")
-    if working_start >= working_end:
-        raise _invalid("working_start", "the working day must start before it ends", "range")
-    database, policy, _ = audit_services(request)
-    caller = principal.caller()
-    try:
+        start, end = unusual_window(since, until, hours)
+        database, policy, _ = audit_services(request)
+        caller = principal.caller()
         with database.transaction() as session:
             decisions = _decisions(policy, session)
-            if permitted(session, decisions, caller, "audit.unusual"):
-                # Checks the time zone with PostgreSQL too (a bad one rolls back: nothing ran).
-                report = unusual_access(
-                    session,
-                    actor=caller.user_id,
-                    since=start,
-                    until=end,
-                    working_hours=(working_start, working_end),
-                    timezone=timezone,
-                    volume_threshold=volume_threshold,
-                    denial_threshold=denial_threshold,
-                    audit_action="audit.unusual",
-                    audit_context=audit_context(caller, decisions),
-                )
+            # Checks the time zone with PostgreSQL too (a bad one rolls back: nothing ran).
+            report = unusual_report(
+                session,
+                decisions,
+                caller,
+                start,
+                end,
+                timezone=timezone,
+                working_hours=hours,
+                volume_threshold=volume_threshold,
+                denial_threshold=denial_threshold,
+            )
+            if report is not None:
                 return UnusualOut.model_validate(report.as_dict())
     except InvalidAuditArgumentError as bad:
         raise _invalid(bad.field, str(bad), bad.kind) from None

@@ -21,24 +21,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mash_hub import audit as audit_log
-from mash_hub.audit import AuditEvent
-from mash_hub.authz.policy import AccessPolicy, Caller, Decisions, PolicyNotPublishedError
-from mash_hub.authz.vocabulary import SOURCES
-from mash_hub.casework.view import (
-    PURPOSE_REFERRAL_INVALID,
-    PURPOSE_REFERRAL_MESSAGE,
-    Purpose,
-    referral_purpose_refusal,
-    seal_text,
-)
+from mash_hub.authz.policy import AccessPolicy, PolicyNotPublishedError
+from mash_hub.casework import review as casework
+from mash_hub.casework.view import PURPOSE_REFERRAL_INVALID, PURPOSE_REFERRAL_MESSAGE, Purpose
 from mash_hub.matching import review as reviewing
 from mash_hub.matching.models import ReviewTask
-from mash_hub.persons.models import SourceRecord
-from mash_hub.persons.store import PersonStore
 from mash_hub.web.deps import CurrentPrincipal
 from mash_hub.web.errors import ApiProblemError, problem_doc, problem_response
 from mash_hub.web.persons import (
@@ -54,10 +43,9 @@ from mash_hub.web.persons import (
     services,
 )
 
-ACTION = "linkage_review"
 DENIED_DETAIL = "not allowed to review linkage"
 DENIED_CODE = "review_not_permitted"
-REASON_MAX = 2000
+REASON_MAX = casework.REASON_MAX
 
 _RID = "3f0c2a9e6b1d4c57"
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -221,41 +209,12 @@ class DecisionMade(BaseModel):
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _decisions(session: Session, policy: AccessPolicy) -> Decisions:
+def _decisions(session: Session, policy: AccessPolicy) -> None:
+    """503 before anything else when no policy is published (the service asks it again)."""
     try:
-        return policy.for_session(session)
+        policy.for_session(session)
     except PolicyNotPublishedError:
         raise policy_not_published() from None
-
-
-def _refuse(
-    session: Session,
-    caller: Caller,
-    decisions: Decisions,
-    requested: str,
-    *,
-    reason: str,
-    task_id: uuid.UUID | None = None,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Audit a refusal (``authz.denied``); the caller answers once the transaction commits."""
-    audit_log.record(
-        session,
-        AuditEvent(
-            caller.user_id,
-            "authz.denied",
-            "review_task" if task_id is not None else None,
-            str(task_id) if task_id is not None else None,
-            {
-                "reason": reason,
-                "requested": requested,
-                "role": caller.role,
-                "agency": caller.agency,
-                "policy_version": decisions.version,
-                **(extra or {}),
-            },
-        ),
-    )
 
 
 def _forbidden() -> ApiProblemError:
@@ -264,23 +223,6 @@ def _forbidden() -> ApiProblemError:
 
 def _not_found() -> ApiProblemError:
     return ApiProblemError(404, "no such review task", code="review_task_not_found")
-
-
-def _seal_purpose(
-    session: Session, store: PersonStore, task: ReviewTask, purpose: Purpose
-) -> list[dict[str, str]]:
-    """Encrypt the purpose text once per person the two records belong to (a record not yet
-    linked to a person counts by its own id), so erasing either person shreds it."""
-    if purpose.text is None:
-        return []
-    ids = (task.record_id_l, task.record_id_r)
-    owners = dict(
-        session.execute(
-            select(SourceRecord.id, SourceRecord.person_id).where(SourceRecord.id.in_(ids))
-        ).all()
-    )
-    subjects = dict.fromkeys(owners.get(rid) or rid for rid in ids)
-    return [seal_text(session, store, subject, "purpose", purpose.text) for subject in subjects]
 
 
 def task_out(task: ReviewTask) -> ReviewTaskOut:
@@ -303,18 +245,16 @@ def list_review_tasks(
     count)."""
     database, _, policy = services(request)
     caller = principal.caller()
+    tasks: list[ReviewTask] | None = None
     with database.transaction() as session:
-        decisions = _decisions(session, policy)
-        if not decisions.allows(caller, ACTION):
-            _refuse(session, caller, decisions, "linkage.review.list", reason="role_not_permitted")
-            tasks = None
-        else:
-            tasks = reviewing.list_tasks(
-                session,
-                actor=caller.user_id,
-                status=None if status == "all" else status,
-                limit=limit,
+        _decisions(session, policy)
+        try:
+            tasks = casework.review_queue(
+                session, policy, caller, status=None if status == "all" else status, limit=limit
             )
+        except casework.ReviewRefusedError:
+            tasks = None  # audited; commits with the transaction
+        else:
             out = ReviewTaskList(
                 status=status, count=len(tasks), tasks=[task_out(t) for t in tasks]
             )
@@ -348,62 +288,19 @@ def get_review_task(
     caller = principal.caller()
     outcome: str | None = None
     with database.transaction() as session:
-        decisions = _decisions(session, policy)
-        task = None
-        if not decisions.allows(caller, ACTION):
-            outcome = "forbidden"
-            _refuse(
-                session,
-                caller,
-                decisions,
-                "linkage.review.show",
-                reason="role_not_permitted",
-                task_id=task_id,
-            )
-        elif purpose is None:
-            outcome = "purpose"
-            _refuse(
-                session,
-                caller,
-                decisions,
-                "linkage.review.show",
-                reason="purpose_missing",
-                task_id=task_id,
-            )
-        elif (task := session.get(ReviewTask, task_id)) is None:
+        _decisions(session, policy)
+        try:
+            shown = casework.review_task(session, store, policy, caller, task_id, purpose)
+        except casework.ReviewRefusedError as refused:
+            outcome = {
+                casework.PURPOSE_MISSING: "purpose",
+                PURPOSE_REFERRAL_INVALID: "referral",
+            }.get(refused.reason, "forbidden")
+        except casework.ReviewTaskNotFoundError:
             outcome = "missing"
-        elif (
-            refusal := referral_purpose_refusal(session, purpose, _task_persons(session, task))
-        ) is not None:
-            outcome = "referral"
-            _refuse(
-                session,
-                caller,
-                decisions,
-                "linkage.review.show",
-                reason=PURPOSE_REFERRAL_INVALID,
-                task_id=task_id,
-                extra=refusal,
-            )
         else:
-            details: dict[str, Any] = {
-                "role": caller.role,
-                "agency": caller.agency,
-                "policy_version": decisions.version,
-                "purpose": purpose.audit_fields(),
-            }
-            sealed = _seal_purpose(session, store, task, purpose)
-            if sealed:
-                details["purpose_text"] = sealed
-            shown = reviewing.show_task(
-                session,
-                store,
-                task_id,
-                actor=caller.user_id,
-                masks={source: decisions.mask(caller, source) for source in SOURCES},
-                audit_details=details,
-            )
-            body = _detail(shown, decisions.version, purpose)
+            assert purpose is not None
+            body = _detail(shown.detail, shown.policy_version, purpose)
     if outcome == "forbidden":
         raise _forbidden()
     if outcome == "purpose":
@@ -413,19 +310,6 @@ def get_review_task(
     if outcome == "referral":
         raise ApiProblemError(403, PURPOSE_REFERRAL_MESSAGE, code=PURPOSE_REFERRAL_INVALID)
     return body
-
-
-def _task_persons(session: Session, task: ReviewTask) -> list[uuid.UUID]:
-    """The persons the task's two records belong to (a referral purpose must name one)."""
-    return [
-        person
-        for person in session.scalars(
-            select(SourceRecord.person_id).where(
-                SourceRecord.id.in_([task.record_id_l, task.record_id_r])
-            )
-        )
-        if person is not None
-    ]
 
 
 def _detail(shown: dict[str, Any], version: int | None, purpose: Purpose) -> ReviewTaskDetail:
@@ -489,34 +373,28 @@ def decide_review_task(
     record ids; the free-text reason only as a flag)."""
     database, store, policy = services(request)
     caller = principal.caller()
-    allowed_codes = reviewing.REASON_CODES[body.decision]
     outcome: str | None = None
+    allowed_codes: tuple[str, ...] = ()
     with database.transaction() as session:
-        decisions = _decisions(session, policy)
-        if not decisions.allows(caller, ACTION):
-            outcome = "forbidden"
-            _refuse(
+        _decisions(session, policy)
+        try:
+            made = casework.decide_task(
                 session,
+                store,
+                policy,
                 caller,
-                decisions,
-                "linkage.review.decide",
-                reason="role_not_permitted",
-                task_id=task_id,
-            )
-        elif body.reason_code not in allowed_codes:
-            outcome = "invalid"
-        elif session.get(ReviewTask, task_id) is None:
-            outcome = "missing"
-        else:
-            made = reviewing.decide(
-                session,
-                store.keys,
                 task_id,
                 decision=body.decision,
                 reason_code=body.reason_code,
                 reason=body.reason,
-                actor=caller.user_id,
             )
+        except casework.ReviewRefusedError:
+            outcome = "forbidden"
+        except casework.ReasonCodeError as wrong:
+            outcome, allowed_codes = "invalid", wrong.allowed
+        except casework.ReviewTaskNotFoundError:
+            outcome = "missing"
+        else:
             out = DecisionMade(
                 decision_id=made.id,
                 task_id=task_id,

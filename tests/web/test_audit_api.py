@@ -22,14 +22,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 import mash_hub.audit.log as audit_log_module
-from mash_hub.audit.access import entry_dict
+from mash_hub.audit.access import entry_dict, export_chunks
 from mash_hub.audit.checkpointer import create_checkpoint
 from mash_hub.audit.models import AuditEntry
 from mash_hub.authz.vocabulary import AGENCIES, ROLES
 from mash_hub.crypto.signing import create_signing_key_file
 from mash_hub.db.engine import Database
 from mash_hub.web import audit as audit_api
-from mash_hub.web.audit import export_chunks
 from tests.web.test_persons_api import (
     GLASS,
     PURPOSE,

@@ -11,11 +11,13 @@
 * ``static/``: the compiled GOV.UK Frontend assets and Swagger UI
   (``.ci/refresh-govuk-assets``), our own JavaScript (no inline script anywhere) and CSS;
 * one router per concern: ``signin.py``, ``home.py``, ``persons.py`` (officers),
-  ``audit.py`` (auditors), ``referrals.py`` (partners' referral form and their referrals;
-  the MASH triage queue and referral page), ``docs.py``.
+  ``referrals.py`` (partners' referral form and their referrals; the MASH triage queue and
+  referral page), ``review.py`` (linkage reviewers), ``audit.py`` (auditors),
+  ``subject_access.py`` (information governance), ``docs.py``.
 
-Pages call the same services as the API (search, person view, links); no policy, audit or
-masking logic lives here. Every task works with JavaScript turned off.
+Pages call the same services as the API (search, person view, links, referrals, review,
+audit, subject access); no policy, audit or masking logic lives here. Every task works with
+JavaScript turned off.
 
 Adding a page (auditor, partner, reviewer, ...):
 
@@ -48,8 +50,10 @@ def install_pages(app: FastAPI) -> None:
         home,
         persons,
         referrals,
+        review,
         session,
         signin,
+        subject_access,
     )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -60,3 +64,5 @@ def install_pages(app: FastAPI) -> None:
     app.include_router(persons.router)
     app.include_router(audit.router)
     app.include_router(referrals.router)
+    app.include_router(review.router)
+    app.include_router(subject_access.router)

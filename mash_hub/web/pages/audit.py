@@ -1,11 +1,14 @@
-"""The auditor's pages: the audit log (filtered, newest first, paged), one entry, and the
-state of the hash chain since the last signed checkpoint.
+"""The auditor's pages: the audit log (filtered, newest first, paged), its CSV download, one
+entry, the unusual-access report, and the state of the hash chain since the last signed
+checkpoint.
 
 They call :mod:`mash_hub.audit.access`, as ``/api/v1/audit`` does: the same permission
 check (a refusal is audited as ``authz.denied`` and answered with a 403 page), the same
-filters and one ``audit.query`` entry per page of the log or entry shown; the chain page
-records ``audit.verify`` like ``POST /api/v1/audit/verify``. Filters are a GET form, so they
-live in the query string: they are ids, codes and dates only, never names.
+filters and one ``audit.query`` entry per page of the log or entry shown; the download is the
+API's export (``audit.export`` committed before the first byte), the report the API's
+``/unusual`` (``audit.unusual``), and the chain page records ``audit.verify`` like
+``POST /api/v1/audit/verify``. Filters and report parameters are GET forms, so they live in
+the query string: they are ids, codes, numbers and dates only, never names.
 """
 
 from __future__ import annotations
@@ -13,25 +16,35 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from mash_hub.audit.access import (
     ACTION_PATTERN,
     ACTOR_PATTERN,
+    MAX_THRESHOLD,
     Filters,
+    export_chunks,
     find_entry,
     permitted,
     query_entries,
     record_verification,
     run_verification,
+    start_export,
+    unusual_report,
+    unusual_window,
     verify_lock,
 )
-from mash_hub.audit.reports import InvalidAuditArgumentError
+from mash_hub.audit.reports import (
+    DEFAULT_DENIAL_THRESHOLD,
+    DEFAULT_VOLUME_THRESHOLD,
+    InvalidAuditArgumentError,
+)
 from mash_hub.authz.policy import Decisions, PolicyNotPublishedError
-from mash_hub.web.audit import audit_services
+from mash_hub.web.audit import audit_services, export_headers
 from mash_hub.web.pages.forms import FormErrors
 from mash_hub.web.pages.session import PageSession, SignedIn
 from mash_hub.web.pages.templating import LONDON, render
@@ -242,4 +255,174 @@ def audit_chain_page(request: Request, page: SignedIn) -> Response:
         request,
         "audit_chain.html",
         {"page": page, "nav": "audit", "report": report, "checkpoint": report.latest_checkpoint},
+    )
+
+
+# -- the CSV download -----------------------------------------------------------------------
+
+
+@router.get("/audit/export")
+def audit_export_download(request: Request, page: SignedIn) -> Response:
+    """The filtered log as the API's CSV export (every matching entry, oldest first)."""
+    params = {k: v for k, v in request.query_params.items() if k in FILTER_FIELDS}
+    errors = FormErrors()
+    filters = read_filters(params, errors)
+    database, policy, _ = audit_services(request)
+    with database.transaction() as session:
+        try:
+            decisions = policy.for_session(session)
+        except PolicyNotPublishedError:
+            return _no_policy(request, page)
+        if filters is None:
+            return render(
+                request,
+                "audit_log.html",
+                {
+                    "page": page,
+                    "nav": "audit",
+                    "form": params,
+                    "width": "full",
+                    "errors": errors.summary(),
+                    "field_errors": errors.by_field,
+                },
+                status_code=400,
+            )
+        started = start_export(session, decisions, page.active.caller(), filters, "csv")
+    if started is None:
+        return _refused(request, page)
+    return StreamingResponse(
+        export_chunks(database, started.statement, "csv"),
+        media_type="text/csv; charset=utf-8",
+        headers=export_headers(started, "csv"),
+    )
+
+
+# -- the unusual-access report ---------------------------------------------------------------
+
+UNUSUAL_FIELDS = ("since", "until", "timezone", "working_start", "working_end",
+                  "volume_threshold", "denial_threshold")  # fmt: skip
+UNUSUAL_DEFAULTS = {
+    "timezone": "Europe/London",
+    "working_start": "8",
+    "working_end": "18",
+    "volume_threshold": str(DEFAULT_VOLUME_THRESHOLD),
+    "denial_threshold": str(DEFAULT_DENIAL_THRESHOLD),
+}
+SEQS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class UnusualParams:
+    since: dt.datetime | None
+    until: dt.datetime | None
+    timezone: str
+    working_hours: tuple[int, int]
+    volume_threshold: int
+    denial_threshold: int
+
+
+def _whole(
+    params: dict[str, str], name: str, errors: FormErrors, *, low: int, high: int, message: str
+) -> int:
+    text = params.get(name, "").strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        errors.add(name, message)
+        return low
+    return int(text)
+
+
+def read_unusual(params: dict[str, str], errors: FormErrors) -> UnusualParams | None:
+    """The report form's values (the API's parameters; dates are whole days in UK time, both
+    included), or None with fixed-text errors."""
+    since_day = _date(params.get("since", "").strip(), "since", errors, "From date")
+    until_day = _date(params.get("until", "").strip(), "until", errors, "To date")
+    timezone = params.get("timezone", "").strip()
+    if not timezone or len(timezone) > 64:
+        errors.add("timezone", "Enter a time zone such as Europe/London")
+    start = _whole(params, "working_start", errors, low=0, high=23,
+                   message="Enter a start hour from 0 to 23")  # fmt: skip
+    end = _whole(params, "working_end", errors, low=1, high=24,
+                 message="Enter an end hour from 1 to 24")  # fmt: skip
+    limit = f"{MAX_THRESHOLD:,}"
+    volume = _whole(params, "volume_threshold", errors, low=1, high=MAX_THRESHOLD,
+                    message=f"Enter a number of views from 1 to {limit}")  # fmt: skip
+    denials = _whole(params, "denial_threshold", errors, low=1, high=MAX_THRESHOLD,
+                     message=f"Enter a number of refusals from 1 to {limit}")  # fmt: skip
+    if errors:
+        return None
+    return UnusualParams(
+        since=None if since_day is None else _london_midnight(since_day),
+        until=None if until_day is None else _london_midnight(until_day + dt.timedelta(days=1)),
+        timezone=timezone,
+        working_hours=(start, end),
+        volume_threshold=volume,
+        denial_threshold=denials,
+    )
+
+
+_UNUSUAL_MESSAGES = {
+    "since": "The from date must be before the to date, at most 366 days apart, "
+    "and from 1970 to 9998",
+    "until": "Enter a to date from 1970 to 9998",
+    "working_start": "The working day must start before it ends",
+    "timezone": "Enter a time zone the hub knows, such as Europe/London",
+}
+
+
+@router.get("/audit/unusual")
+def unusual_access_page(request: Request, page: SignedIn) -> Response:
+    """The API's unusual-access report (default: the last 30 days), recorded as
+    ``audit.unusual``, with every finding's entries linked."""
+    params = {**UNUSUAL_DEFAULTS}
+    params.update({k: v for k, v in request.query_params.items() if k in UNUSUAL_FIELDS})
+    errors = FormErrors()
+    given = read_unusual(params, errors)
+    database, policy, _ = audit_services(request)
+    context: dict[str, Any] = {"page": page, "nav": "audit", "form": params, "width": "full"}
+    report = None
+    allowed = True
+    try:
+        window = (
+            None if given is None else unusual_window(given.since, given.until, given.working_hours)
+        )
+        with database.transaction() as session:
+            try:
+                decisions = policy.for_session(session)
+            except PolicyNotPublishedError:
+                return _no_policy(request, page)
+            if given is not None and window is not None:
+                report = unusual_report(
+                    session,
+                    decisions,
+                    page.active.caller(),
+                    *window,
+                    timezone=given.timezone,
+                    working_hours=given.working_hours,
+                    volume_threshold=given.volume_threshold,
+                    denial_threshold=given.denial_threshold,
+                )
+                allowed = report is not None
+            elif not permitted(session, decisions, page.active.caller(), "audit.unusual"):
+                allowed = False
+    except InvalidAuditArgumentError as bad:
+        errors.add(bad.field, _UNUSUAL_MESSAGES.get(bad.field, "Check this value"))
+    if not allowed:
+        return _refused(request, page)
+    if errors or report is None:
+        return render(
+            request,
+            "audit_unusual.html",
+            {**context, "errors": errors.summary(), "field_errors": errors.by_field},
+            status_code=400,
+        )
+    return render(
+        request,
+        "audit_unusual.html",
+        {
+            **context,
+            "report": report,
+            "counts": report.counts(),
+            "rules": report.rules(),
+            "seqs_shown": SEQS_SHOWN,
+        },
     )

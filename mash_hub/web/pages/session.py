@@ -23,6 +23,8 @@ from fastapi.responses import Response
 
 from mash_hub.audit.access import AUDIT_READ
 from mash_hub.authz.policy import PolicyNotPublishedError
+from mash_hub.casework.review import may_review as may_review_linkage
+from mash_hub.casework.subject_access import subject_access_masks
 from mash_hub.db.engine import Database
 from mash_hub.referrals.service import SUBMIT, TRIAGE
 from mash_hub.users.sessions import (
@@ -52,6 +54,8 @@ class PageSession:
     may_audit: bool = False
     may_submit: bool = False
     may_triage: bool = False
+    may_review: bool = False
+    may_subject_access: bool = False
 
     @property
     def principal(self) -> Principal:
@@ -124,14 +128,24 @@ def _resume(request: Request) -> PageSession | None:
                 may_audit = decisions.allows(caller, AUDIT_READ)
                 may_submit = decisions.allows(caller, SUBMIT)
                 may_triage = decisions.allows(caller, TRIAGE)
+                may_review = may_review_linkage(decisions, caller)
+                may_sar = bool(subject_access_masks(decisions, caller))
             except PolicyNotPublishedError:
-                may_search = may_audit = may_submit = may_triage = False
+                may_search = may_audit = may_submit = may_triage = may_review = may_sar = False
     if ended is not None:
         raise SignInRequiredError(ended)
     wait = request.app.state.rate_limiter.take(active.subject)
     if wait is not None:
         raise SignInRequiredError("rate_limited")
-    return PageSession(active, may_search, may_audit, may_submit, may_triage)
+    return PageSession(
+        active,
+        may_search,
+        may_audit=may_audit,
+        may_submit=may_submit,
+        may_triage=may_triage,
+        may_review=may_review,
+        may_subject_access=may_sar,
+    )
 
 
 def signed_in(request: Request) -> PageSession:
