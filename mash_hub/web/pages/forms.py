@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from mash_hub.casework.view import (
     JUSTIFICATION_MAX,
     JUSTIFICATION_MIN,
+    JUSTIFICATION_MIN_LETTERS,
+    JUSTIFICATION_MIN_WORDS,
     PURPOSE_TEXT_MAX,
     PURPOSE_TEXT_MIN,
     REASON_CODES,
@@ -20,6 +22,13 @@ from mash_hub.casework.view import (
 )
 
 REFERRAL_CHOICE = "referral"
+# The purpose page's radios name a referral about the person: ``referral:<reference>``.
+REFERRAL_PREFIX = "referral:"
+# The break-glass rule as people read it, from the constants check_justification applies.
+JUSTIFICATION_RULE = (
+    f"{JUSTIFICATION_MIN:,} to {JUSTIFICATION_MAX:,} characters, with at least "
+    f"{JUSTIFICATION_MIN_WORDS} words ({JUSTIFICATION_MIN_LETTERS} letters in all)"
+)
 
 
 @dataclass
@@ -45,6 +54,8 @@ def read_purpose(form: dict[str, str], errors: FormErrors) -> Purpose | None:
     choice = form.get("purpose", "")
     text = form.get("purpose_text", "").strip() or None
     reference = form.get("referral_reference", "").strip() or None
+    if choice.startswith(REFERRAL_PREFIX):  # a referral picked from the purpose page's list
+        choice, reference = REFERRAL_CHOICE, choice.removeprefix(REFERRAL_PREFIX) or None
     if choice != REFERRAL_CHOICE and choice not in REASON_CODES:
         errors.add("purpose", "Select why you need to see this information")
         return None
@@ -77,12 +88,10 @@ def read_break_glass(form: dict[str, str], errors: FormErrors) -> BreakGlass | N
     """Break-glass when its box is ticked: the justification is then required."""
     if form.get("break_glass") != "yes":
         return None
-    justification = form.get("justification", "").strip()
-    if not JUSTIFICATION_MIN <= len(justification) <= JUSTIFICATION_MAX:
+    try:
+        return BreakGlass(form.get("justification", "").strip())
+    except InvalidPurposeError:
         errors.add(
-            "justification",
-            f"Give a justification of {JUSTIFICATION_MIN} to {JUSTIFICATION_MAX} characters "
-            "for break-glass access",
+            "justification", f"Explain the emergency for break-glass access in {JUSTIFICATION_RULE}"
         )
         return None
-    return BreakGlass(justification)
