@@ -1,6 +1,7 @@
-"""OIDC sign-in for the pages against a real provider (``oidc-provider-mock``) on a loopback
-port: the browser's steps go through the hub's app and the provider over HTTP, and the hub
-calls the provider's discovery, token and JWKS endpoints over HTTP too.
+"""OIDC sign-in for the pages against a real provider (``oidc-provider-mock``, made to check
+PKCE as a real provider does) on a loopback port: the browser's steps go through the hub's
+app and the provider over HTTP, and the hub calls the provider's discovery, token and JWKS
+endpoints over HTTP too.
 
 The provider puts a user's extra claims into the ID token after its own, so a user whose
 claims hold ``aud``, ``nonce`` or ``exp`` gets an ID token with the wrong audience, nonce or
@@ -9,16 +10,19 @@ expiry, signed by the provider's real key."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import flask
 import httpx
+import oidc_provider_mock
 import pytest
+import werkzeug.serving
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from oidc_provider_mock import run_server_in_thread
 from sqlalchemy import select
 
 from mash_hub.audit.models import AuditEntry
@@ -35,10 +39,44 @@ CLIENT_ID = "mash-hub-pages"
 PROVIDER = "Test Council account"
 
 
+def enforce_pkce(provider_app: flask.Flask) -> None:
+    """Make the provider check PKCE as a real one does (the mock ignores ``code_verifier``):
+    a code is only exchanged with the verifier whose S256 challenge it was issued for."""
+    challenges: dict[str, str] = {}
+
+    @provider_app.after_request
+    def remember(response: flask.Response) -> flask.Response:
+        request = flask.request
+        if request.path == "/oauth2/authorize" and response.status_code == 302:
+            code = parse_qs(urlsplit(response.headers["Location"]).query).get("code")
+            if code:
+                challenges[code[0]] = request.args.get("code_challenge", "")
+        return response
+
+    @provider_app.before_request
+    def check() -> Any:
+        request = flask.request
+        if request.path == "/oauth2/token":
+            challenge = challenges.get(request.form.get("code", ""))
+            verifier = request.form.get("code_verifier", "")
+            if challenge is not None and create_s256_code_challenge(verifier) != challenge:
+                return {"error": "invalid_grant", "error_description": "PKCE"}, 400
+        return None
+
+
 @pytest.fixture(scope="module")
 def provider() -> Iterator[str]:
-    with run_server_in_thread(require_nonce=True) as server:
+    provider_app = oidc_provider_mock.app(require_nonce=True)
+    enforce_pkce(provider_app)
+    server = werkzeug.serving.make_server("localhost", 0, provider_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
         yield f"http://localhost:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        server.server_close()
 
 
 class OidcHub(PagesHub):
@@ -200,6 +238,20 @@ def test_a_replayed_code_is_refused_by_the_provider_and_audited(hub: OidcHub) ->
     refused(hub.client.get(path, params={"state": state, "code": old_code}))
     assert hub.oidc_failures() == [("oidc_sign_in", "no_attempt"), ("oidc_sign_in", "code_refused")]
     assert len(hub.entries("auth.signed_in")) == 1
+
+
+def test_a_code_injected_into_another_browsers_attempt_is_refused(hub: OidcHub) -> None:
+    """A code obtained in one browser, delivered with another browser's state: the verifier
+    (PKCE) does not match the code's challenge, so the provider will not exchange it."""
+    hub.set_claims("staff-0007")
+    stolen = parse_qs(urlsplit(hub.authorize("staff-0007")).query)["code"][0]
+    hub.client.cookies.clear()  # the victim's browser
+    victims = hub.authorize("staff-0008")
+    path, _, query = victims.partition("?")
+    state = parse_qs(query)["state"][0]
+    refused(hub.client.get(path, params={"state": state, "code": stolen}))
+    assert hub.oidc_failures() == [("oidc_sign_in", "code_refused")]
+    assert hub.entries("auth.signed_in") == []
 
 
 @pytest.mark.parametrize(
