@@ -10,8 +10,9 @@ and, for ``--views`` people sampled from the linked index, fetches the purpose p
 the purpose form (``POST /people/{id}``: ``view_person`` + ``person_links``, two audit
 entries, decryption of the allowed groups, the rendered page), through the app in-process
 (Starlette's TestClient: no network, so the time is the server's plus the client's small
-share). Reports p50/p95 of each and the load average before and after. Wall-clock on a shared
-machine: noisy. Not part of the test run.
+share). Reports p50/p95 of each, of the same services called directly (both steps, no app),
+and the load average before and after. Wall-clock on a shared machine: noisy. Not part of the
+test run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from mash_hub.authz.files import PolicyTexts
+from mash_hub.authz.policy import AccessPolicy, Caller
 from mash_hub.authz.versions import publish
+from mash_hub.casework.links import person_links
+from mash_hub.casework.view import Purpose, referral_purposes, view_person
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.crypto.tokens import TokenKey
 from mash_hub.db import migrate
@@ -117,9 +121,25 @@ def person_pages(
         page_times.append(time.perf_counter() - began)
         if purpose.status_code != 200 or page.status_code != 200:
             raise SystemExit(f"answered {purpose.status_code} / {page.status_code}")
+    # The same work without the app: the services alone, one transaction each, as the pages
+    # call them (what the pages add is the session check, the rate limit and rendering).
+    caller = Caller(f"user:{user.id}", user.role, user.agency)
+    policy = AccessPolicy()
+    purpose = Purpose(code=PURPOSE_FORM["purpose"], text=PURPOSE_FORM["purpose_text"])
+    service_times: list[float] = []
+    for at, person in enumerate([*sample[:10], *sample]):  # the first ten warm up (compile)
+        began = time.perf_counter()
+        with db.transaction() as session:
+            referral_purposes(session, policy, caller, person)
+        with db.transaction() as session:
+            view_person(session, store, policy, caller, person, purpose)
+            person_links(session, policy, caller, person, purpose)
+        if at >= 10:
+            service_times.append(time.perf_counter() - began)
     return {
         "purpose_page": _percentiles(purpose_times),
         "person_page": _percentiles(page_times),
+        "services_only_both": _percentiles(service_times),
         "load_average_before": load_before,
         "load_average_after": _load(),
     }
