@@ -5,9 +5,10 @@ A provider's person is keyed by issuer and subject: their row's login name is
 them (names, e-mail addresses) is stored, and the same person always finds the same row.
 The first sign-in creates the row; a later one with another role or agency changes it.
 Either way a ``user_versions`` row keeps the new state, so the audit log names the actor as
-they were. A disabled row is refused (the provider cannot re-enable it): an administrator
-disables such a user with ``mash-hub users disable oidc-…`` as any other. Names with the
-``oidc-`` prefix are reserved for these rows (``add_user`` refuses them).
+they were; ``sign_in_oidc_user`` audits the change and starts the session. A disabled row is
+refused (the provider cannot re-enable it): an administrator disables such a user with
+``mash-hub users disable oidc-…`` as any other. Names with the ``oidc-`` prefix are reserved
+for these rows (``add_user`` refuses them).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mash_hub.audit import AuditEvent
+from mash_hub.audit import record as audit
 from mash_hub.users.models import User
 from mash_hub.users.service import OIDC_NAME_PREFIX, check_staff_role, record_version
+from mash_hub.users.sessions import ActiveSession, start_session
 
 
 class OidcUserDisabledError(Exception):
@@ -53,3 +57,33 @@ def user_for_oidc(
     session.flush()
     record_version(session, user)
     return user, "changed"
+
+
+def sign_in_oidc_user(
+    session: Session, *, issuer: str, subject: str, role: str, agency: str
+) -> ActiveSession:
+    """A new session for the person the provider vouched for: their row created or changed
+    (audited ``users.add`` / ``users.change`` as the CLI's, by the person themselves), then
+    :func:`~mash_hub.users.sessions.start_session` (``auth.signed_in``, method ``oidc``).
+    Raises :class:`OidcUserDisabledError` for a disabled row."""
+    user, change = user_for_oidc(session, issuer=issuer, subject=subject, role=role, agency=agency)
+    if change is not None:
+        audit(
+            session,
+            AuditEvent(
+                f"user:{user.id}",
+                "users.add" if change == "created" else "users.change",
+                "user",
+                str(user.id),
+                {"role": user.role, "agency": user.agency, "method": "oidc"},
+            ),
+        )
+    return start_session(
+        session,
+        user=user,
+        subject=f"user:{user.id}",
+        name=user.name,
+        role=user.role,
+        agency=user.agency,
+        method="oidc",
+    )

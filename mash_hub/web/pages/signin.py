@@ -20,20 +20,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy.orm import Session
 
 from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
 from mash_hub.db.engine import Database
-from mash_hub.users.oidc import OidcUserDisabledError, user_for_oidc
-from mash_hub.users.sessions import (
-    ActiveSession,
-    SignInRefused,
-    end_session,
-    redeem_login_link,
-    start_session,
-)
-from mash_hub.web.auth import AuthFailure, StaffClaims
+from mash_hub.users.oidc import OidcUserDisabledError, sign_in_oidc_user
+from mash_hub.users.sessions import SignInRefused, end_session, redeem_login_link
+from mash_hub.web.auth import AuthFailure
 from mash_hub.web.deps import client_ip
 from mash_hub.web.oidc_signin import ATTEMPT_LIFETIME_SECONDS, Attempt, OidcSignIn
 from mash_hub.web.pages.session import (
@@ -134,41 +127,16 @@ def oidc_callback(
     database: Database = request.app.state.database
     try:
         with database.transaction() as session:
-            active = _start_oidc_session(session, oidc.verifier.issuer, staff)
+            active = sign_in_oidc_user(
+                session, issuer=oidc.verifier.issuer, subject=staff.subject, role=staff.role,
+                agency=staff.agency,
+            )  # fmt: skip
     except OidcUserDisabledError:
         return _oidc_refused(request, "user_disabled")
     response = render(request, "signed_in.html", {})
     set_session_cookie(request, response, active.secret)
     _clear_oidc_cookie(request, response)
     return response
-
-
-def _start_oidc_session(session: Session, issuer: str, staff: StaffClaims) -> ActiveSession:
-    """The person's ``users`` row (created or changed, audited as the CLI does) and a new
-    session for it."""
-    user, change = user_for_oidc(
-        session, issuer=issuer, subject=staff.subject, role=staff.role, agency=staff.agency
-    )
-    if change is not None:
-        audit(
-            session,
-            AuditEvent(
-                f"user:{user.id}",
-                "users.add" if change == "created" else "users.change",
-                "user",
-                str(user.id),
-                {"role": user.role, "agency": user.agency, "method": "oidc"},
-            ),
-        )
-    return start_session(
-        session,
-        user=user,
-        subject=f"user:{user.id}",
-        name=user.name,
-        role=user.role,
-        agency=user.agency,
-        method="oidc",
-    )
 
 
 @router.post("/sign-in")
