@@ -27,10 +27,12 @@ from sqlalchemy import select
 
 from mash_hub.audit.models import AuditEntry
 from mash_hub.db.engine import Database
+from mash_hub.settings import Settings
 from mash_hub.users.models import User, UserVersion, WebSession
 from mash_hub.users.oidc import oidc_user_name
 from mash_hub.users.service import UserError, add_user, disable_user
-from mash_hub.web.oidc_signin import Attempt
+from mash_hub.web.auth import AuthConfigError, OidcVerifier
+from mash_hub.web.oidc_signin import Attempt, OidcSignIn
 from mash_hub.web.pages.session import COOKIE
 from mash_hub.web.pages.signin import OIDC_COOKIE
 from tests.web.test_pages import PagesHub, csrf
@@ -303,3 +305,33 @@ def test_a_disabled_user_is_refused_and_their_session_ends(hub: OidcHub) -> None
 def test_oidc_names_are_kept_for_oidc_rows(committing_database: Database) -> None:
     with committing_database.transaction() as session, pytest.raises(UserError):
         add_user(session, "oidc-0123456789abcdef01234567", "social_worker", "social_care")
+
+
+def test_a_discovery_document_naming_another_issuer_is_refused(
+    committing_database: Database, tmp_path: Path, provider: str
+) -> None:
+    # The issuer configured with a trailing slash: the provider's document names itself
+    # without one, and an issuer must match exactly (OpenID Connect Discovery, 4.3).
+    hub = OidcHub(committing_database, tmp_path, f"{provider}/")
+    start = hub.client.get("/sign-in/oidc", follow_redirects=False)
+    assert start.status_code == 401 and OIDC_COOKIE not in start.cookies
+    assert hub.oidc_failures() == [("oidc_sign_in", "wrong_issuer")]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"oidc_issuer": "http://idp.example"}, "MASH_OIDC_ISSUER must be an https"),
+        ({"oidc_scope": "profile email"}, "MASH_OIDC_SCOPE must include openid"),
+    ],
+)
+def test_oidc_sign_in_settings_that_cannot_work_are_refused(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    configured: dict[str, Any] = {
+        "oidc_issuer": "https://idp.example", "oidc_audience": "mash-hub-api",
+        "oidc_jwks_url": "https://idp.example/jwks", "oidc_client_id": CLIENT_ID,
+    }  # fmt: skip
+    settings = Settings(data_dir=tmp_path, **{**configured, **overrides})
+    with pytest.raises(AuthConfigError, match=message):
+        OidcSignIn(settings, OidcVerifier(settings))

@@ -334,3 +334,12 @@ def test_the_break_glass_hint_and_error_state_the_real_rule(
     assert glass.status_code == 400, glass.text
     assert 'href="#justification"' in glass.text and rule in glass.text
     assert hub.entries("person.view") == []
+
+
+def test_without_a_provider_the_sign_in_page_offers_links_only(hub: PagesHub) -> None:
+    page = hub.client.get("/sign-in")
+    assert page.status_code == 400
+    assert "Sign in with" not in page.text and "mash-hub users login-link" in page.text
+    assert hub.client.get("/sign-in/oidc", follow_redirects=False).status_code == 404
+    assert hub.client.get("/sign-in/oidc/callback?state=s&code=c").status_code == 404
+    assert hub.entries("auth.failed") == []
