@@ -171,6 +171,24 @@ class Settings(BaseSettings):
     oidc_agency_claim: str = Field(
         default="mash_agency", description="OIDC claim holding the agency."
     )
+    oidc_client_id: str | None = Field(
+        default=None,
+        description="The pages' client id at the OIDC provider (MASH_OIDC_ISSUER); set, the "
+        "sign-in page offers the provider's sign-in (authorization code with PKCE). ID tokens "
+        "must name it in `aud`. The role, agency and JWKS settings are the API's.",
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None,
+        description="The pages' client secret, for a confidential client; unset: a public "
+        "client (PKCE alone).",
+    )
+    oidc_provider_name: str = Field(
+        default="your organisation's account",
+        description='Shown on the sign-in page as "Sign in with <name>".',
+    )
+    oidc_scope: str = Field(
+        default="openid", description="Scopes asked for at sign-in (must include openid)."
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -214,6 +232,11 @@ class Settings(BaseSettings):
     def resolved_erasure_ledger_path(self) -> Path:
         path = self.erasure_ledger_path or self.data_dir / "erasure-ledger.jsonl"
         return path.expanduser().absolute()
+
+    @property
+    def oidc_sign_in_enabled(self) -> bool:
+        """The pages offer OIDC sign-in (issuer, audience and the pages' client id set)."""
+        return bool(self.oidc_issuer and self.oidc_audience and self.oidc_client_id)
 
     @property
     def uses_embedded_database(self) -> bool:

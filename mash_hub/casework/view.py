@@ -500,6 +500,46 @@ def referral_purpose_refusal(
     return details
 
 
+def referral_purposes(
+    session: Session, policy: AccessPolicy, caller: Caller, person_id: uuid.UUID
+) -> list[LinkedReferral]:
+    """The referrals about the person that ``caller`` may give as the purpose of viewing them
+    (the purpose page's choices), newest first; one ``person.referral_purposes`` entry.
+
+    Listed only for a caller who may view persons and whose referral mask holds the group the
+    list describes, as the person view's own list; each must pass
+    :func:`~mash_hub.referrals.linked.referral_purpose_problem` (open, or decided within 30
+    days, and naming this person), the rule :func:`view_person` applies when it is given.
+    Ids, references and codes only: nothing is decrypted."""
+    decisions = policy.for_session(session)
+    listed: list[LinkedReferral] = []
+    if decisions.may_view_persons(caller) and REFERRAL_GROUP in decisions.mask(
+        caller, REFERRAL_SOURCE
+    ):
+        now = dt.datetime.now(dt.UTC)
+        listed = [
+            referral
+            for referral in referrals_of_person(session, person_id)
+            if referral_purpose_problem(session, referral.reference, [person_id], now=now) is None
+        ]
+    audit_log.record(
+        session,
+        AuditEvent(
+            caller.user_id,
+            "person.referral_purposes",
+            "person",
+            str(person_id),
+            {
+                "role": caller.role,
+                "agency": caller.agency,
+                "policy_version": decisions.version,
+                "referrals": [str(r.id) for r in listed],
+            },
+        ),
+    )
+    return listed
+
+
 def _current_records(session: Session, person_id: uuid.UUID) -> dict[str, list[uuid.UUID]]:
     rows = session.execute(
         select(SourceRecord.id, SourceRecord.source_agency)

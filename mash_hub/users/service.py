@@ -26,6 +26,7 @@ STAFF_ROLES: tuple[str, ...] = tuple(role for role in ROLES if role != PARTNER_R
 PARTNER_AGENCIES: tuple[str, ...] = tuple(a for a in AGENCIES if a not in SOURCES)
 USER_ROLES: tuple[str, ...] = (*STAFF_ROLES, PARTNER_ROLE)
 API_KEY_PREFIX = "mash_pk_"
+OIDC_NAME_PREFIX = "oidc-"  # reserved for users signing in through OIDC (users/oidc.py)
 MAX_TOKEN_MINUTES = 480  # one working shift
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 _API_KEY_RE = re.compile(r"^mash_pk_([0-9a-f]{32})_([A-Za-z0-9_-]{20,200})$")
@@ -61,7 +62,7 @@ def add_user(session: Session, name: str, role: str, agency: str) -> User:
     user = User(id=uuid.uuid4(), name=name, role=role, agency=agency, disabled=False)
     session.add(user)
     session.flush()
-    _record_version(session, user)
+    record_version(session, user)
     return user
 
 
@@ -71,9 +72,11 @@ def _check_name(name: str) -> None:
             "a user name is 1-100 characters: letters, digits and . _ @ - "
             "(starting with a letter or digit)"
         )
+    if name.lower().startswith(OIDC_NAME_PREFIX):
+        raise UserError(f"names starting {OIDC_NAME_PREFIX!r} are kept for OIDC sign-in")
 
 
-def _record_version(session: Session, user: User) -> None:
+def record_version(session: Session, user: User) -> None:
     """Keep the user's new state in ``user_versions``, so past audit entries keep naming
     the actor as they were when they acted. ``valid_from`` is the transaction's time, as is
     the ``occurred_at`` of the audit entry written with the change."""
@@ -116,7 +119,7 @@ def change_user(
     user.role = role or user.role
     user.agency = agency or user.agency
     session.flush()
-    _record_version(session, user)
+    record_version(session, user)
     return user
 
 
@@ -136,7 +139,7 @@ def disable_user(session: Session, name: str) -> User:
     if not user.disabled:
         user.disabled = True
         session.flush()
-        _record_version(session, user)
+        record_version(session, user)
     return user
 
 

@@ -3,8 +3,8 @@
 * ``issue_login_link``: a one-time link secret for an enabled hub user, valid for 10 minutes
   (``mash-hub users login-link NAME``, ``mash-hub demo``);
 * ``redeem_login_link``: the link's secret, once, becomes a new session;
-* ``start_session``: the one way a session begins; a later OIDC sign-in calls it with the
-  provider's subject, role and agency (``user=None``, ``method="oidc"``);
+* ``start_session``: the one way a session begins; link sign-in and OIDC sign-in
+  (``web/pages/signin.py``, with the row from :mod:`mash_hub.users.oidc`) both call it;
 * ``resume_session``: each request's check: ends the session (and says why) when it was
   signed out, idle for 15 minutes, older than 8 hours, or its user was disabled; else it
   refreshes role and agency from the user's row and the idle clock;

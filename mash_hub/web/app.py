@@ -25,6 +25,7 @@ from mash_hub.web.auth import Authenticator
 from mash_hub.web.errors import PROBLEM_JSON, install_error_handlers
 from mash_hub.web.metrics import MetricsMiddleware
 from mash_hub.web.middleware import RETRY_AFTER_SECONDS, ApiMiddleware
+from mash_hub.web.oidc_signin import OidcSignIn
 from mash_hub.web.pages import install_pages
 from mash_hub.web.ratelimit import RateLimiter
 
@@ -42,7 +43,13 @@ def create_app(
         redoc_url=None,
     )
     app.state.database = database
-    app.state.authenticator = Authenticator(cfg, token_key)
+    authenticator = Authenticator(cfg, token_key)
+    app.state.authenticator = authenticator
+    app.state.oidc_sign_in = (
+        OidcSignIn(cfg, authenticator.oidc)
+        if cfg.oidc_sign_in_enabled and authenticator.oidc is not None
+        else None
+    )
     app.state.rate_limiter = RateLimiter(database, "api", cfg.rate_limit_per_minute)
     app.state.failure_limiter = RateLimiter(database, "auth_failures", cfg.auth_failures_per_minute)
     app.state.metrics_token = (

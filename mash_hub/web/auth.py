@@ -99,6 +99,15 @@ def _jwt_reason(exc: jwt.InvalidTokenError) -> str:
     return next((code for kind, code in _JWT_REASONS if isinstance(exc, kind)), "invalid_token")
 
 
+@dataclass(frozen=True)
+class StaffClaims:
+    """Who a provider says a member of staff is: its subject, their role and agency."""
+
+    subject: str
+    role: str
+    agency: str
+
+
 class OidcVerifier:
     """Verifies access tokens of one OIDC provider against its JWKS."""
 
@@ -147,7 +156,13 @@ class OidcVerifier:
         if self._client is not None:
             try:
                 with self._lock:
-                    return self._client.get_signing_key_from_jwt(token)
+                    if kid is not None:
+                        return self._client.get_signing_key_from_jwt(token)
+                    # No kid (some providers' ID tokens): only a JWKS of one key will do.
+                    keys = self._client.get_signing_keys()
+                if len(keys) == 1:
+                    return keys[0]
+                raise AuthFailure("unknown_key", "oidc_token")
             except jwt.PyJWKClientConnectionError:
                 raise AuthFailure("jwks_unavailable", "oidc_token") from None
             except (jwt.PyJWKClientError, jwt.DecodeError):
@@ -162,7 +177,16 @@ class OidcVerifier:
                 return key
         raise AuthFailure("unknown_key", "oidc_token")
 
-    def verify(self, token: str, header: Mapping[str, Any]) -> Principal:
+    def decode(
+        self,
+        token: str,
+        header: Mapping[str, Any],
+        *,
+        audience: str | None = None,
+        required: tuple[str, ...] = ("exp", "iss", "aud", "sub"),
+    ) -> dict[str, Any]:
+        """The token's claims once its signature (JWKS), issuer, audience (the API's, or the
+        pages' client id for an ID token) and expiry are checked; else :class:`AuthFailure`."""
         algorithm = header.get("alg")
         if algorithm not in OIDC_ALGORITHMS:
             raise AuthFailure("unsupported_algorithm", "oidc_token")
@@ -176,13 +200,18 @@ class OidcVerifier:
                 token,
                 key.key,
                 algorithms=[algorithm],
-                audience=self.audience,
+                audience=audience or self.audience,
                 issuer=self.issuer,
                 leeway=OIDC_LEEWAY_SECONDS,
-                options={"require": ["exp", "iss", "aud", "sub"]},
+                options={"require": list(required)},
             )
         except jwt.InvalidTokenError as exc:
             raise AuthFailure(_jwt_reason(exc), "oidc_token") from None
+        return claims
+
+    def staff_claims(self, claims: Mapping[str, Any]) -> StaffClaims:
+        """The one mapping of provider claims to a member of staff (API tokens and page
+        sign-in alike): the subject, and a staff role and agency from the vocabulary."""
         role, agency, subject = (
             claims.get(self.role_claim),
             claims.get(self.agency_claim),
@@ -192,7 +221,11 @@ class OidcVerifier:
             raise AuthFailure("missing_claim", "oidc_token")
         if role not in STAFF_ROLES or agency not in AGENCIES:
             raise AuthFailure("unmapped_role", "oidc_token")
-        return Principal(f"oidc:{subject}", "staff", str(role), str(agency), "oidc")
+        return StaffClaims(subject, str(role), str(agency))
+
+    def verify(self, token: str, header: Mapping[str, Any]) -> Principal:
+        staff = self.staff_claims(self.decode(token, header))
+        return Principal(f"oidc:{staff.subject}", "staff", staff.role, staff.agency, "oidc")
 
 
 class Authenticator:

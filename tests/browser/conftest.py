@@ -132,19 +132,29 @@ def _robert(database: Database, store: PersonStore) -> uuid.UUID:
 
 
 @pytest.fixture
-def live_hub(committing_database: Database, tmp_path: Path) -> Iterator[LiveHub]:
+def hub_settings() -> dict[str, Any]:
+    """Settings the served hub gets besides its data dir (a test module may override this)."""
+    return {}
+
+
+@pytest.fixture
+def live_hub(
+    committing_database: Database, tmp_path: Path, hub_settings: dict[str, Any]
+) -> Iterator[LiveHub]:
     """The hub's app served by uvicorn in a thread on a free loopback port."""
     store = PersonStore.from_provider(LocalKeyringProvider.create(tmp_path / "keyring.json"))
     with committing_database.transaction() as session:
         publish(session, BASELINE, actor="test:publisher")
     person = _robert(committing_database, store)
+    port = free_port()
     app = create_app(
         committing_database,
-        settings=Settings(data_dir=tmp_path / "hub"),
+        settings=Settings(
+            data_dir=tmp_path / "hub", public_url=f"http://127.0.0.1:{port}", **hub_settings
+        ),
         token_key=TokenKey(b"k" * 32),
     )
     app.state.person_store = store
-    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

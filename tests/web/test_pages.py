@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from mash_hub.audit.models import AuditEntry
 from mash_hub.db.engine import Database
 from mash_hub.persons.store import QUALITY
+from mash_hub.referrals.models import Referral
 from mash_hub.users.models import LoginLink, User, WebSession
 from mash_hub.users.service import disable_user
 from mash_hub.users.sessions import issue_login_link, secret_hash
@@ -273,3 +274,91 @@ def test_an_unknown_person_and_a_refused_one_look_the_same(hub: PagesHub) -> Non
     unknown = hub.client.post(f"/people/{uuid.uuid4()}", data={**PURPOSE_FORM, "csrf_token": token})
     assert refused.status_code == unknown.status_code == 403
     assert len(hub.entries("authz.denied")) == 2
+
+
+def test_the_purpose_page_offers_the_referrals_that_fit_and_the_service_decides(
+    hub: PagesHub,
+) -> None:
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=31)
+    recently = dt.datetime.now(dt.UTC) - dt.timedelta(days=29)
+    hub.referral("R-2026-000101")
+    hub.referral("R-2026-000102", source="police", status="decided", decided_at=recently)
+    hub.referral("R-2026-000103", source="social_care", status="decided", decided_at=long_ago)
+    other = hub.another_person()
+    hub.referral("R-2026-000104", person=other)
+    token = hub.sign_in("sw", "social_worker", "social_care")
+    html = hub.client.get(f"/people/{hub.person_id}/purpose").text
+    assert 'value="referral:R-2026-000101"' in html and 'value="referral:R-2026-000102"' in html
+    assert "R-2026-000103" not in html and "R-2026-000104" not in html  # closed; someone else's
+    assert 'name="referral_reference"' not in html  # picked, not typed
+    listed = hub.entries("person.referral_purposes")
+    assert len(listed) == 1 and len(listed[0].details["referrals"]) == 2
+    assert "R-2026" not in str(listed[0].details)  # ids, not references
+
+    chosen = hub.client.post(
+        f"/people/{hub.person_id}",
+        data={"purpose": "referral:R-2026-000102", "csrf_token": token},
+    )
+    assert chosen.status_code == 200, chosen.text
+    views = hub.entries("person.view")
+    assert [v.details["purpose"] for v in views] == [{"referral": "R-2026-000102"}]
+
+    # The referral was decided long ago since the page was shown: a GOV.UK error on the
+    # purpose page, the service's refusal audited as before, and the list without it.
+    with hub.database.transaction() as session:
+        session.execute(
+            update(Referral).where(Referral.reference == "R-2026-000101")
+            .values(status="decided", decided_at=long_ago)
+        )  # fmt: skip
+    stale = hub.client.post(
+        f"/people/{hub.person_id}",
+        data={"purpose": "referral:R-2026-000101", "csrf_token": token},
+    )
+    assert stale.status_code == 403
+    assert "govuk-error-summary" in stale.text and 'href="#purpose"' in stale.text
+    assert "can no longer be given as the reason" in stale.text
+    assert 'value="referral:R-2026-000101"' not in stale.text
+    assert 'value="referral:R-2026-000102"' in stale.text
+    denied = hub.entries("authz.denied")
+    assert [d.details["reason"] for d in denied] == ["purpose_referral_invalid"]
+    assert len(hub.entries("person.view")) == 1
+
+
+def test_the_purpose_page_lists_no_referrals_to_a_role_that_may_not_see_them(
+    hub: PagesHub,
+) -> None:
+    hub.referral("R-2026-000201")
+    hub.sign_in("council1", "council_officer", "council")
+    html = hub.client.get(f"/people/{hub.person_id}/purpose").text
+    assert "R-2026-000201" not in html
+    assert "no open referral about this person" in html
+    assert hub.entries("person.referral_purposes")[0].details["referrals"] == []
+
+
+@pytest.mark.parametrize(
+    "justification",
+    ["short", "x" + " " * 38 + "y", "1234567890 1234567890 1234567890 1234567890"],
+)
+def test_the_break_glass_hint_and_error_state_the_real_rule(
+    hub: PagesHub, justification: str
+) -> None:
+    token = hub.sign_in("sw", "social_worker", "social_care")
+    rule = "30 to 1,000 characters, with at least 5 words (20 letters in all)"
+    assert rule in hub.client.get(f"/people/{hub.person_id}/purpose").text
+    glass = hub.client.post(
+        f"/people/{hub.person_id}",
+        data={**PURPOSE_FORM, "csrf_token": token, "break_glass": "yes",
+              "justification": justification},
+    )  # fmt: skip
+    assert glass.status_code == 400, glass.text
+    assert 'href="#justification"' in glass.text and rule in glass.text
+    assert hub.entries("person.view") == []
+
+
+def test_without_a_provider_the_sign_in_page_offers_links_only(hub: PagesHub) -> None:
+    page = hub.client.get("/sign-in")
+    assert page.status_code == 400
+    assert "Sign in with" not in page.text and "mash-hub users login-link" in page.text
+    assert hub.client.get("/sign-in/oidc", follow_redirects=False).status_code == 404
+    assert hub.client.get("/sign-in/oidc/callback?state=s&code=c").status_code == 404
+    assert hub.entries("auth.failed") == []

@@ -33,8 +33,10 @@ EXPLANATION = "same date of birth +13.0; same family name +8.5"
 class PersonsHub(Hub):
     """A hub with a person store, optionally the baseline policy, and a synthetic person."""
 
-    def __init__(self, database: Database, tmp_path: Path, *, published: bool = True) -> None:
-        super().__init__(database, tmp_path)
+    def __init__(
+        self, database: Database, tmp_path: Path, *, published: bool = True, **overrides: Any
+    ) -> None:
+        super().__init__(database, tmp_path, **overrides)
         self.store = PersonStore.from_provider(
             LocalKeyringProvider.create(tmp_path / "keyring.json")
         )

@@ -40,8 +40,10 @@ PLAINTEXT = ("Robert", "Kowalsk", "Bob", "2012-03-04", "LS6", "9434765919", "943
 class SearchHub(PersonsHub):
     """The person-view hub plus Robert (police and social care records) and his twin."""
 
-    def __init__(self, database: Database, tmp_path: Path, *, published: bool = True) -> None:
-        super().__init__(database, tmp_path, published=published)
+    def __init__(
+        self, database: Database, tmp_path: Path, *, published: bool = True, **overrides: Any
+    ) -> None:
+        super().__init__(database, tmp_path, published=published, **overrides)
         with database.transaction() as session:
             self.robert = self.store.new_person(session)
             self.store.add(

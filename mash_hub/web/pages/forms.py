@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from mash_hub.casework.view import (
     JUSTIFICATION_MAX,
     JUSTIFICATION_MIN,
+    JUSTIFICATION_MIN_LETTERS,
     JUSTIFICATION_MIN_WORDS,
     PURPOSE_TEXT_MAX,
     PURPOSE_TEXT_MIN,
@@ -24,6 +25,13 @@ from mash_hub.casework.view import (
 from mash_hub.referrals.service import REFERENCE
 
 REFERRAL_CHOICE = "referral"
+# The purpose page's radios name a referral about the person: ``referral:<reference>``.
+REFERRAL_PREFIX = "referral:"
+# The break-glass rule as people read it, from the constants check_justification applies.
+JUSTIFICATION_RULE = (
+    f"{JUSTIFICATION_MIN:,} to {JUSTIFICATION_MAX:,} characters, with at least "
+    f"{JUSTIFICATION_MIN_WORDS} words ({JUSTIFICATION_MIN_LETTERS} letters in all)"
+)
 
 
 @dataclass
@@ -49,6 +57,8 @@ def read_purpose(form: dict[str, str], errors: FormErrors) -> Purpose | None:
     choice = form.get("purpose", "")
     text = form.get("purpose_text", "").strip() or None
     reference = form.get("referral_reference", "").strip() or None
+    if choice.startswith(REFERRAL_PREFIX):  # a referral picked from the purpose page's list
+        choice, reference = REFERRAL_CHOICE, choice.removeprefix(REFERRAL_PREFIX) or None
     if choice != REFERRAL_CHOICE and choice not in REASON_CODES:
         errors.add("purpose", "Select why you need to see this information")
         return None
@@ -89,15 +99,14 @@ def read_break_glass(form: dict[str, str], errors: FormErrors) -> BreakGlass | N
         return BreakGlass(form.get("justification", "").strip())
     except InvalidPurposeError:
         errors.add(
-            "justification",
-            f"Give a justification of {JUSTIFICATION_MIN} to {JUSTIFICATION_MAX} characters, "
-            f"in at least {JUSTIFICATION_MIN_WORDS} words, for break-glass access",
+            "justification", f"Explain the emergency for break-glass access in {JUSTIFICATION_RULE}"
         )
         return None
 
 
 def purpose_for(reference: str | None) -> dict[str, str]:
-    """The purpose form's values for "this referral" (only a well-formed reference)."""
+    """The purpose form's values for "this referral" (only a well-formed reference): its radio
+    on the purpose page's list of the person's referrals."""
     if reference is None or not REFERENCE.match(reference):
         return {}
-    return {"purpose": REFERRAL_CHOICE, "referral_reference": reference}
+    return {"purpose": REFERRAL_PREFIX + reference}

@@ -2,7 +2,9 @@
 
 They call the services the API calls, in one unit of work per request:
 :func:`~mash_hub.casework.search.search_persons` (one ``person.search`` entry),
-:func:`~mash_hub.casework.view.view_person` (one ``person.view`` entry; masks per source) and
+:func:`~mash_hub.casework.view.view_person` (one ``person.view`` entry; masks per source),
+:func:`~mash_hub.casework.view.referral_purposes` (the purpose page's referrals; one
+``person.referral_purposes`` entry) and
 :func:`~mash_hub.casework.links.person_links` (one ``person.links.view`` entry). No policy,
 audit or masking decision is made here: a withheld group is one the service withheld.
 
@@ -28,8 +30,22 @@ from mash_hub.casework.search import (
     search_persons,
     standardise_query,
 )
-from mash_hub.casework.view import REASON_CODES, AccessDeniedError, PersonView, view_person
-from mash_hub.web.pages.forms import FormErrors, purpose_for, read_break_glass, read_purpose
+from mash_hub.casework.view import (
+    PURPOSE_REFERRAL_INVALID,
+    REASON_CODES,
+    AccessDeniedError,
+    PersonView,
+    referral_purposes,
+    view_person,
+)
+from mash_hub.referrals.linked import PURPOSE_WINDOW
+from mash_hub.web.pages.forms import (
+    JUSTIFICATION_RULE,
+    FormErrors,
+    purpose_for,
+    read_break_glass,
+    read_purpose,
+)
 from mash_hub.web.pages.session import FormData, PageSession, SignedIn, check_csrf
 from mash_hub.web.pages.templating import render
 from mash_hub.web.persons import services
@@ -156,13 +172,42 @@ def search(request: Request, page: SignedIn, form: FormData) -> Response:
 # -- purpose of access and the person page ----------------------------------------------------
 
 
-def _may_break_glass(request: Request, page: PageSession) -> bool:
+_REFERRAL_NO_LONGER_FITS = (
+    "The referral you chose can no longer be given as the reason: it was decided more than "
+    f"{PURPOSE_WINDOW.days} days ago, or it no longer names this person. Choose another reason"
+)
+
+
+def _purpose_page(
+    request: Request,
+    page: PageSession,
+    person_id: uuid.UUID,
+    form: dict[str, str],
+    *,
+    errors: FormErrors | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The purpose page: reason codes, the referrals about the person the caller may give
+    (:func:`~mash_hub.casework.view.referral_purposes`), and break-glass when allowed."""
     database, _, policy = services(request)
+    caller = page.active.caller()
     with database.transaction() as session:
         try:
-            return policy.for_session(session).may_break_glass(page.active.caller())
+            may_break_glass = policy.for_session(session).may_break_glass(caller)
+            referrals = referral_purposes(session, policy, caller, person_id)
         except PolicyNotPublishedError:
-            return False
+            may_break_glass, referrals = False, []
+    context: dict[str, Any] = {
+        **_common(page),
+        "person_id": person_id,
+        "form": form,
+        "may_break_glass": may_break_glass,
+        "referrals": referrals,
+        "justification_rule": JUSTIFICATION_RULE,
+    }
+    if errors:
+        context |= {"errors": errors.summary(), "field_errors": errors.by_field}
+    return render(request, "purpose.html", context, status_code=status_code)
 
 
 @router.get("/people/{person_id}/purpose")
@@ -170,16 +215,7 @@ def purpose_form(
     request: Request, person_id: uuid.UUID, page: SignedIn, referral: str | None = None
 ) -> Response:
     """The purpose form; from a referral's page (``?referral=REF``), "this referral" chosen."""
-    return render(
-        request,
-        "purpose.html",
-        {
-            **_common(page),
-            "person_id": person_id,
-            "form": purpose_for(referral),
-            "may_break_glass": _may_break_glass(request, page),
-        },
-    )
+    return _purpose_page(request, page, person_id, purpose_for(referral))
 
 
 @router.post("/people/{person_id}")
@@ -189,31 +225,24 @@ def person_page(request: Request, person_id: uuid.UUID, page: SignedIn, form: Fo
     purpose = read_purpose(form, errors)
     glass = read_break_glass(form, errors)
     if errors or purpose is None:
-        return render(
-            request,
-            "purpose.html",
-            {
-                **_common(page),
-                "person_id": person_id,
-                "form": form,
-                "may_break_glass": _may_break_glass(request, page),
-                "errors": errors.summary(),
-                "field_errors": errors.by_field,
-            },
-            status_code=400,
-        )
+        return _purpose_page(request, page, person_id, form, errors=errors, status_code=400)
     database, store, policy = services(request)
     caller = page.active.caller()
     view: PersonView | None = None
     links: PersonLinks | None = None
+    stale_referral = False
     with database.transaction() as session:
         try:
             view = view_person(session, store, policy, caller, person_id, purpose, glass)
             links = person_links(session, policy, caller, person_id, purpose)
         except PolicyNotPublishedError:
             view = None
-        except AccessDeniedError:
+        except AccessDeniedError as denied:
             view = None  # the refusal's audit entry commits with the transaction
+            stale_referral = denied.reason == PURPOSE_REFERRAL_INVALID
+    if stale_referral:
+        errors.add("purpose", _REFERRAL_NO_LONGER_FITS)
+        return _purpose_page(request, page, person_id, form, errors=errors, status_code=403)
     if view is None or links is None:
         return _unavailable(
             request,

@@ -91,6 +91,12 @@ class FormRefusedError(Exception):
     """A POST without a valid CSRF token, or from another site (answered 403)."""
 
 
+def oidc_provider_name(request: Request) -> str | None:
+    """The provider's name when the pages offer OIDC sign-in, else None."""
+    oidc = request.app.state.oidc_sign_in
+    return None if oidc is None else str(oidc.provider_name)
+
+
 def set_session_cookie(request: Request, response: Response, secret: str) -> None:
     response.set_cookie(
         COOKIE,
@@ -213,13 +219,10 @@ def install_handlers(app: FastAPI) -> None:
         lines = [_ENDED_MESSAGES.get(exc.reason or "", "You need to sign in to use this page.")]
         if exc.reason == "rate_limited":
             lines = ["Too many requests. Wait a minute and try again."]
-        lines.append(
-            "Ask an administrator for a sign-in link (mash-hub users login-link YOUR-NAME)."
-        )
         response = render(
             request,
-            "error.html",
-            {"heading": "Sign in to MASH Hub", "lines": lines},
+            "sign_in_start.html",
+            {"lines": lines, "oidc_provider": oidc_provider_name(request)},
             status_code=429 if exc.reason == "rate_limited" else 401,
         )
         if exc.reason != "rate_limited":
