@@ -133,7 +133,7 @@ def test_a_school_refers_the_mash_triages_and_the_school_reads_the_feedback(
         check(mash, "referral-13-rated")
 
         mash.get_by_role("link", name=re.compile("View person")).first.click()
-        expect(mash.locator("#referral_reference")).to_have_value(reference)
+        expect(mash.get_by_label(f"Referral {reference}")).to_be_checked()
         check(mash, "referral-14-purpose")
         mash.get_by_role("button", name="Show records").click()
         expect(mash.get_by_role("heading", name="Person's records")).to_be_visible()

@@ -329,8 +329,8 @@ def test_an_officer_triages_through_the_pages_as_through_the_api(
     assert match, "no link to the subject's person page"
     purpose = officer.get(match.group(0).removeprefix('href="'))
     assert purpose.status_code == 200
-    assert f'value="{reference}"' in purpose.text
-    assert re.search(r'value="referral" checked', purpose.text)
+    # "This referral" is chosen in the purpose page's list of the person's referrals.
+    assert re.search(f'value="referral:{reference}" checked', purpose.text)
 
     missing = officer.post(f"/triage/{reference}/rag", {})
     assert missing.status_code == 400 and "Select RAG rating" in summary(missing.text)
