@@ -43,7 +43,12 @@ def test_publish_records_a_version_and_audits_it(session: Session) -> None:
     assert (second.version, second.previous_version) == (2, 1)
     row = current_version(session)
     assert row is not None and row.published_by == "cli:bob" and row.sha256 == NARROWER.sha256
-    audits = session.query(AuditEntry).filter(AuditEntry.action == "policy.publish").all()
+    audits = (
+        session.query(AuditEntry)
+        .filter(AuditEntry.action == "policy.publish")
+        .order_by(AuditEntry.seq)
+        .all()
+    )
     assert [a.details["version"] for a in audits] == [1, 2]
     assert audits[0].details["sha256"] == BASELINE.sha256
 
