@@ -79,7 +79,7 @@ class QueueItem:
     primary_need: str
     consent: str
     # The information requests to agencies and their status (codes only).
-    requests: tuple[RequestSummary, ...] = ()
+    information_requests: tuple[RequestSummary, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def item_of(
         source=referral.source_code,
         primary_need=referral.primary_need,
         consent=referral.consent,
-        requests=requests,
+        information_requests=requests,
     )
 
 

@@ -184,7 +184,7 @@ def test_answers_encrypted_late_allowed_and_once_only(
     late = NOW + dt.timedelta(hours=3)  # red: due two hours after the rating
     queue = triage.queue(session, decisions, OFFICER, now=late)
     (item,) = queue.items
-    assert [(s.agency, s.status) for s in item.requests] == [
+    assert [(s.agency, s.status) for s in item.information_requests] == [
         ("police", "answered"),
         ("social_care", "overdue"),
     ]
