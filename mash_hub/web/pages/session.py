@@ -24,6 +24,7 @@ from fastapi.responses import Response
 from mash_hub.audit.access import AUDIT_READ
 from mash_hub.authz.policy import PolicyNotPublishedError
 from mash_hub.db.engine import Database
+from mash_hub.referrals.requests import RESPOND
 from mash_hub.referrals.service import SUBMIT, TRIAGE
 from mash_hub.users.sessions import (
     ActiveSession,
@@ -52,6 +53,7 @@ class PageSession:
     may_audit: bool = False
     may_submit: bool = False
     may_triage: bool = False
+    may_answer: bool = False  # information requests addressed to the caller's agency
 
     @property
     def principal(self) -> Principal:
@@ -124,14 +126,15 @@ def _resume(request: Request) -> PageSession | None:
                 may_audit = decisions.allows(caller, AUDIT_READ)
                 may_submit = decisions.allows(caller, SUBMIT)
                 may_triage = decisions.allows(caller, TRIAGE)
+                may_answer = decisions.allows(caller, RESPOND)
             except PolicyNotPublishedError:
-                may_search = may_audit = may_submit = may_triage = False
+                may_search = may_audit = may_submit = may_triage = may_answer = False
     if ended is not None:
         raise SignInRequiredError(ended)
     wait = request.app.state.rate_limiter.take(active.subject)
     if wait is not None:
         raise SignInRequiredError("rate_limited")
-    return PageSession(active, may_search, may_audit, may_submit, may_triage)
+    return PageSession(active, may_search, may_audit, may_submit, may_triage, may_answer)
 
 
 def signed_in(request: Request) -> PageSession:
