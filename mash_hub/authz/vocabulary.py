@@ -62,6 +62,9 @@ RESOURCE_ACTIONS: dict[str, str] = {
     "referral_status": "referral",
     # The MASH triage queue: RAG ratings, decisions and feedback on every referral.
     "referral_triage": "referral",
+    # Answering the MASH's information requests addressed to the caller's own agency
+    # (mash_hub.referrals.requests): what that agency holds about a referral's subjects.
+    "information_respond": "referral",
     "users_manage": "users",
     "clients_manage": "clients",
     "keys_manage": "keys",

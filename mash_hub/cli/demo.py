@@ -65,9 +65,10 @@ PARTNER_AGENCY = "education"  # a school submitting referrals
 
 ROLE_USE: dict[str, str] = {
     "mash_officer": "search people, view linked records, triage referrals, review links",
-    "police_officer": "search people; police details only",
-    "social_worker": "search people; social-care and council details, police warning markers",
-    "council_officer": "search people; council details only",
+    "police_officer": "search people; police details only; answer the MASH's information requests",
+    "social_worker": "search people; social-care and council details, police warning markers; "
+    "answer information requests",
+    "council_officer": "search people; council details only; answer information requests",
     "auditor": "query, export and verify the audit log; no personal data",
     "admin": "users, API clients, keys and policy; no personal data",
     "information_governance": "subject-access exports (GET /persons/{id}/subject-access)",

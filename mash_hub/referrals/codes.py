@@ -143,3 +143,24 @@ RECEIVED = "received"  # in the queue, not yet RAG-rated
 IN_TRIAGE = "in_triage"  # RAG-rated, information being gathered
 DECIDED = "decided"
 STATUSES: tuple[str, ...] = (RECEIVED, IN_TRIAGE, DECIDED)
+
+# Information requests (mash_hub.referrals.requests): the partner agencies the MASH asks (the
+# staff agencies of the access policy's vocabulary), and what an agency may answer.
+REQUEST_AGENCIES: Mapping[str, str] = {
+    "police": "Police",
+    "council": "Council",
+    "social_care": "Social care",
+    "health": "Health",
+    "education": "Education",
+}
+INFORMATION = "information"
+NOTHING_HELD = "nothing_held"
+ANSWER_OUTCOMES: Mapping[str, str] = {
+    INFORMATION: "We hold information (given below)",
+    NOTHING_HELD: "Nothing held",
+}
+# A request's status as the MASH and the agency see it.
+REQUEST_OPEN = "open"
+REQUEST_OVERDUE = "overdue"
+REQUEST_ANSWERED = "answered"
+REQUEST_CLOSED = "closed"  # the referral was decided before the agency answered

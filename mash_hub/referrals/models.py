@@ -7,6 +7,9 @@
 * ``referral_subjects``: which source record (in the encrypted person store, source
   ``referral``) holds each subject; the person index links those records to persons;
 * ``referral_feedback``: feedback to the referrer, encrypted under the referral's data key;
+* ``information_requests``: the MASH's request to one partner agency for what it holds about a
+  referral's subjects, and the agency's answer (or "nothing held"); the question and the
+  answer are ciphertexts under the referral's data key, everything else is codes and times;
 * ``referral_idempotency_keys``: a client's ``Idempotency-Key`` (keyed hash only), the keyed
   hash of the request it came with and the response to replay, kept for 24 hours.
 """
@@ -113,3 +116,29 @@ class ReferralIdempotencyKey(Base):
     response: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class InformationRequest(Base):
+    __tablename__ = "information_requests"
+    __table_args__ = (
+        CheckConstraint(
+            "outcome IS NULL OR outcome IN ('information', 'nothing_held')", name="outcome"
+        ),
+        CheckConstraint("(answered_at IS NULL) = (outcome IS NULL)", name="answered"),
+        Index("ix_information_requests_agency_answered_at", "agency", "answered_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    referral_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("referrals.id", ondelete="RESTRICT"), index=True
+    )
+    agency: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    question: Mapped[bytes] = mapped_column(LargeBinary)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    answered_by: Mapped[str | None] = mapped_column(String(200))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    # Whether the answer came after the information deadline in force when it was given.
+    answered_late: Mapped[bool | None] = mapped_column(Boolean)
+    answer: Mapped[bytes | None] = mapped_column(LargeBinary)

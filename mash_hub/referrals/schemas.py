@@ -18,14 +18,17 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from mash_hub.feeds import standardise as std
 from mash_hub.referrals.codes import (
+    ANSWER_OUTCOMES,
     CONSENT_NEEDS_REASON,
     CONSENT_STATES,
     DECISION_REASONS,
     DECISIONS,
     FACTORS,
     NO_FACTORS,
+    NOTHING_HELD,
     PRIMARY_NEEDS,
     RAG_HOURS,
+    REQUEST_AGENCIES,
     SOURCES_OF_REFERRAL,
     SUBJECT_ROLES,
     SUBJECTS_OF_CONCERN,
@@ -35,6 +38,8 @@ MAX_SUBJECTS = 12
 CONCERNS_MIN, CONCERNS_MAX = 20, 10_000
 REASON_MIN, REASON_MAX = 10, 2_000
 FEEDBACK_MIN, FEEDBACK_MAX = 10, 4_000
+QUESTION_MIN, QUESTION_MAX = 10, 4_000
+ANSWER_MIN, ANSWER_MAX = 10, 10_000
 EARLIEST_BIRTH = dt.date(1900, 1, 1)
 
 
@@ -108,6 +113,8 @@ ConsentReason = Annotated[str, _length(1, REASON_MAX)]
 Concerns = Annotated[str, _length(CONCERNS_MIN, CONCERNS_MAX)]
 ReasonText = Annotated[str, _length(REASON_MIN, REASON_MAX)]
 FeedbackText = Annotated[str, _length(FEEDBACK_MIN, FEEDBACK_MAX)]
+QuestionText = Annotated[str, _length(QUESTION_MIN, QUESTION_MAX)]
+AnswerText = Annotated[str, _length(ANSWER_MIN, ANSWER_MAX)]
 
 SubjectRole = Annotated[str, _one_of(SUBJECT_ROLES, "subject role"), _enum(SUBJECT_ROLES)]
 SourceOfReferral = Annotated[
@@ -118,6 +125,8 @@ Factor = Annotated[str, _one_of(FACTORS, "factor"), _enum(FACTORS)]
 ConsentState = Annotated[str, _one_of(CONSENT_STATES, "consent state"), _enum(CONSENT_STATES)]
 Rag = Annotated[str, _one_of(RAG_HOURS, "RAG rating"), _enum(RAG_HOURS)]
 Decision = Annotated[str, _one_of(DECISIONS, "decision"), _enum(DECISIONS)]
+Agency = Annotated[str, _one_of(REQUEST_AGENCIES, "agency"), _enum(REQUEST_AGENCIES)]
+AnswerOutcome = Annotated[str, _one_of(ANSWER_OUTCOMES, "outcome"), _enum(ANSWER_OUTCOMES)]
 DecisionReason = Annotated[
     str, _one_of(DECISION_REASONS, "decision reason"), _enum(DECISION_REASONS)
 ]
@@ -235,6 +244,20 @@ class FeedbackIn(_Strict):
     )
 
 
+class InformationRequestIn(_Strict):
+    agency: Agency = Field(description="The partner agency asked.")
+    question: QuestionText = Field(
+        description="What the MASH needs to know, naming the subjects (stored encrypted)."
+    )
+
+
+class InformationAnswerIn(_Strict):
+    outcome: AnswerOutcome = Field(description="information (with text) or nothing_held (no text).")
+    text: AnswerText | None = Field(
+        default=None, description="What the agency holds (stored encrypted)."
+    )
+
+
 @dataclass(frozen=True)
 class Fault:
     """One field-level problem: where (within the body), a fixed message, and its kind."""
@@ -278,4 +301,13 @@ def cross_field_faults(referral: ReferralIn) -> list[Fault]:
 def decision_faults(decision: DecisionIn) -> list[Fault]:
     if len(set(decision.reasons)) != len(decision.reasons):
         return [Fault(("reasons",), "each reason at most once", "value_error")]
+    return []
+
+
+def answer_faults(answer: InformationAnswerIn) -> list[Fault]:
+    """Information needs its text; "nothing held" has none."""
+    if answer.outcome == NOTHING_HELD and answer.text is not None:
+        return [Fault(("text",), "leave empty when nothing is held", "value_error")]
+    if answer.outcome != NOTHING_HELD and answer.text is None:
+        return [Fault(("text",), "give the information the agency holds", "missing")]
     return []

@@ -33,6 +33,7 @@ from mash_hub.persons.store import PersonStore
 from mash_hub.referrals.codes import DECIDED, IN_TRIAGE, SUBJECTS_OF_CONCERN
 from mash_hub.referrals.deadlines import information_due
 from mash_hub.referrals.models import Referral, ReferralFeedback, ReferralSubject
+from mash_hub.referrals.requests import RequestSummary, summaries
 from mash_hub.referrals.schemas import DecisionIn
 from mash_hub.referrals.service import (
     DECISION_COLUMN,
@@ -77,6 +78,8 @@ class QueueItem:
     source: str
     primary_need: str
     consent: str
+    # The information requests to agencies and their status (codes only).
+    information_requests: tuple[RequestSummary, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,9 @@ def _next_due(referral: Referral) -> dt.datetime | None:
     return due
 
 
-def item_of(referral: Referral, now: dt.datetime) -> QueueItem:
+def item_of(
+    referral: Referral, now: dt.datetime, requests: tuple[RequestSummary, ...] = ()
+) -> QueueItem:
     next_due = _next_due(referral)
     return QueueItem(
         id=referral.id,
@@ -167,7 +172,12 @@ def item_of(referral: Referral, now: dt.datetime) -> QueueItem:
         source=referral.source_code,
         primary_need=referral.primary_need,
         consent=referral.consent,
+        information_requests=requests,
     )
+
+
+def _item_with_requests(session: Session, referral: Referral, now: dt.datetime) -> QueueItem:
+    return item_of(referral, now, summaries(session, [referral], now).get(referral.id, ()))
 
 
 def queue(
@@ -208,7 +218,8 @@ def queue(
     elif status == "decided":
         query = query.where(Referral.status == DECIDED)
     rows = list(session.scalars(query.limit(limit)))
-    items = [item_of(row, now) for row in rows]
+    asked = summaries(session, rows, now)
+    items = [item_of(row, now, asked.get(row.id, ())) for row in rows]
     seq = audit_log.record(
         session,
         AuditEvent(
@@ -319,7 +330,7 @@ def view(
     referrer = sealed.get("referrer")
     consent_reason = sealed.get("consent_reason")
     return TriageView(
-        item=item_of(referral, now),
+        item=_item_with_requests(session, referral, now),
         submitter_role=referral.submitter_role,
         submitter_agency=referral.submitter_agency,
         factors=list(referral.factors),
@@ -390,7 +401,7 @@ def set_rag(
             },
         ),
     )
-    return item_of(referral, now)
+    return _item_with_requests(session, referral, now)
 
 
 def decide(
@@ -441,7 +452,7 @@ def decide(
             },
         ),
     )
-    return item_of(referral, now)
+    return _item_with_requests(session, referral, now)
 
 
 def add_feedback(

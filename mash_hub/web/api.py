@@ -70,6 +70,7 @@ router.include_router(persons.router)
 router.include_router(subject_access.router)  # /persons/{id}/subject-access: no clash
 router.include_router(audit_api.router)
 router.include_router(referrals_api.router)
+router.include_router(referrals_api.information_router)
 router.include_router(review_api.router)
 router.include_router(quality_api.router)
 

@@ -9,9 +9,14 @@
   principal that submitted it only; any other reference (unknown, someone else's) gets the
   same 404.
 * ``GET /referrals/queue``, ``GET /referrals/{reference}``, ``PUT .../rag``,
-  ``POST .../decision``, ``POST .../feedback`` (``referral_triage``: MASH officers).
+  ``POST .../decision``, ``POST .../feedback``, ``POST`` and ``GET
+  .../information-requests`` (``referral_triage``: MASH officers).
+* ``GET /information-requests`` and ``POST /information-requests/{id}/answer``
+  (``information_respond``: staff of the agency asked): the open requests for the caller's
+  agency, and its answer.
 
-Services are :mod:`mash_hub.referrals.service` and :mod:`mash_hub.referrals.triage`, run in
+Services are :mod:`mash_hub.referrals.service`, :mod:`~mash_hub.referrals.triage` and
+:mod:`~mash_hub.referrals.requests`, run in
 the request's one unit of work; refusals are caught inside it so their ``authz.denied``
 entry commits. Validation errors name the field (``loc``) and never echo the value.
 """
@@ -33,13 +38,16 @@ from sqlalchemy.orm import Session
 from mash_hub.authz.policy import Decisions, PolicyNotPublishedError
 from mash_hub.matching.model import LinkageModel, ModelMismatchError, model_path
 from mash_hub.persons.store import PersonStore
-from mash_hub.referrals import service, triage
+from mash_hub.referrals import requests, service, triage
 from mash_hub.referrals.schemas import (
     DecisionIn,
     Fault,
     FeedbackIn,
+    InformationAnswerIn,
+    InformationRequestIn,
     RagIn,
     ReferralIn,
+    answer_faults,
     cross_field_faults,
     decision_faults,
 )
@@ -95,7 +103,29 @@ P_409 = problem_doc(
     _example(409, "Conflict", "the referral has already been decided", "already_decided"),
 )
 
+P_409_REQUEST = problem_doc(
+    "The referral has no RAG rating yet (`not_rated`) or has been decided (`already_decided`)",
+    _example(
+        409,
+        "Conflict",
+        "the referral has no RAG rating yet: rate it before asking agencies",
+        "not_rated",
+    ),
+)
+P_409_ANSWER = problem_doc(
+    "The request has been answered (`already_answered`) or its referral decided "
+    "(`already_decided`)",
+    _example(409, "Conflict", "the request has already been answered", "already_answered"),
+)
+P_404_REQUEST = problem_doc(
+    "No such request, or not one addressed to the caller's agency (the same body for both)",
+    _example(404, "Not Found", "no such information request", "request_not_found"),
+)
+
 router = APIRouter(prefix="/referrals", tags=["referrals"], responses={503: P_503})
+information_router = APIRouter(
+    prefix="/information-requests", tags=["information requests"], responses={503: P_503}
+)
 
 
 # -- bodies ------------------------------------------------------------------------------------
@@ -123,6 +153,16 @@ class StatusOut(BaseModel):
     feedback: list[FeedbackOut]
 
 
+class RequestSummaryOut(BaseModel):
+    id: uuid.UUID
+    agency: str = Field(examples=["police"], description="The agency asked.")
+    status: str = Field(
+        description="open, overdue (past the information deadline), answered, or closed (the "
+        "referral was decided before an answer)."
+    )
+    due_at: dt.datetime | None = Field(description="The referral's information deadline.")
+
+
 class QueueItemOut(BaseModel):
     id: uuid.UUID
     reference: str
@@ -143,6 +183,9 @@ class QueueItemOut(BaseModel):
     source: str = Field(description="CIN source of referral.")
     primary_need: str = Field(description="CIN primary need.")
     consent: str
+    information_requests: list[RequestSummaryOut] = Field(
+        description="The information requested from agencies, oldest first (no text)."
+    )
 
 
 class QueueOut(BaseModel):
@@ -180,6 +223,32 @@ class TriageOut(BaseModel):
     feedback: list[FeedbackOut]
     policy_version: int | None
     audit_seq: int = Field(description="The `referral.triage.view` audit entry.")
+
+
+class InformationRequestOut(BaseModel):
+    id: uuid.UUID
+    reference: str = Field(examples=[_REF], description="The referral's reference.")
+    agency: str = Field(examples=["police"], description="The agency asked.")
+    status: str = Field(description="open, overdue, answered or closed.")
+    requested_at: dt.datetime
+    due_at: dt.datetime | None = Field(
+        description="The referral's information deadline (2 h red, 6 h amber, 24 h green "
+        "after the RAG rating; re-rating moves it)."
+    )
+    question: str
+    answered_at: dt.datetime | None
+    outcome: str | None = Field(description="information or nothing_held, once answered.")
+    answered_late: bool | None = Field(description="Answered after the deadline.")
+    answer: str | None = Field(
+        description="What the agency holds (to the MASH only; never in the agency's list)."
+    )
+
+
+class InformationRequestsOut(BaseModel):
+    audit_seq: int = Field(
+        description="The `referral.information.read` or `referral.information.list` entry."
+    )
+    requests: list[InformationRequestOut]
 
 
 # -- plumbing ----------------------------------------------------------------------------------
@@ -252,6 +321,14 @@ def _not_found() -> ApiProblemError:
 
 def _item(item: triage.QueueItem) -> QueueItemOut:
     return QueueItemOut.model_validate(item, from_attributes=True)
+
+
+def _request(view: requests.RequestView) -> InformationRequestOut:
+    return InformationRequestOut.model_validate(view, from_attributes=True)
+
+
+def _request_not_found() -> ApiProblemError:
+    return ApiProblemError(404, "no such information request", code="request_not_found")
 
 
 def _feedback(items: list[service.Feedback]) -> list[FeedbackOut]:
@@ -513,3 +590,133 @@ def post_feedback(
         _not_found(),
     )
     return FeedbackOut(id=feedback.id, given_at=feedback.given_at, text=feedback.text)
+
+
+# -- information requests ----------------------------------------------------------------------
+
+
+@router.post(
+    "/{reference}/information-requests",
+    status_code=201,
+    summary="Ask a partner agency what it holds",
+    response_model=InformationRequestOut,
+    responses={404: P_404, 409: P_409_REQUEST, 422: P_422},
+)
+def post_information_request(
+    request: Request, reference: str, body: InformationRequestIn, principal: CurrentPrincipal
+) -> InformationRequestOut:
+    """Once the referral is RAG-rated: the agency's answer is due at the referral's
+    information deadline. The question is stored encrypted. Audited as
+    `referral.information.request`."""
+    now = now_of(request)
+    caller = principal.caller()
+    made = _unit_of_work(
+        request,
+        lambda session, store, decisions: requests.create(
+            session,
+            store,
+            decisions,
+            caller,
+            reference,
+            agency=body.agency,
+            question=body.question,
+            now=now,
+        ),
+        _not_found(),
+    )
+    return _request(made)
+
+
+@router.get(
+    "/{reference}/information-requests",
+    summary="A referral's information requests and the agencies' answers",
+    response_model=InformationRequestsOut,
+    responses={404: P_404},
+)
+def get_information_requests(
+    request: Request, reference: str, principal: CurrentPrincipal
+) -> InformationRequestsOut:
+    """Oldest first, with status (open, overdue, answered, closed), questions and answers.
+    Audited as `referral.information.read` before anything is decrypted."""
+    now = now_of(request)
+    caller = principal.caller()
+    listing = _unit_of_work(
+        request,
+        lambda session, store, decisions: requests.for_referral(
+            session, store, decisions, caller, reference, now=now
+        ),
+        _not_found(),
+    )
+    return InformationRequestsOut(
+        audit_seq=listing.audit_seq, requests=[_request(r) for r in listing.requests]
+    )
+
+
+@information_router.get(
+    "",
+    summary="Open information requests for the caller's agency",
+    response_model=InformationRequestsOut,
+    responses={
+        403: problem_doc(
+            "The caller's role may not answer information requests",
+            _example(
+                403,
+                "Forbidden",
+                "not allowed to answer information requests",
+                "respond_not_permitted",
+            ),
+        )
+    },
+)
+def get_agency_requests(request: Request, principal: CurrentPrincipal) -> InformationRequestsOut:
+    """Unanswered requests addressed to the caller's own agency on undecided referrals, the
+    nearest deadline first, with their questions. Audited as `referral.information.list`."""
+    now = now_of(request)
+    caller = principal.caller()
+    refused = ApiProblemError(
+        403, "not allowed to answer information requests", code="respond_not_permitted"
+    )
+    listing = _unit_of_work(
+        request,
+        lambda session, store, decisions: requests.for_agency(
+            session, store, decisions, caller, now=now
+        ),
+        refused,
+    )
+    return InformationRequestsOut(
+        audit_seq=listing.audit_seq, requests=[_request(r) for r in listing.requests]
+    )
+
+
+@information_router.post(
+    "/{request_id}/answer",
+    summary="Answer an information request for the caller's agency",
+    response_model=InformationRequestOut,
+    responses={404: P_404_REQUEST, 409: P_409_ANSWER, 422: P_422},
+)
+def post_answer(
+    request: Request, request_id: uuid.UUID, body: InformationAnswerIn, principal: CurrentPrincipal
+) -> InformationRequestOut:
+    """What the agency holds (`information`, with text, stored encrypted) or `nothing_held`.
+    Answers after the deadline are taken and marked late. Audited as
+    `referral.information.answer`."""
+    faults = answer_faults(body)
+    if faults:
+        raise _invalid(faults)
+    now = now_of(request)
+    caller = principal.caller()
+    given = _unit_of_work(
+        request,
+        lambda session, store, decisions: requests.answer(
+            session,
+            store,
+            decisions,
+            caller,
+            request_id,
+            outcome=body.outcome,
+            text=body.text,
+            now=now,
+        ),
+        _request_not_found(),
+    )
+    return _request(given)

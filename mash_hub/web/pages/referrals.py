@@ -1,11 +1,13 @@
-"""Referral pages: partner staff make referrals and follow them; MASH officers triage them.
+"""Referral pages: partner staff make referrals and follow them; MASH officers triage them and
+ask agencies for information; agency staff answer the requests addressed to their agency.
 
-They call the services the API calls (:mod:`mash_hub.referrals.service` and
-:mod:`mash_hub.referrals.triage`), one unit of work per request, so each POST writes the
-audit entries its API call writes and every refusal is the service's (audited). This module
+They call the services the API calls (:mod:`mash_hub.referrals.service`,
+:mod:`~mash_hub.referrals.triage` and :mod:`~mash_hub.referrals.requests`), one unit of work
+per request, so each POST writes the audit entries its API call writes and every refusal is
+the service's (audited). This module
 only turns forms into the API's bodies (``ReferralIn``, ``RagIn``, ``DecisionIn``,
-``FeedbackIn``) and validation errors into GOV.UK messages that name the field, never the
-value.
+``FeedbackIn``, ``InformationRequestIn``, ``InformationAnswerIn``) and validation errors into
+GOV.UK messages that name the field, never the value.
 
 The referral form carries a per-form idempotency key (hidden field), passed to the service as
 the API's ``Idempotency-Key``: sending the same form twice replays the first receipt.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,12 +28,15 @@ from sqlalchemy.orm import Session
 
 from mash_hub.authz.policy import Decisions, PolicyNotPublishedError
 from mash_hub.persons.store import PersonStore
-from mash_hub.referrals import codes, service, triage
+from mash_hub.referrals import codes, requests, service, triage
 from mash_hub.referrals.schemas import (
     DecisionIn,
     FeedbackIn,
+    InformationAnswerIn,
+    InformationRequestIn,
     RagIn,
     ReferralIn,
+    answer_faults,
     cross_field_faults,
     decision_faults,
 )
@@ -87,8 +93,13 @@ LABELS = {
     "reasons": "Reasons",
     "reason_text": "Explanation",
     "text": "Feedback",
+    "agency": "Which agency to ask",
+    "question": "Question",
+    "outcome": "What your agency holds",
+    "answer": "Information",
 }
 _CHOICES = {"role", "source", "primary_need", "consent", "rag", "decision", "reasons"}
+_CHOICES |= {"agency", "outcome"}
 
 
 def _codes() -> dict[str, Any]:
@@ -104,6 +115,9 @@ def _codes() -> dict[str, Any]:
         "rag_hours": codes.RAG_HOURS,
         "decisions": codes.DECISIONS,
         "decision_reasons": codes.DECISION_REASONS,
+        "agencies": codes.REQUEST_AGENCIES,
+        "outcomes": codes.ANSWER_OUTCOMES,
+        "request_tags": REQUEST_TAGS,
         "slots": SUBJECT_SLOTS,
     }
 
@@ -423,10 +437,26 @@ RAG_TAGS = {
     "green": ("Green", "govuk-tag--green"),
     None: ("Not rated", "govuk-tag--grey"),
 }
+REQUEST_TAGS = {
+    codes.REQUEST_OPEN: ("Open", "govuk-tag--blue"),
+    codes.REQUEST_OVERDUE: ("Overdue", "govuk-tag--red"),
+    codes.REQUEST_ANSWERED: ("Answered", "govuk-tag--green"),
+    codes.REQUEST_CLOSED: ("Closed", "govuk-tag--grey"),
+}
 DONE = {
     "rag": "RAG rating saved",
     "decision": "Decision recorded",
     "feedback": "Feedback sent to the referrer",
+    "request": "Information request sent",
+    "answered": "Your answer has been sent to the MASH",
+}
+# Why a triage form could not be saved, on the field to fix.
+CONFLICTS = {
+    "already_decided": ("This referral has been decided", None),
+    "not_rated": (
+        "Give the referral a RAG rating before asking agencies for information",
+        "agency",
+    ),
 }
 
 
@@ -468,18 +498,21 @@ def _triage_page(
 ) -> Response:
     now = now_of(request)
     caller = page.active.caller()
-    view, _ = _run(
+    shown, _ = _run(
         request,
-        lambda session, store, decisions: triage.view(
-            session, store, decisions, caller, reference, now=now
+        lambda session, store, decisions: (
+            triage.view(session, store, decisions, caller, reference, now=now),
+            requests.for_referral(session, store, decisions, caller, reference, now=now),
         ),
     )
-    if view is None:
+    if shown is None:
         return _not_found(request, page)
+    view, asked = shown
     context: dict[str, Any] = {
         "page": page,
         "nav": "triage",
         "view": view,
+        "asked": asked.requests,
         "now": now,
         "form": form or {},
         "chosen_reasons": chosen or [],
@@ -510,9 +543,12 @@ def _after(
     outcome_ok = result is not None
     if outcome_ok:
         return RedirectResponse(f"/triage/{reference}?done={done}", status_code=303)
-    if problem == "already_decided":
+    if problem in CONFLICTS:
+        message, field_id = CONFLICTS[problem]
+        if field_id is None:
+            field_id = {"decision": "decision", "request": "agency"}.get(done, "rag")
         errors = FormErrors()
-        errors.add("decision" if done == "decision" else "rag", "This referral has been decided")
+        errors.add(field_id, message)
         return _triage_page(request, page, reference, errors=errors, status=409)
     return _not_found(request, page)
 
@@ -591,3 +627,173 @@ def feedback(request: Request, reference: str, page: SignedIn, form: FormData) -
         ),
     )
     return _after(request, page, reference, outcome, "feedback")
+
+
+@router.post("/triage/{reference}/information-requests")
+def ask_agency(request: Request, reference: str, page: SignedIn, form: FormData) -> Response:
+    check_csrf(request, page, form)
+    errors = FormErrors()
+    raw = {k: form[k] for k in ("agency", "question") if form.get(k, "").strip()}
+    try:
+        body = InformationRequestIn.model_validate(raw)
+    except ValidationError as invalid:
+        _errors_from(invalid, errors)
+        errors.by_field = {
+            k: errors.by_field[k] for k in ("agency", "question") if k in errors.by_field
+        }
+        return _triage_page(request, page, reference, errors=errors, form=form, status=400)
+    now = now_of(request)
+    caller = page.active.caller()
+    outcome = _run(
+        request,
+        lambda session, store, decisions: requests.create(
+            session,
+            store,
+            decisions,
+            caller,
+            reference,
+            agency=body.agency,
+            question=body.question,
+            now=now,
+        ),
+    )
+    return _after(request, page, reference, outcome, "request")
+
+
+# -- the agency's information requests --------------------------------------------------------
+
+
+def _agency_listing(
+    request: Request, page: PageSession, request_id: uuid.UUID | None = None
+) -> tuple[requests.Listing | None, str | None]:
+    now = now_of(request)
+    caller = page.active.caller()
+    return _run(
+        request,
+        lambda session, store, decisions: requests.for_agency(
+            session, store, decisions, caller, now=now, request_id=request_id
+        ),
+    )
+
+
+@router.get("/information-requests")
+def agency_requests(request: Request, page: SignedIn, done: str | None = None) -> Response:
+    listing, problem = _agency_listing(request, page)
+    if listing is None:
+        return _cannot(request, page, problem, "You cannot answer information requests")
+    return render(
+        request,
+        "information_requests.html",
+        {
+            "page": page,
+            "nav": "answer",
+            "asked": listing.requests,
+            "now": now_of(request),
+            "done": DONE.get(done or ""),
+            **_tags(),
+        },
+    )
+
+
+def _request_not_found(request: Request, page: PageSession) -> Response:
+    return _refused(
+        request,
+        page,
+        "Information request not found",
+        "There is no such open request for your agency: it may have been answered already, "
+        "or the referral decided.",
+        404,
+    )
+
+
+def _answer_page(
+    request: Request,
+    page: PageSession,
+    request_id: str,
+    *,
+    form: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
+    try:
+        wanted = uuid.UUID(request_id)
+    except ValueError:
+        return _request_not_found(request, page)
+    listing, problem = _agency_listing(request, page, wanted)
+    if listing is None:
+        if problem == UNAVAILABLE:
+            return _cannot(request, page, problem, "")
+        return _request_not_found(request, page)
+    context: dict[str, Any] = {
+        "page": page,
+        "nav": "answer",
+        "asked": listing.requests[0],
+        "now": now_of(request),
+        "form": form or {},
+        **_tags(),
+    }
+    if errors:
+        context |= {"errors": errors.summary(), "field_errors": errors.by_field}
+    return render(request, "information_answer.html", context, status_code=status)
+
+
+@router.get("/information-requests/{request_id}")
+def answer_form(request: Request, request_id: str, page: SignedIn) -> Response:
+    return _answer_page(request, page, request_id)
+
+
+@router.post("/information-requests/{request_id}")
+def answer(request: Request, request_id: str, page: SignedIn, form: FormData) -> Response:
+    check_csrf(request, page, form)
+    errors = FormErrors()
+    raw = {"outcome": form.get("outcome") or None, "text": form.get("answer", "").strip() or None}
+    body: InformationAnswerIn | None = None
+    try:
+        body = InformationAnswerIn.model_validate({k: v for k, v in raw.items() if v is not None})
+    except ValidationError as invalid:
+        for error in invalid.errors(include_input=False, include_url=False):
+            field_id = "answer" if error["loc"] and error["loc"][0] == "text" else "outcome"
+            errors.add(field_id, _message(field_id, dict(error)))
+    if body is not None:
+        for fault in answer_faults(body):
+            message = (
+                "Enter the information your agency holds"
+                if fault.type == "missing"
+                else "Leave the information empty when your agency holds nothing"
+            )
+            errors.add("answer", message)
+    if errors or body is None:
+        return _answer_page(request, page, request_id, form=form, errors=errors, status=400)
+    try:
+        wanted = uuid.UUID(request_id)
+    except ValueError:
+        return _request_not_found(request, page)
+    now = now_of(request)
+    caller = page.active.caller()
+    valid = body
+    given, problem = _run(
+        request,
+        lambda session, store, decisions: requests.answer(
+            session,
+            store,
+            decisions,
+            caller,
+            wanted,
+            outcome=valid.outcome,
+            text=valid.text,
+            now=now,
+        ),
+    )
+    if given is not None:
+        return RedirectResponse("/information-requests?done=answered", status_code=303)
+    if problem == UNAVAILABLE:
+        return _cannot(request, page, problem, "")
+    if problem in {"already_answered", "already_decided"}:
+        return _refused(
+            request,
+            page,
+            "This request can no longer be answered",
+            "It has been answered already, or the MASH has decided the referral.",
+            409,
+        )
+    return _request_not_found(request, page)

@@ -26,6 +26,7 @@ from mash_hub.authz.policy import PolicyNotPublishedError
 from mash_hub.casework.review import may_review as may_review_linkage
 from mash_hub.casework.subject_access import subject_access_masks
 from mash_hub.db.engine import Database
+from mash_hub.referrals.requests import RESPOND
 from mash_hub.referrals.service import SUBMIT, TRIAGE
 from mash_hub.users.sessions import (
     ActiveSession,
@@ -56,6 +57,7 @@ class PageSession:
     may_triage: bool = False
     may_review: bool = False
     may_subject_access: bool = False
+    may_answer: bool = False  # information requests addressed to the caller's agency
 
     @property
     def principal(self) -> Principal:
@@ -136,8 +138,10 @@ def _resume(request: Request) -> PageSession | None:
                 may_triage = decisions.allows(caller, TRIAGE)
                 may_review = may_review_linkage(decisions, caller)
                 may_sar = bool(subject_access_masks(decisions, caller))
+                may_answer = decisions.allows(caller, RESPOND)
             except PolicyNotPublishedError:
-                may_search = may_audit = may_submit = may_triage = may_review = may_sar = False
+                may_search = may_audit = may_submit = may_triage = False
+                may_review = may_sar = may_answer = False
     if ended is not None:
         raise SignInRequiredError(ended)
     wait = request.app.state.rate_limiter.take(active.subject)
@@ -151,6 +155,7 @@ def _resume(request: Request) -> PageSession | None:
         may_triage=may_triage,
         may_review=may_review,
         may_subject_access=may_sar,
+        may_answer=may_answer,
     )
 
 
