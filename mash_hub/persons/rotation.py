@@ -1,0 +1,368 @@
+"""Online rotation of the blind-index root secret (``mash-hub keys rotate-index-root``).
+
+The hub keeps serving throughout. Steps, each safe to interrupt and repeat:
+
+1. **Begin.** A random pending root goes into the keyring; ``index_root_state`` records the
+   current root's fingerprint (if not yet) and the pending one's. Every process notices the
+   pending root on its next key operation (the keyring is re-read when it changes), and
+   from then on :meth:`PersonStore.write` also writes each new record's terms under it into
+   ``blind_index_next``.
+2. **Backfill.** :func:`mash_hub.persons.reindex.reindex` decrypts the index groups of every
+   record that has index rows but none in ``blind_index_next``, and writes its terms under
+   the pending root there, one committed batch at a time.
+3. **Switch**, one transaction: ``LOCK TABLE blind_index IN EXCLUSIVE MODE`` (searches keep
+   reading; writers, who take the lock's row-exclusive mode first through
+   :meth:`PersonStore.fence`, wait), sweep the records still missing from
+   ``blind_index_next``, replace ``blind_index`` with it, wrap every stored full-length keyed
+   hash once under the pending root, and record the switch in ``index_root_state``.
+4. **Finish.** The keyring makes the pending root current and keeps the old one in its
+   ``index_root_previous`` chain (the full-length hashes still start from the oldest root).
+
+Between 3 and 4 a process whose keyring still shows the old root as current sees from
+``index_root_state`` that the database has switched and uses the pending root
+(:meth:`BlindIndexer.align`), so nothing is searched or written under a root the indexes
+have left; a run interrupted there only has step 4 left.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Uuid,
+    bindparam,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session
+
+from mash_hub.crypto.blind_index import CONTENT_HASH, SOURCE_KEY, BlindIndexer, IndexTerm
+from mash_hub.crypto.errors import IndexRootMismatchError, KeyConfigError
+from mash_hub.crypto.keys import (
+    EnvKeyProvider,
+    KeyProvider,
+    LocalKeyringProvider,
+    index_root_fingerprint,
+    index_roots_of,
+)
+from mash_hub.db.engine import Database
+from mash_hub.persons.models import IndexRootState, SourceRecord
+from mash_hub.persons.reindex import recompute_terms, reindex
+from mash_hub.persons.store import PersonStore
+
+__all__ = [
+    "RotationReport",
+    "backfill",
+    "begin",
+    "finish",
+    "rotate_index_root",
+    "switch",
+]
+
+WRAP_BATCH = 5_000
+
+
+@dataclass
+class RotationReport:
+    """What a run did: fingerprints of the old and new roots and counts, nothing personal."""
+
+    previous_root: str
+    root: str
+    generation: int = 0
+    resumed: bool = False
+    backfilled: int = 0
+    swept: int = 0
+    keyed_hashes_wrapped: int = 0
+    index_rows: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _state(session: Session) -> IndexRootState:
+    row = session.get(IndexRootState, 1, with_for_update=True)
+    if row is None:  # a database migrated without the seed row (never in practice)
+        row = IndexRootState(id=1, generation=0)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def _keyring(provider: KeyProvider) -> LocalKeyringProvider:
+    if isinstance(provider, LocalKeyringProvider):
+        return provider
+    if isinstance(provider, EnvKeyProvider):
+        raise KeyConfigError(
+            "the blind-index root comes from MASH_INDEX_ROOT_KEY, which the hub cannot "
+            "change under running processes, so it cannot be rotated online. Move the keys "
+            "into a local keyring (MASH_KEY_PROVIDER=local, MASH_KEYRING_PATH) for the "
+            "rotation, or keep the root and record this gap in your risk register"
+        )
+    raise KeyConfigError(
+        f"the {provider.name} key provider cannot hold a pending blind-index root; "
+        "online rotation of the root needs the local keyring"
+    )
+
+
+def begin(db: Database, provider: KeyProvider) -> RotationReport:
+    """Step 1 (or find out how far an earlier run got). Refuses a keyring whose roots are
+    not the ones the database is keyed by."""
+    keyring = _keyring(provider)
+    with db.transaction() as session:
+        state = _state(session)
+        roots = index_roots_of(keyring)
+        current = index_root_fingerprint(roots.current)
+        if state.root_fingerprint is None:
+            state.root_fingerprint = current
+        if roots.pending is not None and state.root_fingerprint == index_root_fingerprint(
+            roots.pending
+        ):
+            # Switched in an earlier run; only the keyring is left to finish.
+            return RotationReport(current, state.root_fingerprint, state.generation, True)
+        if state.root_fingerprint != current:
+            raise IndexRootMismatchError(
+                f"the database's blind indexes are keyed by root {state.root_fingerprint}, "
+                f"the keyring's current root is {current}: is this the keyring this database "
+                "was built with?"
+            )
+        resumed = roots.pending is not None
+        if not resumed:
+            keyring.begin_index_root_rotation()
+            roots = index_roots_of(keyring)
+        assert roots.pending is not None
+        pending = index_root_fingerprint(roots.pending)
+        if state.pending_fingerprint != pending:
+            # Rows under some other pending root (a keyring restored from a backup) are
+            # useless; writers under this one may already have added rows: keep those.
+            if state.pending_fingerprint is not None:
+                session.execute(text("DELETE FROM blind_index_next"))
+            state.pending_fingerprint = pending
+        return RotationReport(current, pending, state.generation, resumed)
+
+
+def _missing(session: Session, after: uuid.UUID | None, limit: int) -> Sequence[uuid.UUID]:
+    """Records with index rows under the current root and none yet under the pending one."""
+    return list(
+        session.scalars(
+            text(
+                "SELECT DISTINCT b.record_id FROM blind_index b"
+                " WHERE (CAST(:after AS uuid) IS NULL OR b.record_id > :after)"
+                " AND NOT EXISTS (SELECT 1 FROM blind_index_next n"
+                " WHERE n.record_id = b.record_id)"
+                " ORDER BY b.record_id LIMIT :limit"
+            ),
+            {"after": after, "limit": limit},
+        )
+    )
+
+
+def _write_next(session: Session, terms: Mapping[uuid.UUID, list[IndexTerm]]) -> None:
+    rows = [(t.index_id, t.value, rid) for rid, record_terms in terms.items() for t in record_terms]
+    if not rows:
+        return
+    session.execute(
+        text(
+            "INSERT INTO blind_index_next (index_id, value, record_id)"
+            " SELECT * FROM unnest(:index_ids, :values, :record_ids)"
+            " ON CONFLICT DO NOTHING"
+        ).bindparams(
+            bindparam("index_ids", [r[0] for r in rows], type_=ARRAY(SmallInteger)),
+            bindparam("values", [r[1] for r in rows], type_=ARRAY(BigInteger)),
+            bindparam("record_ids", [r[2] for r in rows], type_=ARRAY(Uuid)),
+        )
+    )
+
+
+def _pending_indexer(store: PersonStore) -> BlindIndexer:
+    pending = store.indexer.pending()
+    if pending is None:
+        raise KeyConfigError("no pending blind-index root: run the rotation's first step")
+    return pending
+
+
+def backfill(
+    db: Database,
+    store: PersonStore,
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Step 2: index under the pending root every record not yet indexed under it."""
+    indexer = _pending_indexer(store)
+    with db.transaction() as session:
+        total = int(
+            session.scalar(
+                text(
+                    "SELECT count(DISTINCT b.record_id) FROM blind_index b WHERE NOT EXISTS"
+                    " (SELECT 1 FROM blind_index_next n WHERE n.record_id = b.record_id)"
+                )
+            )
+            or 0
+        )
+    if progress is not None:
+        progress(0, total)
+    return reindex(
+        db,
+        store,
+        indexer,
+        select_batch=_missing,
+        write=_write_next,
+        batch_size=batch_size,
+        progress=None if progress is None else (lambda done: progress(done, max(total, done))),
+    )
+
+
+def _wrap_source_records(session: Session, indexer: BlindIndexer) -> int:
+    """Wrap every source key and content hash once under the pending root."""
+    after: uuid.UUID | None = None
+    wrapped = 0
+    while True:
+        query = select(SourceRecord.id, SourceRecord.source_key, SourceRecord.content_hash)
+        if after is not None:
+            query = query.where(SourceRecord.id > after)
+        rows = session.execute(query.order_by(SourceRecord.id).limit(WRAP_BATCH)).all()
+        if not rows:
+            return wrapped
+        session.execute(
+            text(
+                "UPDATE source_records s SET source_key = v.source_key,"
+                " content_hash = v.content_hash"
+                " FROM unnest(:ids, :source_keys, :content_hashes)"
+                " AS v(id, source_key, content_hash) WHERE s.id = v.id"
+            ).bindparams(
+                bindparam("ids", [r[0] for r in rows], type_=ARRAY(Uuid)),
+                bindparam(
+                    "source_keys",
+                    [indexer.wrap_for_pending(SOURCE_KEY, bytes(r[1])) for r in rows],
+                    type_=ARRAY(LargeBinary),
+                ),
+                bindparam(
+                    "content_hashes",
+                    [
+                        None
+                        if r[2] is None
+                        else indexer.wrap_for_pending(CONTENT_HASH, bytes(r[2]))
+                        for r in rows
+                    ],
+                    type_=ARRAY(LargeBinary),
+                ),
+            )
+        )
+        wrapped += len(rows) + sum(r[2] is not None for r in rows)
+        after = rows[-1][0]
+
+
+def _wrap_idempotency_keys(session: Session, indexer: BlindIndexer) -> int:
+    """Wrap the referral idempotency-key and request hashes (both content hashes); the
+    table holds a day of keys, so one statement."""
+    rows = session.execute(
+        text("SELECT principal, key_hash, request_hash FROM referral_idempotency_keys")
+    ).all()
+    if not rows:
+        return 0
+    session.execute(
+        text(
+            "UPDATE referral_idempotency_keys r SET key_hash = v.new_key,"
+            " request_hash = v.new_request"
+            " FROM unnest(:principals, :old_keys, :new_keys, :new_requests)"
+            " AS v(principal, old_key, new_key, new_request)"
+            " WHERE r.principal = v.principal AND r.key_hash = v.old_key"
+        ).bindparams(
+            bindparam("principals", [r[0] for r in rows], type_=ARRAY(String)),
+            bindparam("old_keys", [bytes(r[1]) for r in rows], type_=ARRAY(LargeBinary)),
+            bindparam(
+                "new_keys",
+                [indexer.wrap_for_pending(CONTENT_HASH, bytes(r[1])) for r in rows],
+                type_=ARRAY(LargeBinary),
+            ),
+            bindparam(
+                "new_requests",
+                [indexer.wrap_for_pending(CONTENT_HASH, bytes(r[2])) for r in rows],
+                type_=ARRAY(LargeBinary),
+            ),
+        )
+    )
+    return 2 * len(rows)
+
+
+def switch(db: Database, store: PersonStore, report: RotationReport, *, batch_size: int) -> bool:
+    """Step 3 in one transaction; False if an earlier run already switched."""
+    indexer = store.indexer
+    pending = _pending_indexer(store)
+    with db.transaction() as session:
+        # Writers take ROW EXCLUSIVE on blind_index first (PersonStore.fence): they finish
+        # before this, or wait for it; readers (searches) are not blocked.
+        session.execute(text("LOCK TABLE blind_index IN EXCLUSIVE MODE"))
+        state = _state(session)
+        if state.root_fingerprint == pending.fingerprint:
+            return False
+        if state.root_fingerprint != indexer.fingerprint:
+            raise IndexRootMismatchError(
+                f"the database is keyed by root {state.root_fingerprint}, not by the keyring's "
+                f"current root {indexer.fingerprint}"
+            )
+        after: uuid.UUID | None = None
+        while ids := _missing(session, after, batch_size):
+            _write_next(session, recompute_terms(session, store, pending, ids))
+            report.swept += len(ids)
+            after = ids[-1]
+        session.execute(text("DELETE FROM blind_index"))
+        report.index_rows = int(
+            getattr(
+                session.execute(
+                    text(
+                        "INSERT INTO blind_index (index_id, value, record_id)"
+                        " SELECT index_id, value, record_id FROM blind_index_next"
+                    )
+                ),
+                "rowcount",
+                0,
+            )
+            or 0
+        )
+        session.execute(text("DELETE FROM blind_index_next"))
+        report.keyed_hashes_wrapped = _wrap_source_records(session, indexer) + (
+            _wrap_idempotency_keys(session, indexer)
+        )
+        state.generation += 1
+        state.root_fingerprint = pending.fingerprint
+        state.pending_fingerprint = None
+        state.switched_at = func.now()
+        report.generation = state.generation
+    return True
+
+
+def finish(provider: KeyProvider, fingerprint: str) -> bool:
+    """Step 4: the keyring makes the switched-to root current (idempotent)."""
+    return _keyring(provider).finish_index_root_rotation(fingerprint)
+
+
+def rotate_index_root(
+    db: Database,
+    store: PersonStore,
+    provider: KeyProvider,
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> RotationReport:
+    """All four steps; a run after an interruption finishes the rotation it started."""
+    report = begin(db, provider)
+    # The keyring may have just changed: let the store's indexer see the pending root.
+    with db.transaction() as session:
+        store.align(session)
+    if store.indexer.pending() is not None:
+        report.backfilled = backfill(db, store, batch_size=batch_size, progress=progress)
+        switch(db, store, report, batch_size=batch_size)
+    with db.transaction() as session:
+        report.generation = _state(session).generation
+    finish(provider, report.root)
+    return report
