@@ -23,6 +23,8 @@ from mash_hub.cli._common import (
 from mash_hub.crypto.errors import KeyConfigError, KeyringExistsError
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.crypto.keystore import KeyStore, rotate
+from mash_hub.persons import rotation
+from mash_hub.persons.store import PersonStore
 
 app = typer.Typer(help="Create, inspect, rotate and retire encryption keys.", no_args_is_help=True)
 
@@ -148,6 +150,66 @@ def rotate_command(
         console.print(
             f"Primary KEK is {report['primary']}; re-wrapped {done} data key(s). "
             f"Retire old KEKs with `mash-hub keys retire KEK_ID` once backups allow."
+        )
+
+
+@app.command("rotate-index-root")
+def rotate_index_root_command(
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Records re-indexed per transaction.")
+    ] = 1000,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace the blind-index root secret online: re-index every record under a new root.
+
+    The hub keeps serving. A pending root goes into the keyring, every record is re-indexed
+    under it in committed batches, then one short transaction switches the indexes (writers
+    wait; searches continue) and the keyring makes the new root current. If a run was
+    interrupted, this finishes it. Needs the local keyring.
+    """
+    with open_hub() as (db, provider):
+        store = PersonStore.from_provider(provider)
+        try:
+            started = rotation.begin(db, provider)
+        except KeyConfigError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        with db.transaction() as session:
+            audit(
+                session,
+                AuditEvent(
+                    actor(),
+                    "keys.rotate_index_root.start",
+                    "index_root",
+                    started.root,
+                    {"previous_root": started.previous_root, "resumed": started.resumed},
+                ),
+            )
+        with progress_bar(disable=as_json) as progress:
+            task = progress.add_task("Re-indexing records", total=None)
+            report = rotation.rotate_index_root(
+                db,
+                store,
+                provider,
+                batch_size=batch_size,
+                progress=lambda n, total: progress.update(task, completed=n, total=total),
+            )
+        with db.transaction() as session:
+            audit(
+                session,
+                AuditEvent(
+                    actor(),
+                    "keys.rotate_index_root.finish",
+                    "index_root",
+                    report.root,
+                    report.as_dict(),
+                ),
+            )
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        console.print(
+            f"Blind-index root {report.root} is current (generation {report.generation}); "
+            f"re-indexed {report.backfilled} record(s), {report.swept} more at the switch."
         )
 
 
