@@ -246,7 +246,7 @@ class PersonStore:
         switch locks ``blind_index`` exclusively, so it waits for them, and they, starting
         after it, see the switched state.
         """
-        session.execute(text("LOCK TABLE blind_index IN ROW EXCLUSIVE MODE"))
+        _hold_off_switch(session)
         return self.align(session)
 
     def resolve(self, session: Session, prepared: Iterable[PreparedRecord]) -> list[PreparedRecord]:
@@ -565,9 +565,10 @@ class PersonStore:
         The ``persons`` and ``source_records`` rows stay as tombstones (ids and dates only), so
         the audit entries that name them keep meaning; nothing personal remains readable.
         """
-        # First the rotation fence, then the records' rows: a re-index batch holding some of
-        # them finishes first (its index rows are deleted below), or sees them erased.
-        self.fence(session)
+        # First the rotation's lock, then the records' rows: a re-index batch holding some of
+        # them finishes first (its index rows are deleted below), or sees them erased. No
+        # root check: erasing needs no key, and must work on a restored pre-rotation copy.
+        _hold_off_switch(session)
         person = session.get(Person, person_id, with_for_update=True)
         if person is None:
             raise UnknownPersonError(f"no person with id {person_id}")
@@ -636,6 +637,11 @@ class PersonStore:
             ),
         )
         return report
+
+
+def _hold_off_switch(session: Session) -> None:
+    """Conflicts only with a root rotation's switch (``EXCLUSIVE`` on ``blind_index``)."""
+    session.execute(text("LOCK TABLE blind_index IN ROW EXCLUSIVE MODE"))
 
 
 def _canonical(new: NewRecord) -> bytes:
