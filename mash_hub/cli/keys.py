@@ -52,11 +52,13 @@ def init(as_json: JsonOption = False) -> None:
 
 @app.command()
 def status(as_json: JsonOption = False) -> None:
-    """Show each KEK, how many data keys it wraps, and whether a rotation is unfinished."""
+    """Show each KEK, how many data keys it wraps, the blind-index root, and whether a
+    rotation of either is unfinished."""
     with open_hub() as (db, provider), db.transaction() as session:
         keys = KeyStore(provider)
         rows = keys.status(session)
         outstanding = keys.outstanding(session)
+        index_root = rotation.status(session, provider)
     if as_json:
         emit_json(
             {
@@ -64,6 +66,7 @@ def status(as_json: JsonOption = False) -> None:
                 "primary": provider.primary_kek_id(),
                 "outstanding_rewraps": outstanding,
                 "keks": [asdict(row) for row in rows],
+                "index_root": index_root,
             }
         )
         return
@@ -83,6 +86,15 @@ def status(as_json: JsonOption = False) -> None:
         console.print(
             f"[yellow]{outstanding} data key(s) still wrapped by older KEKs: "
             "run `mash-hub keys rotate` to finish.[/]"
+        )
+    console.print(
+        f"Blind-index root {index_root['current']} (generation {index_root['generation']}, "
+        f"{index_root['previous_roots']} earlier root(s) kept for keyed hashes)."
+    )
+    if index_root["unfinished"]:
+        console.print(
+            "[yellow]A blind-index root rotation is unfinished: run "
+            "`mash-hub keys rotate-index-root` to finish it.[/]"
         )
 
 
@@ -192,6 +204,7 @@ def rotate_index_root_command(
                 provider,
                 batch_size=batch_size,
                 progress=lambda n, total: progress.update(task, completed=n, total=total),
+                actor=actor(),
             )
         with db.transaction() as session:
             audit(

@@ -45,6 +45,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from mash_hub.audit import AuditEvent
+from mash_hub.audit import record as audit
 from mash_hub.crypto.blind_index import CONTENT_HASH, SOURCE_KEY, BlindIndexer, IndexTerm
 from mash_hub.crypto.errors import IndexRootMismatchError, KeyConfigError
 from mash_hub.crypto.keys import (
@@ -56,7 +58,7 @@ from mash_hub.crypto.keys import (
 )
 from mash_hub.db.engine import Database
 from mash_hub.persons.models import IndexRootState, SourceRecord
-from mash_hub.persons.reindex import recompute_terms, reindex
+from mash_hub.persons.reindex import INDEX_GROUPS, recompute_terms, reindex
 from mash_hub.persons.store import PersonStore
 
 __all__ = [
@@ -65,10 +67,12 @@ __all__ = [
     "begin",
     "finish",
     "rotate_index_root",
+    "status",
     "switch",
 ]
 
 WRAP_BATCH = 5_000
+SYSTEM_ACTOR = "system:rotate-index-root"
 
 
 @dataclass
@@ -195,9 +199,25 @@ def backfill(
     *,
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
+    actor: str = SYSTEM_ACTOR,
 ) -> int:
-    """Step 2: index under the pending root every record not yet indexed under it."""
+    """Step 2: index under the pending root every record not yet indexed under it; each
+    batch's decryption is audited in its transaction (record count only)."""
     indexer = _pending_indexer(store)
+
+    def write(session: Session, terms: Mapping[uuid.UUID, list[IndexTerm]]) -> None:
+        _write_next(session, terms)
+        audit(
+            session,
+            AuditEvent(
+                actor,
+                "keys.rotate_index_root.reindex",
+                "index_root",
+                indexer.fingerprint,
+                {"records": len(terms), "groups": list(INDEX_GROUPS)},
+            ),
+        )
+
     with db.transaction() as session:
         total = int(
             session.scalar(
@@ -215,7 +235,7 @@ def backfill(
         store,
         indexer,
         select_batch=_missing,
-        write=_write_next,
+        write=write,
         batch_size=batch_size,
         progress=None if progress is None else (lambda done: progress(done, max(total, done))),
     )
@@ -294,8 +314,15 @@ def _wrap_idempotency_keys(session: Session, indexer: BlindIndexer) -> int:
     return 2 * len(rows)
 
 
-def switch(db: Database, store: PersonStore, report: RotationReport, *, batch_size: int) -> bool:
-    """Step 3 in one transaction; False if an earlier run already switched."""
+def switch(
+    db: Database,
+    store: PersonStore,
+    report: RotationReport,
+    *,
+    batch_size: int,
+    actor: str = SYSTEM_ACTOR,
+) -> bool:
+    """Step 3 in one transaction, audited in it; False if an earlier run already switched."""
     indexer = store.indexer
     pending = _pending_indexer(store)
     with db.transaction() as session:
@@ -338,7 +365,41 @@ def switch(db: Database, store: PersonStore, report: RotationReport, *, batch_si
         state.pending_fingerprint = None
         state.switched_at = func.now()
         report.generation = state.generation
+        audit(
+            session,
+            AuditEvent(
+                actor,
+                "keys.rotate_index_root.switch",
+                "index_root",
+                pending.fingerprint,
+                {
+                    "previous_root": indexer.fingerprint,
+                    "generation": state.generation,
+                    "swept": report.swept,
+                    "index_rows": report.index_rows,
+                    "keyed_hashes_wrapped": report.keyed_hashes_wrapped,
+                },
+            ),
+        )
     return True
+
+
+def status(session: Session, provider: KeyProvider) -> dict[str, Any]:
+    """Fingerprints and counts for ``mash-hub keys status``; ``unfinished`` when a rotation
+    has begun and not finished (in the keyring or in the database)."""
+    roots = index_roots_of(provider)
+    row = session.get(IndexRootState, 1)
+    pending = None if roots.pending is None else index_root_fingerprint(roots.pending)
+    database_pending = None if row is None else row.pending_fingerprint
+    return {
+        "current": index_root_fingerprint(roots.current),
+        "previous_roots": len(roots.previous),
+        "pending": pending,
+        "database_root": None if row is None else row.root_fingerprint,
+        "database_pending": database_pending,
+        "generation": 0 if row is None else row.generation,
+        "unfinished": pending is not None or database_pending is not None,
+    }
 
 
 def finish(provider: KeyProvider, fingerprint: str) -> bool:
@@ -353,6 +414,7 @@ def rotate_index_root(
     *,
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
+    actor: str = SYSTEM_ACTOR,
 ) -> RotationReport:
     """All four steps; a run after an interruption finishes the rotation it started."""
     report = begin(db, provider)
@@ -360,8 +422,10 @@ def rotate_index_root(
     with db.transaction() as session:
         store.align(session)
     if store.indexer.pending() is not None:
-        report.backfilled = backfill(db, store, batch_size=batch_size, progress=progress)
-        switch(db, store, report, batch_size=batch_size)
+        report.backfilled = backfill(
+            db, store, batch_size=batch_size, progress=progress, actor=actor
+        )
+        switch(db, store, report, batch_size=batch_size, actor=actor)
     with db.transaction() as session:
         report.generation = _state(session).generation
     finish(provider, report.root)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -431,4 +433,113 @@ def test_the_keyring_keeps_old_roots_in_order_and_finishes_idempotently(tmp_path
     assert chained != BlindIndexer(pending).source_key("police", "P-1")
     assert chained == BlindIndexer(IndexRoots(first, pending=pending)).wrap_for_pending(
         "source-record-id", BlindIndexer(first).source_key("police", "P-1")
+    )
+
+
+def _waiting(db: Database) -> int:
+    """How many sessions of this database wait for a lock."""
+    with db.transaction() as session:
+        return int(
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+            or 0
+        )
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_the_switch_waits_for_writers_and_later_writers_use_the_new_root(
+    committing_database: Database, keyring: LocalKeyringProvider, store: PersonStore
+) -> None:
+    db = committing_database
+    _seed(db, store, 5)
+    rotation.begin(db, keyring)
+    rotation.backfill(db, store)
+    running = PersonStore.from_provider(LocalKeyringProvider(keyring.path))
+    errors: list[BaseException] = []
+
+    def in_thread(work: Callable[[], object]) -> threading.Thread:
+        def target() -> None:
+            try:
+                work()
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    # A writer inside its transaction holds the switch off until it commits.
+    with db.transaction() as session:
+        early = _person(
+            session,
+            running,
+            "SC-EARLY",
+            given="Cosima",
+            family="Farrow",
+            dob=dt.date(2014, 4, 4),
+            nhs=None,
+        )
+        switching = in_thread(
+            lambda: rotation.switch(db, store, rotation.RotationReport("", ""), batch_size=10)
+        )
+        _until(lambda: _waiting(db) == 1)
+        assert switching.is_alive()
+    switching.join(30)
+    assert not errors and _state(db).generation == 1
+
+    # Another rotation: this time the switch holds its lock while a writer arrives.
+    rotation.finish(keyring, _state(db).root_fingerprint or "")
+    rotation.begin(db, keyring)
+    rotation.backfill(db, store)
+    with db.transaction() as blocker:
+        blocker.execute(text("SELECT 1 FROM index_root_state FOR UPDATE"))
+        switching = in_thread(
+            lambda: rotation.switch(db, store, rotation.RotationReport("", ""), batch_size=10)
+        )
+        _until(lambda: _waiting(db) == 1)
+        late_ids: list[uuid.UUID] = []
+
+        def write_late() -> None:
+            with db.transaction() as session:
+                late_ids.append(
+                    _person(
+                        session,
+                        running,
+                        "SC-LATE",
+                        given="Leopold",
+                        family="Marchetti",
+                        dob=dt.date(2009, 9, 9),
+                        nhs=None,
+                    )
+                )
+
+        writing = in_thread(write_late)
+        _until(lambda: _waiting(db) == 2)
+    switching.join(30)
+    writing.join(30)
+    assert not errors and _state(db).generation == 2
+    rotation.finish(keyring, _state(db).root_fingerprint or "")
+    assert _index_rows(db, BlindIndexEntry) == _expected_rows(
+        db, store, BlindIndexer(keyring.index_roots())
+    )
+    assert _search(
+        db, store, {"given_name": "Cosima", "family_name": "Farrow", "date_of_birth": "2014-04-04"}
+    ) == [early]
+    assert (
+        _search(
+            db,
+            running,
+            {"given_name": "Leopold", "family_name": "Marchetti", "date_of_birth": "2009-09-09"},
+        )
+        == late_ids
     )
