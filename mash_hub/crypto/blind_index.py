@@ -36,6 +36,11 @@ less and cost more decryptions. The budget follows the value's entropy and its u
 Values are returned as non-negative ``int`` below 2**63 so PostgreSQL can store them in a
 ``BIGINT`` column; ``index_id`` lets one table ``(index_id, value, record_id)`` hold all of
 them. Never renumber an ``index_id`` or change a spec's bits or normaliser without a reindex.
+
+Stored index ids come in two *banks*: a spec's own id (1-99) under roots of even generation
+(no rotation yet, or two), that id + 100 under odd ones. A root rotation writes the pending
+root's rows beside the current ones in the same table, and switches by changing which root
+the database is keyed by, without copying the index (see :mod:`mash_hub.persons.rotation`).
 """
 
 from __future__ import annotations
@@ -87,6 +92,8 @@ _BASE_INFO = {
     CONTENT_HASH: b"mash-hub|record-content|v1",
 }
 _JOIN = "\x1f"
+# Stored index id = spec id + BANK_OFFSET * (root generation % 2); spec ids stay below it.
+BANK_OFFSET = 100
 
 
 def _one(normaliser: Callable[[Any], str | None]) -> Callable[[Any], list[str]]:
@@ -329,7 +336,7 @@ def index_terms(person_fields: Mapping[str, Any]) -> list[tuple[str, str]]:
 class _Generation:
     """The keys of one root and the roots before it (oldest first), each derived once."""
 
-    __slots__ = ("_chain", "_derived", "_index_keys", "_specs", "fingerprint", "fixed")
+    __slots__ = ("_chain", "_derived", "_index_keys", "_specs", "bank", "fingerprint", "fixed")
 
     def __init__(self, chain: tuple[bytes, ...], specs: Mapping[str, IndexSpec]) -> None:
         for root in chain:
@@ -340,6 +347,8 @@ class _Generation:
         self._derived: dict[tuple[int, bytes], bytes] = {}
         self._index_keys: dict[str, tuple[bytes, int, int]] = {}
         self.fingerprint = index_root_fingerprint(chain[-1])
+        # Generation = rotations so far = roots before this one.
+        self.bank = (len(chain) - 1) % 2
         self.fixed: BlindIndexer | None = None
 
     def _derive(self, position: int, info: bytes) -> bytes:
@@ -360,7 +369,7 @@ class _Generation:
             except KeyError:
                 raise KeyError(f"unknown blind index {index_name!r}") from None
             key = self._derive(len(self._chain) - 1, _HKDF_INFO + index_name.encode("utf-8"))
-            entry = (key, spec.bits, spec.index_id)
+            entry = (key, spec.bits, spec.index_id + BANK_OFFSET * self.bank)
             self._index_keys[index_name] = entry
         return entry
 
@@ -434,6 +443,8 @@ class BlindIndexer:
         for name, spec in specs.items():
             if name != spec.name or not 1 <= spec.bits <= 63:
                 raise ValueError(f"bad index spec {name!r}: name mismatch or bits not in 1..63")
+            if not 1 <= spec.index_id < BANK_OFFSET:
+                raise ValueError(f"bad index spec {name!r}: index id not in 1..{BANK_OFFSET - 1}")
         roots = root_key if isinstance(root_key, IndexRoots) else IndexRoots(bytes(root_key))
         self._specs = dict(specs)
         self._provider = provider
@@ -536,7 +547,14 @@ class BlindIndexer:
         return self._specs
 
     def index_id(self, index_name: str) -> int:
-        return self.spec(index_name).index_id
+        """The stored id of an index under the current root (see the module docstring)."""
+        return self._gen().index_key(index_name)[2]
+
+    @property
+    def bank(self) -> tuple[int, int]:
+        """The lowest and highest stored index id under the current root."""
+        low = BANK_OFFSET * self._gen().bank
+        return low + 1, low + BANK_OFFSET - 1
 
     def _key(self, index_name: str) -> bytes:
         return self._gen().index_key(index_name)[0]

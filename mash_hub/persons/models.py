@@ -7,9 +7,8 @@
 * ``record_field_groups``: one AES-256-GCM ciphertext per record and policy field group, so a
   caller fetches and decrypts only the groups the access policy lets it see;
 * ``blind_index``: truncated keyed hashes of normalised values, for search and candidate
-  retrieval without decryption;
-* ``blind_index_next``: the same under a pending blind-index root while a root rotation
-  re-indexes (empty otherwise);
+  retrieval without decryption (while a root rotation runs, also the pending root's values,
+  under the other bank of index ids: see :mod:`mash_hub.crypto.blind_index`);
 * ``index_root_state``: one row: which root the blind indexes and full-length keyed hashes
   are keyed by (its fingerprint), how many rotations there have been, and the pending root.
 """
@@ -94,18 +93,6 @@ class RecordFieldGroup(Base):
 
 class BlindIndexEntry(Base):
     __tablename__ = "blind_index"
-
-    index_id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    value: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    record_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("source_records.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
-
-
-class BlindIndexNextEntry(Base):
-    """A blind-index row under the pending root; becomes ``blind_index`` at the switch."""
-
-    __tablename__ = "blind_index_next"
 
     index_id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -4,7 +4,7 @@ Index values are truncated HMACs of normalised values that are stored only encry
 new index root (or a new index spec) means decrypting each record's identity, identifiers
 and contact groups, rebuilding the values ingestion indexed it by (:func:`index_fields`) and
 computing the terms again. :func:`reindex` is that loop; callers say which records still
-need it and where the terms go (a rotation: ``blind_index_next``).
+need it and where the terms go (a rotation: the pending bank of ``blind_index``).
 """
 
 from __future__ import annotations

@@ -5,18 +5,22 @@ The hub keeps serving throughout. Steps, each safe to interrupt and repeat:
 1. **Begin.** A random pending root goes into the keyring; ``index_root_state`` records the
    current root's fingerprint (if not yet) and the pending one's. Every process notices the
    pending root on its next key operation (the keyring is re-read when it changes), and
-   from then on :meth:`PersonStore.write` also writes each new record's terms under it into
-   ``blind_index_next``.
+   from then on :meth:`PersonStore.write` also writes each new record's terms under it. The
+   pending root's rows live in ``blind_index`` itself under the other *bank* of index ids
+   (spec id, or spec id + 100: :mod:`mash_hub.crypto.blind_index`), so searches under the
+   current root never see them.
 2. **Backfill.** :func:`mash_hub.persons.reindex.reindex` decrypts the index groups of every
-   record that has index rows but none in ``blind_index_next``, and writes its terms under
-   the pending root there, one committed batch at a time.
+   record that has rows in the current bank and none in the pending one, and writes its
+   terms under the pending root, one committed batch at a time.
 3. **Switch**, one transaction: ``LOCK TABLE blind_index IN EXCLUSIVE MODE`` (searches keep
    reading; writers, who take the lock's row-exclusive mode first through
-   :meth:`PersonStore.fence`, wait), sweep the records still missing from
-   ``blind_index_next``, replace ``blind_index`` with it, wrap every stored full-length keyed
-   hash once under the pending root, and record the switch in ``index_root_state``.
+   :meth:`PersonStore.fence`, wait), re-index the records still missing from the pending
+   bank, wrap every stored full-length keyed hash once under the pending root, and record
+   the switch in ``index_root_state``. Nothing is copied: from the commit on, searches use
+   the pending root, whose rows are already there.
 4. **Finish.** The keyring makes the pending root current and keeps the old one in its
-   ``index_root_previous`` chain (the full-length hashes still start from the oldest root).
+   ``index_root_previous`` chain (the full-length hashes still start from the oldest root);
+   then the old bank's rows are deleted in committed batches.
 
 Between 3 and 4 a process whose keyring still shows the old root as current sees from
 ``index_root_state`` that the database has switched and uses the pending root
@@ -47,7 +51,13 @@ from sqlalchemy.orm import Session
 
 from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
-from mash_hub.crypto.blind_index import CONTENT_HASH, SOURCE_KEY, BlindIndexer, IndexTerm
+from mash_hub.crypto.blind_index import (
+    BANK_OFFSET,
+    CONTENT_HASH,
+    SOURCE_KEY,
+    BlindIndexer,
+    IndexTerm,
+)
 from mash_hub.crypto.errors import IndexRootMismatchError, KeyConfigError
 from mash_hub.crypto.keys import (
     EnvKeyProvider,
@@ -65,6 +75,7 @@ __all__ = [
     "RotationReport",
     "backfill",
     "begin",
+    "clean_up",
     "finish",
     "rotate_index_root",
     "status",
@@ -86,7 +97,7 @@ class RotationReport:
     backfilled: int = 0
     swept: int = 0
     keyed_hashes_wrapped: int = 0
-    index_rows: int = 0
+    old_rows_deleted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,37 +156,57 @@ def begin(db: Database, provider: KeyProvider) -> RotationReport:
         assert roots.pending is not None
         pending = index_root_fingerprint(roots.pending)
         if state.pending_fingerprint != pending:
-            # Rows under some other pending root (a keyring restored from a backup) are
-            # useless; writers under this one may already have added rows: keep those.
-            if state.pending_fingerprint is not None:
-                session.execute(text("DELETE FROM blind_index_next"))
+            # The pending bank may hold rows of an older root (a cleanup that did not
+            # finish, a keyring restored from a backup): out with them. Rows writers already
+            # added under this pending root go too, and the backfill writes them again.
+            low, high = _pending_indexer_of(keyring).bank
+            session.execute(
+                text("DELETE FROM blind_index WHERE index_id BETWEEN :low AND :high"),
+                {"low": low, "high": high},
+            )
             state.pending_fingerprint = pending
         return RotationReport(current, pending, state.generation, resumed)
 
 
-def _missing(session: Session, after: uuid.UUID | None, limit: int) -> Sequence[uuid.UUID]:
-    """Records with index rows under the current root and none yet under the pending one."""
-    return list(
-        session.scalars(
-            text(
-                "SELECT DISTINCT b.record_id FROM blind_index b"
-                " WHERE (CAST(:after AS uuid) IS NULL OR b.record_id > :after)"
-                " AND NOT EXISTS (SELECT 1 FROM blind_index_next n"
-                " WHERE n.record_id = b.record_id)"
-                " ORDER BY b.record_id LIMIT :limit"
-            ),
-            {"after": after, "limit": limit},
+def _selector(
+    pending: tuple[int, int],
+) -> Callable[[Session, uuid.UUID | None, int], Sequence[uuid.UUID]]:
+    """Records with index rows under the current root and none yet under the pending one
+    (``pending``: its bank of index ids; begin emptied that bank of any other root's rows)."""
+
+    def missing(session: Session, after: uuid.UUID | None, limit: int) -> Sequence[uuid.UUID]:
+        return list(
+            session.scalars(
+                text(
+                    # Any row will do for the outer scan (it walks the record_id index): the
+                    # pending bank's own rows are excluded by the NOT EXISTS.
+                    "SELECT DISTINCT b.record_id FROM blind_index b"
+                    " WHERE (CAST(:after AS uuid) IS NULL OR b.record_id > :after)"
+                    " AND NOT EXISTS (SELECT 1 FROM blind_index n"
+                    " WHERE n.record_id = b.record_id"
+                    " AND n.index_id BETWEEN :pending_low AND :pending_high)"
+                    " ORDER BY b.record_id LIMIT :limit"
+                ),
+                {
+                    "pending_low": pending[0],
+                    "pending_high": pending[1],
+                    "after": after,
+                    "limit": limit,
+                },
+            )
         )
-    )
+
+    return missing
 
 
-def _write_next(session: Session, terms: Mapping[uuid.UUID, list[IndexTerm]]) -> None:
+def _write_terms(session: Session, terms: Mapping[uuid.UUID, list[IndexTerm]]) -> None:
+    """Add index rows (a writer may have added some of the same meanwhile)."""
     rows = [(t.index_id, t.value, rid) for rid, record_terms in terms.items() for t in record_terms]
     if not rows:
         return
     session.execute(
         text(
-            "INSERT INTO blind_index_next (index_id, value, record_id)"
+            "INSERT INTO blind_index (index_id, value, record_id)"
             " SELECT * FROM unnest(:index_ids, :values, :record_ids)"
             " ON CONFLICT DO NOTHING"
         ).bindparams(
@@ -184,6 +215,12 @@ def _write_next(session: Session, terms: Mapping[uuid.UUID, list[IndexTerm]]) ->
             bindparam("record_ids", [r[2] for r in rows], type_=ARRAY(Uuid)),
         )
     )
+
+
+def _pending_indexer_of(provider: KeyProvider) -> BlindIndexer:
+    pending = BlindIndexer.from_provider(provider).pending()
+    assert pending is not None
+    return pending
 
 
 def _pending_indexer(store: PersonStore) -> BlindIndexer:
@@ -204,9 +241,10 @@ def backfill(
     """Step 2: index under the pending root every record not yet indexed under it; each
     batch's decryption is audited in its transaction (record count only)."""
     indexer = _pending_indexer(store)
+    missing = _selector(indexer.bank)
 
     def write(session: Session, terms: Mapping[uuid.UUID, list[IndexTerm]]) -> None:
-        _write_next(session, terms)
+        _write_terms(session, terms)
         audit(
             session,
             AuditEvent(
@@ -219,12 +257,22 @@ def backfill(
         )
 
     with db.transaction() as session:
+        low, high = store.indexer.bank
+        pending_low, pending_high = indexer.bank
         total = int(
             session.scalar(
                 text(
-                    "SELECT count(DISTINCT b.record_id) FROM blind_index b WHERE NOT EXISTS"
-                    " (SELECT 1 FROM blind_index_next n WHERE n.record_id = b.record_id)"
-                )
+                    "SELECT count(DISTINCT b.record_id) FROM blind_index b"
+                    " WHERE b.index_id BETWEEN :low AND :high AND NOT EXISTS"
+                    " (SELECT 1 FROM blind_index n WHERE n.record_id = b.record_id"
+                    " AND n.index_id BETWEEN :pending_low AND :pending_high)"
+                ),
+                {
+                    "low": low,
+                    "high": high,
+                    "pending_low": pending_low,
+                    "pending_high": pending_high,
+                },
             )
             or 0
         )
@@ -234,7 +282,7 @@ def backfill(
         db,
         store,
         indexer,
-        select_batch=_missing,
+        select_batch=missing,
         write=write,
         batch_size=batch_size,
         progress=None if progress is None else (lambda done: progress(done, max(total, done))),
@@ -337,26 +385,12 @@ def switch(
                 f"the database is keyed by root {state.root_fingerprint}, not by the keyring's "
                 f"current root {indexer.fingerprint}"
             )
+        missing = _selector(pending.bank)
         after: uuid.UUID | None = None
-        while ids := _missing(session, after, batch_size):
-            _write_next(session, recompute_terms(session, store, pending, ids))
+        while ids := missing(session, after, batch_size):
+            _write_terms(session, recompute_terms(session, store, pending, ids))
             report.swept += len(ids)
             after = ids[-1]
-        session.execute(text("DELETE FROM blind_index"))
-        report.index_rows = int(
-            getattr(
-                session.execute(
-                    text(
-                        "INSERT INTO blind_index (index_id, value, record_id)"
-                        " SELECT index_id, value, record_id FROM blind_index_next"
-                    )
-                ),
-                "rowcount",
-                0,
-            )
-            or 0
-        )
-        session.execute(text("DELETE FROM blind_index_next"))
         report.keyed_hashes_wrapped = _wrap_source_records(session, indexer) + (
             _wrap_idempotency_keys(session, indexer)
         )
@@ -376,7 +410,6 @@ def switch(
                     "previous_root": indexer.fingerprint,
                     "generation": state.generation,
                     "swept": report.swept,
-                    "index_rows": report.index_rows,
                     "keyed_hashes_wrapped": report.keyed_hashes_wrapped,
                 },
             ),
@@ -407,6 +440,31 @@ def finish(provider: KeyProvider, fingerprint: str) -> bool:
     return _keyring(provider).finish_index_root_rotation(fingerprint)
 
 
+def clean_up(db: Database, store: PersonStore, *, batch_size: int = 50_000) -> int:
+    """Delete the index rows of the bank the current root does not use, in committed
+    batches; returns how many. Only while no rotation is pending (then that bank is the
+    pending root's)."""
+    if store.indexer.pending() is not None:
+        return 0
+    current_low, _ = store.indexer.bank
+    low = 1 if current_low > 1 else 1 + BANK_OFFSET
+    high = low + BANK_OFFSET - 2
+    removed = 0
+    while True:
+        with db.transaction() as session:
+            result = session.execute(
+                text(
+                    "DELETE FROM blind_index WHERE ctid = ANY (ARRAY(SELECT ctid FROM blind_index"
+                    " WHERE index_id BETWEEN :low AND :high LIMIT :limit))"
+                ),
+                {"low": low, "high": high, "limit": batch_size},
+            )
+            count = int(getattr(result, "rowcount", 0) or 0)
+        removed += count
+        if count == 0:
+            return removed
+
+
 def rotate_index_root(
     db: Database,
     store: PersonStore,
@@ -429,4 +487,7 @@ def rotate_index_root(
     with db.transaction() as session:
         report.generation = _state(session).generation
     finish(provider, report.root)
+    with db.transaction() as session:
+        store.align(session)
+    report.old_rows_deleted = clean_up(db, store)
     return report

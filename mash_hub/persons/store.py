@@ -41,7 +41,6 @@ from mash_hub.crypto.keys import KeyProvider
 from mash_hub.crypto.keystore import KeyStore
 from mash_hub.persons.models import (
     BlindIndexEntry,
-    BlindIndexNextEntry,
     IndexRootState,
     Person,
     RecordFieldGroup,
@@ -291,16 +290,12 @@ class PersonStore:
             f"{FIELD_TABLE} (record_id, group_name, ciphertext)",
             [(p.id, group, ciphertext) for p in prepared for group, ciphertext in p.sealed_groups],
         )
+        # During a rotation, the pending root's rows too (the other bank of index ids).
         _copy(
             cursor,
             "blind_index (index_id, value, record_id)",
-            [(i, v, p.id) for p in prepared for i, v in p.index_terms],
-        )
-        # During a rotation: the same record's index under the pending root too.
-        _copy(
-            cursor,
-            "blind_index_next (index_id, value, record_id)",
-            [
+            [(i, v, p.id) for p in prepared for i, v in p.index_terms]
+            + [
                 (i, v, p.id)
                 for p in prepared
                 if p.pending is not None and state.pending in (None, p.pending.root)
@@ -566,7 +561,8 @@ class PersonStore:
         the audit entries that name them keep meaning; nothing personal remains readable.
         """
         # First the rotation's lock, then the records' rows: a re-index batch holding some of
-        # them finishes first (its index rows are deleted below), or sees them erased. No
+        # them finishes first (its rows, of either bank, are deleted below), or sees them
+        # erased. No
         # root check: erasing needs no key, and must work on a restored pre-rotation copy.
         _hold_off_switch(session)
         person = session.get(Person, person_id, with_for_update=True)
@@ -604,9 +600,6 @@ class PersonStore:
                 delete(BlindIndexEntry).where(BlindIndexEntry.record_id.in_(record_ids))
             )
             removed = int(getattr(result, "rowcount", 0) or 0)
-            session.execute(
-                delete(BlindIndexNextEntry).where(BlindIndexNextEntry.record_id.in_(record_ids))
-            )
             session.execute(
                 delete(RecordFieldGroup).where(RecordFieldGroup.record_id.in_(record_ids))
             )

@@ -1,8 +1,10 @@
-"""Online rotation of the blind-index root: ``blind_index_next`` and ``index_root_state``.
+"""Online rotation of the blind-index root: ``index_root_state``.
 
-``blind_index_next`` holds index rows under a pending root while a rotation re-indexes;
-``index_root_state`` (one row) names the root the database is keyed by. The application role
-gets its privileges on both through the default privileges granted in 0005.
+One row naming the root the database's blind indexes and keyed hashes are keyed by (its
+fingerprint), the rotations so far and the pending root. A rotation writes the pending
+root's index rows into ``blind_index`` itself, under the other bank of index ids, so no
+second index table is needed. The application role gets its privileges through the default
+privileges granted in 0005.
 
 Revision ID: 0016
 Revises: 0015
@@ -24,20 +26,6 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
-        "blind_index_next",
-        sa.Column("index_id", sa.SmallInteger(), nullable=False),
-        sa.Column("value", sa.BigInteger(), nullable=False),
-        sa.Column("record_id", sa.Uuid(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["record_id"],
-            ["source_records.id"],
-            name=op.f("fk_blind_index_next_record_id_source_records"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("index_id", "value", "record_id", name=op.f("pk_blind_index_next")),
-    )
-    op.create_index(op.f("ix_blind_index_next_record_id"), "blind_index_next", ["record_id"])
-    op.create_table(
         "index_root_state",
         sa.Column("id", sa.SmallInteger(), nullable=False),
         sa.Column("generation", sa.Integer(), nullable=False),
@@ -52,5 +40,3 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("index_root_state")
-    op.drop_index(op.f("ix_blind_index_next_record_id"), table_name="blind_index_next")
-    op.drop_table("blind_index_next")

@@ -31,7 +31,7 @@ from mash_hub.crypto.keys import (
 from mash_hub.db.engine import Database
 from mash_hub.matching.model import LinkageModel, shipped_model_path
 from mash_hub.persons import rotation
-from mash_hub.persons.models import BlindIndexEntry, BlindIndexNextEntry, IndexRootState
+from mash_hub.persons.models import BlindIndexEntry, IndexRootState
 from mash_hub.persons.reindex import INDEX_GROUPS, index_fields, reindex
 from mash_hub.persons.store import PersonStore
 from mash_hub.referrals import service as referrals
@@ -108,11 +108,13 @@ def _searches(db: Database, store: PersonStore) -> list[list[uuid.UUID]]:
     return [_search(db, store, query) for query in QUERIES]
 
 
-def _index_rows(
-    db: Database, table: type[BlindIndexEntry | BlindIndexNextEntry]
-) -> set[tuple[int, int, uuid.UUID]]:
+def _index_rows(db: Database, *, bank: int | None = None) -> set[tuple[int, int, uuid.UUID]]:
+    """Every blind-index row, or those of one bank of index ids (0: 1-99, 1: 101-199)."""
+    query = select(BlindIndexEntry.index_id, BlindIndexEntry.value, BlindIndexEntry.record_id)
+    if bank is not None:
+        query = query.where(BlindIndexEntry.index_id.between(100 * bank + 1, 100 * bank + 99))
     with db.transaction() as session:
-        rows = session.execute(select(table.index_id, table.value, table.record_id)).all()
+        rows = session.execute(query).all()
     return {(index_id, value, record_id) for index_id, value, record_id in rows}
 
 
@@ -157,7 +159,7 @@ def test_rotation_keeps_searches_source_keys_and_referral_retries(
     before = _searches(db, store)
     assert before[0][0] == robert and before[2] == [robert]
     old_root = keyring.index_roots().current
-    old_rows = _index_rows(db, BlindIndexEntry)
+    old_rows = _index_rows(db)
 
     progress: list[tuple[int, int]] = []
     report = rotation.rotate_index_root(
@@ -171,10 +173,10 @@ def test_rotation_keeps_searches_source_keys_and_referral_retries(
     assert report.backfilled == progress[-1][0] == progress[-1][1] > 40
     assert _state(db).root_fingerprint == report.root and _state(db).pending_fingerprint is None
     # Every index row is the new root's value, and nothing else is left.
-    new_rows = _index_rows(db, BlindIndexEntry)
+    new_rows = _index_rows(db)
     assert new_rows == _expected_rows(db, store, BlindIndexer(roots)) != old_rows
     assert len(new_rows - old_rows) > 0.9 * len(new_rows)
-    assert _index_rows(db, BlindIndexNextEntry) == set()
+    assert all(index_id > 100 for index_id, _, _ in new_rows)  # the other bank of ids
 
     # A process that loads the keyring afresh finds the same persons.
     fresh = PersonStore.from_provider(LocalKeyringProvider(keyring.path))
@@ -252,7 +254,7 @@ def test_records_written_during_a_rotation_are_found_after_it(
     assert running.indexer.pending_fingerprint == _state(db).pending_fingerprint is not None
     with db.transaction() as session:
         (late_record,) = running.records_of_person(session, late)
-    assert any(rid == late_record for *_, rid in _index_rows(db, BlindIndexNextEntry))
+    assert any(rid == late_record for *_, rid in _index_rows(db, bank=1))
 
     report = rotation.rotate_index_root(db, store, keyring, batch_size=4)
     assert report.backfilled == 11  # the seeded records, not the one written meanwhile
@@ -263,9 +265,7 @@ def test_records_written_during_a_rotation_are_found_after_it(
     }
     assert _search(db, running, query) == [late]
     assert _search(db, running, {"nhs_number": "4010232137"}) == [late]
-    assert _index_rows(db, BlindIndexEntry) == _expected_rows(
-        db, store, BlindIndexer(keyring.index_roots())
-    )
+    assert _index_rows(db) == _expected_rows(db, store, BlindIndexer(keyring.index_roots()))
 
 
 class SimulatedCrashError(Exception):
@@ -295,7 +295,7 @@ def test_an_interrupted_rotation_is_finished_by_the_next_run(
     # SimulatedCrashError during the backfill: some records done, the hub still serves the old root.
     with pytest.raises(SimulatedCrashError):
         rotation.rotate_index_root(db, store, keyring, batch_size=5, progress=_interrupt_after(2))
-    assert 0 < len({rid for *_, rid in _index_rows(db, BlindIndexNextEntry)}) < 21
+    assert 0 < len({rid for *_, rid in _index_rows(db, bank=1)}) < 21
     assert _state(db).root_fingerprint == old_fingerprint
     assert _searches(db, store) == before
     pending = keyring.index_roots().pending
@@ -327,9 +327,7 @@ def test_an_interrupted_rotation_is_finished_by_the_next_run(
     assert _searches(db, store) == before
     query = {"given_name": "Ottilie", "family_name": "Brennan", "date_of_birth": "2011-02-02"}
     assert _search(db, store, query) == [meanwhile]
-    assert _index_rows(db, BlindIndexEntry) == _expected_rows(
-        db, store, BlindIndexer(keyring.index_roots())
-    )
+    assert _index_rows(db) == _expected_rows(db, store, BlindIndexer(keyring.index_roots()))
     # Running again when nothing is pending starts a new rotation, not a no-op on the old.
     assert rotation.rotate_index_root(db, store, keyring).generation == 2
 
@@ -360,6 +358,9 @@ def test_erasure_during_a_rotation_leaves_no_index_rows(
             nhs=None,
         )
         records = store.records_of_person(session, person)
+    # Written under both roots.
+    assert {rid for *_, rid in _index_rows(db, bank=0)} >= set(records)
+    assert {rid for *_, rid in _index_rows(db, bank=1)} >= set(records)
     # Half the backfill, then the erasure, then the rest.
     with pytest.raises(SimulatedCrashError):
         rotation.backfill(db, store, batch_size=3, progress=_interrupt_after(2))
@@ -368,12 +369,13 @@ def test_erasure_during_a_rotation_leaves_no_index_rows(
 
     def leftovers() -> int:
         with db.transaction() as session:
-            return sum(
+            return int(
                 session.scalar(
-                    select(func.count()).select_from(table).where(table.record_id.in_(records))
+                    select(func.count())
+                    .select_from(BlindIndexEntry)
+                    .where(BlindIndexEntry.record_id.in_(records))
                 )
                 or 0
-                for table in (BlindIndexEntry, BlindIndexNextEntry)
             )
 
     assert leftovers() == 0
@@ -529,9 +531,8 @@ def test_the_switch_waits_for_writers_and_later_writers_use_the_new_root(
     writing.join(30)
     assert not errors and _state(db).generation == 2
     rotation.finish(keyring, _state(db).root_fingerprint or "")
-    assert _index_rows(db, BlindIndexEntry) == _expected_rows(
-        db, store, BlindIndexer(keyring.index_roots())
-    )
+    assert rotation.clean_up(db, store) > 0  # the first root's rows, in the bank now unused
+    assert _index_rows(db) == _expected_rows(db, store, BlindIndexer(keyring.index_roots()))
     assert _search(
         db, store, {"given_name": "Cosima", "family_name": "Farrow", "date_of_birth": "2014-04-04"}
     ) == [early]
