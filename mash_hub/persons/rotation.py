@@ -117,10 +117,11 @@ def _keyring(provider: KeyProvider) -> LocalKeyringProvider:
         return provider
     if isinstance(provider, EnvKeyProvider):
         raise KeyConfigError(
-            "the blind-index root comes from MASH_INDEX_ROOT_KEY, which the hub cannot "
-            "change under running processes, so it cannot be rotated online. Move the keys "
-            "into a local keyring (MASH_KEY_PROVIDER=local, MASH_KEYRING_PATH) for the "
-            "rotation, or keep the root and record this gap in your risk register"
+            "the blind-index root comes from MASH_INDEX_ROOT_KEY, which the hub cannot change "
+            "under running processes, so it cannot be rotated online with keys from the "
+            "environment. Rotate with the local keyring instead: set MASH_KEY_PROVIDER=keyring "
+            "and MASH_KEYRING_PATH to a keyring file (mode 0600) holding these keys, for every "
+            "hub process and for this command"
         )
     raise KeyConfigError(
         f"the {provider.name} key provider cannot hold a pending blind-index root; "

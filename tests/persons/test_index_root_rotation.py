@@ -33,7 +33,7 @@ from mash_hub.matching.model import LinkageModel, shipped_model_path
 from mash_hub.persons import rotation
 from mash_hub.persons.models import BlindIndexEntry, IndexRootState
 from mash_hub.persons.reindex import INDEX_GROUPS, index_fields, reindex
-from mash_hub.persons.store import PersonStore
+from mash_hub.persons.store import IndexRootChangedError, PersonStore
 from mash_hub.referrals import service as referrals
 from tests.authz.conftest import BASELINE
 from tests.persons.conftest import person_record
@@ -405,6 +405,28 @@ def test_the_reindex_loop_skips_records_erased_before_their_batch(
     assert visited == 4 and len(written) == 3 and all(written.values())
 
 
+def test_records_prepared_before_a_rotation_and_written_after_its_switch_are_refused(
+    committing_database: Database, keyring: LocalKeyringProvider, store: PersonStore
+) -> None:
+    db = committing_database
+    _seed(db, store, 3)
+    stale = store.prepare(person_record("SC-STALE", given="Tobias", nhs=None))
+    assert stale.pending is None
+    rotation.begin(db, keyring)
+    during = store.prepare(person_record("SC-DURING", given="Tobias", nhs=None))
+    assert during.pending is not None
+    rotation.backfill(db, store)
+    rotation.switch(db, store, rotation.RotationReport("", ""), batch_size=10)
+    with db.transaction() as session, pytest.raises(IndexRootChangedError, match="again"):
+        store.write(session, [stale])
+    with db.transaction() as session:
+        (written,) = store.resolve(session, [during])
+        assert written.source_key == during.pending.source_key
+        store.write(session, [during])
+    rotation.rotate_index_root(db, store, keyring)
+    assert _index_rows(db) == _expected_rows(db, store, BlindIndexer(keyring.index_roots()))
+
+
 def test_keys_from_the_environment_are_refused_saying_what_to_do(
     committing_database: Database,
 ) -> None:
@@ -412,7 +434,7 @@ def test_keys_from_the_environment_are_refused_saying_what_to_do(
         "MASH_KEKS": "kek-1:" + "A" * 43 + "=",
         "MASH_INDEX_ROOT_KEY": "B" * 43 + "=",
     }
-    with pytest.raises(KeyConfigError, match=r"MASH_INDEX_ROOT_KEY.*local keyring"):
+    with pytest.raises(KeyConfigError, match=r"MASH_INDEX_ROOT_KEY.*MASH_KEY_PROVIDER=keyring"):
         rotation.begin(committing_database, EnvKeyProvider(environ))
 
 
