@@ -176,6 +176,8 @@ class PersonStore:
     def __init__(self, keys: KeyStore, indexer: BlindIndexer) -> None:
         self.keys = keys
         self.indexer = indexer
+        # The root the database was last seen keyed by, while no rotation is pending.
+        self._verified_root: str | None = None
 
     @classmethod
     def from_provider(cls, provider: KeyProvider) -> PersonStore:
@@ -228,7 +230,18 @@ class PersonStore:
 
     def align(self, session: Session) -> RootState:
         """Read which root the database is keyed by and let the indexer follow it (see
-        :meth:`BlindIndexer.align`): call before computing values to search with."""
+        :meth:`BlindIndexer.align`): call before computing values to search with.
+
+        Read once per process while the keyring holds no pending root: the database can
+        only switch to a pending root, and the keyring is re-checked on every call. (Each
+        read cost about 0.35 ms on the development machine; a search takes 4-7 ms.)
+        """
+        if (
+            self._verified_root is not None
+            and self.indexer.pending_fingerprint is None
+            and self.indexer.fingerprint == self._verified_root
+        ):
+            return RootState(self._verified_root, None)
         row = session.execute(
             select(IndexRootState.root_fingerprint, IndexRootState.pending_fingerprint).where(
                 IndexRootState.id == 1
@@ -236,6 +249,8 @@ class PersonStore:
         ).one_or_none()
         state = RootState(None, None) if row is None else RootState(row[0], row[1])
         self.indexer.align(state.root)
+        if state.pending is None and self.indexer.pending_fingerprint is None:
+            self._verified_root = self.indexer.fingerprint
         return state
 
     def fence(self, session: Session) -> RootState:

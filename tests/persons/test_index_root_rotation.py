@@ -291,6 +291,9 @@ def test_an_interrupted_rotation_is_finished_by_the_next_run(
     _seed(db, store, 20)
     before = _searches(db, store)
     old_fingerprint = index_root_fingerprint(keyring.index_roots().current)
+    # A running process that has searched already (it knows the database's root).
+    stale = PersonStore.from_provider(LocalKeyringProvider(keyring.path))
+    assert _searches(db, stale) == before
 
     # SimulatedCrashError during the backfill: some records done, the hub still serves the old root.
     with pytest.raises(SimulatedCrashError):
@@ -307,8 +310,8 @@ def test_an_interrupted_rotation_is_finished_by_the_next_run(
     assert keyring.index_roots().pending == pending  # the same pending root was resumed
     assert _state(db).root_fingerprint == index_root_fingerprint(pending or b"")
     # Processes still holding the old root as current follow the database.
-    stale = PersonStore.from_provider(LocalKeyringProvider(keyring.path))
     assert _searches(db, stale) == before
+    assert _searches(db, PersonStore.from_provider(LocalKeyringProvider(keyring.path))) == before
     with db.transaction() as session:
         meanwhile = _person(
             session,
