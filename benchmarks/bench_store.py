@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from mash_hub.crypto.blind_index import INDEX_SPECS, IndexTerm, index_terms
+from mash_hub.crypto.blind_index import INDEX_SPECS, BlindIndexer, IndexTerm, index_terms
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.db import migrate
 from mash_hub.db.embedded import EmbeddedPostgres
@@ -54,13 +54,17 @@ class PlaintextStore(PersonStore):
     ) -> list[tuple[uuid.UUID, str, dict[str, Any]]]:
         return [(record_id, group, json.loads(bytes(blob))) for record_id, group, blob in rows]
 
-    def _source_key(self, feed: str, source_record_id: str) -> bytes:
+    def _source_key(
+        self, feed: str, source_record_id: str, indexer: BlindIndexer | None = None
+    ) -> bytes:
         return f"{feed}|{source_record_id}".encode()
 
-    def _content_hash(self, canonical: bytes) -> bytes | None:
+    def _content_hash(self, canonical: bytes, indexer: BlindIndexer | None = None) -> bytes | None:
         return hashlib.sha256(canonical).digest()
 
-    def _index_terms(self, index_fields: Mapping[str, Any]) -> list[IndexTerm]:
+    def _index_terms(
+        self, index_fields: Mapping[str, Any], indexer: BlindIndexer | None = None
+    ) -> list[IndexTerm]:
         return list(
             dict.fromkeys(
                 IndexTerm(INDEX_SPECS[name].index_id, zlib.crc32(value.encode()))

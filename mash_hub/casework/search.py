@@ -373,6 +373,7 @@ def search_persons(  # noqa: PLR0917 - the unit of work's collaborators
         raise ValueError(f"limit must be 1-{MAX_LIMIT}")
     decisions, masks, purpose = authorise_search(session, policy, caller, purpose)
     search_id = uuid.uuid4()
+    store.align(session)
     terms = query_terms(store.indexer, query)
     found = store.candidates(session, terms)
     candidates = _current_candidates(session, found, masks)

@@ -23,6 +23,8 @@ from mash_hub.cli._common import (
 from mash_hub.crypto.errors import KeyConfigError, KeyringExistsError
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.crypto.keystore import KeyStore, rotate
+from mash_hub.persons import rotation
+from mash_hub.persons.store import PersonStore
 
 app = typer.Typer(help="Create, inspect, rotate and retire encryption keys.", no_args_is_help=True)
 
@@ -50,11 +52,13 @@ def init(as_json: JsonOption = False) -> None:
 
 @app.command()
 def status(as_json: JsonOption = False) -> None:
-    """Show each KEK, how many data keys it wraps, and whether a rotation is unfinished."""
+    """Show each KEK, how many data keys it wraps, the blind-index root, and whether a
+    rotation of either is unfinished."""
     with open_hub() as (db, provider), db.transaction() as session:
         keys = KeyStore(provider)
         rows = keys.status(session)
         outstanding = keys.outstanding(session)
+        index_root = rotation.status(session, provider)
     if as_json:
         emit_json(
             {
@@ -62,6 +66,7 @@ def status(as_json: JsonOption = False) -> None:
                 "primary": provider.primary_kek_id(),
                 "outstanding_rewraps": outstanding,
                 "keks": [asdict(row) for row in rows],
+                "index_root": index_root,
             }
         )
         return
@@ -81,6 +86,15 @@ def status(as_json: JsonOption = False) -> None:
         console.print(
             f"[yellow]{outstanding} data key(s) still wrapped by older KEKs: "
             "run `mash-hub keys rotate` to finish.[/]"
+        )
+    console.print(
+        f"Blind-index root {index_root['current']} (generation {index_root['generation']}, "
+        f"{index_root['previous_roots']} earlier root(s) kept for keyed hashes)."
+    )
+    if index_root["unfinished"]:
+        console.print(
+            "[yellow]A blind-index root rotation is unfinished: run "
+            "`mash-hub keys rotate-index-root` to finish it.[/]"
         )
 
 
@@ -148,6 +162,67 @@ def rotate_command(
         console.print(
             f"Primary KEK is {report['primary']}; re-wrapped {done} data key(s). "
             f"Retire old KEKs with `mash-hub keys retire KEK_ID` once backups allow."
+        )
+
+
+@app.command("rotate-index-root")
+def rotate_index_root_command(
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Records re-indexed per transaction.")
+    ] = 1000,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace the blind-index root secret online: re-index every record under a new root.
+
+    The hub keeps serving. A pending root goes into the keyring, every record is re-indexed
+    under it in committed batches, then one short transaction switches the indexes (writers
+    wait; searches continue) and the keyring makes the new root current. If a run was
+    interrupted, this finishes it. Needs the local keyring.
+    """
+    with open_hub() as (db, provider):
+        store = PersonStore.from_provider(provider)
+        try:
+            started = rotation.begin(db, provider)
+        except KeyConfigError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+        with db.transaction() as session:
+            audit(
+                session,
+                AuditEvent(
+                    actor(),
+                    "keys.rotate_index_root.start",
+                    "index_root",
+                    started.root,
+                    {"previous_root": started.previous_root, "resumed": started.resumed},
+                ),
+            )
+        with progress_bar(disable=as_json) as progress:
+            task = progress.add_task("Re-indexing records", total=None)
+            report = rotation.rotate_index_root(
+                db,
+                store,
+                provider,
+                batch_size=batch_size,
+                progress=lambda n, total: progress.update(task, completed=n, total=total),
+                actor=actor(),
+            )
+        with db.transaction() as session:
+            audit(
+                session,
+                AuditEvent(
+                    actor(),
+                    "keys.rotate_index_root.finish",
+                    "index_root",
+                    report.root,
+                    report.as_dict(),
+                ),
+            )
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        console.print(
+            f"Blind-index root {report.root} is current (generation {report.generation}); "
+            f"re-indexed {report.backfilled} record(s), {report.swept} more at the switch."
         )
 
 

@@ -3,7 +3,14 @@
 Each index has its own HMAC-SHA256 key, derived with HKDF-SHA256 from the provider's
 blind-index root secret (``info = b"mash-hub|blind-index|v1|" + name``). The root secret is
 separate from the KEKs, so KEK rotation never touches indexes; rotating the root secret
-means recomputing every index row.
+means recomputing every index row from the decrypted records
+(:mod:`mash_hub.persons.rotation`).
+
+Full-length keyed hashes (an agency's record id, a record's content, a referral's
+idempotency key) cannot be recomputed: their inputs are not stored. Under a rotated root
+they are computed under the oldest root and then wrapped, ``HMAC(wrap key of root g, value
+under g-1)`` for each later root g, so a rotation re-keys the stored ones by wrapping them
+once and equality with newly computed values is preserved.
 
 Why truncate. An untruncated HMAC of a name is a perfect pseudonym: anyone holding a copy of
 the database (without keys) sees exactly which records share a value and how often each
@@ -29,6 +36,11 @@ less and cost more decryptions. The budget follows the value's entropy and its u
 Values are returned as non-negative ``int`` below 2**63 so PostgreSQL can store them in a
 ``BIGINT`` column; ``index_id`` lets one table ``(index_id, value, record_id)`` hold all of
 them. Never renumber an ``index_id`` or change a spec's bits or normaliser without a reindex.
+
+Stored index ids come in two *banks*: a spec's own id (1-99) under roots of even generation
+(no rotation yet, or two), that id + 100 under odd ones. A root rotation writes the pending
+root's rows beside the current ones in the same table, and switches by changing which root
+the database is keyed by, without copying the index (see :mod:`mash_hub.persons.rotation`).
 """
 
 from __future__ import annotations
@@ -41,7 +53,14 @@ from typing import Any, NamedTuple
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from mash_hub.crypto.keys import KEY_BYTES, KeyProvider
+from mash_hub.crypto.errors import IndexRootMismatchError
+from mash_hub.crypto.keys import (
+    KEY_BYTES,
+    IndexRoots,
+    KeyProvider,
+    index_root_fingerprint,
+    index_roots_of,
+)
 from mash_hub.crypto.normalise import (
     birth_year,
     name_phonetic,
@@ -64,7 +83,17 @@ __all__ = [
 
 _HKDF_SALT = b"mash-hub|blind-index-salt|v1"
 _HKDF_INFO = b"mash-hub|blind-index|v1|"
+_WRAP_INFO = b"mash-hub|keyed-hash-wrap|v1|"
+# The two kinds of full-length keyed hash, each with its own key per root.
+SOURCE_KEY = "source-record-id"
+CONTENT_HASH = "record-content"
+_BASE_INFO = {
+    SOURCE_KEY: b"mash-hub|source-record-id|v1",
+    CONTENT_HASH: b"mash-hub|record-content|v1",
+}
 _JOIN = "\x1f"
+# Stored index id = spec id + BANK_OFFSET * (root generation % 2); spec ids stay below it.
+BANK_OFFSET = 100
 
 
 def _one(normaliser: Callable[[Any], str | None]) -> Callable[[Any], list[str]]:
@@ -304,30 +333,127 @@ def index_terms(person_fields: Mapping[str, Any]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(terms))
 
 
+class _Generation:
+    """The keys of one root and the roots before it (oldest first), each derived once."""
+
+    __slots__ = ("_chain", "_derived", "_index_keys", "_specs", "bank", "fingerprint", "fixed")
+
+    def __init__(self, chain: tuple[bytes, ...], specs: Mapping[str, IndexSpec]) -> None:
+        for root in chain:
+            if len(root) != KEY_BYTES:
+                raise ValueError(f"the blind-index root key must be {KEY_BYTES} bytes")
+        self._chain = chain
+        self._specs = specs
+        self._derived: dict[tuple[int, bytes], bytes] = {}
+        self._index_keys: dict[str, tuple[bytes, int, int]] = {}
+        self.fingerprint = index_root_fingerprint(chain[-1])
+        # Generation = rotations so far = roots before this one.
+        self.bank = (len(chain) - 1) % 2
+        self.fixed: BlindIndexer | None = None
+
+    def _derive(self, position: int, info: bytes) -> bytes:
+        key = self._derived.get((position, info))
+        if key is None:
+            key = HKDF(
+                algorithm=hashes.SHA256(), length=KEY_BYTES, salt=_HKDF_SALT, info=info
+            ).derive(self._chain[position])
+            self._derived[(position, info)] = key
+        return key
+
+    def index_key(self, index_name: str) -> tuple[bytes, int, int]:
+        """(HMAC key, bits, index id) of one index under this root."""
+        entry = self._index_keys.get(index_name)
+        if entry is None:
+            try:
+                spec = self._specs[index_name]
+            except KeyError:
+                raise KeyError(f"unknown blind index {index_name!r}") from None
+            key = self._derive(len(self._chain) - 1, _HKDF_INFO + index_name.encode("utf-8"))
+            entry = (key, spec.bits, spec.index_id + BANK_OFFSET * self.bank)
+            self._index_keys[index_name] = entry
+        return entry
+
+    def keyed_hash(self, purpose: str, message: bytes) -> bytes:
+        """The full-length keyed hash under the oldest root, wrapped through each later one."""
+        value = hmac.digest(self._derive(0, _BASE_INFO[purpose]), message, "sha256")
+        for position in range(1, len(self._chain)):
+            value = self.wrap(purpose, value, position)
+        return value
+
+    def wrap(self, purpose: str, value: bytes, position: int = -1) -> bytes:
+        """One wrapping step under the root at ``position`` (by default this generation's)."""
+        at = position % len(self._chain)
+        key = self._derive(at, _WRAP_INFO + purpose.encode("ascii"))
+        return hmac.digest(key, value, "sha256")
+
+
+class _View:
+    """What a process indexes under: the current generation and, during a rotation, the
+    pending one; ``promoted`` once the database says the pending root has become current."""
+
+    __slots__ = ("current", "pending", "promoted", "roots")
+
+    def __init__(self, roots: IndexRoots, specs: Mapping[str, IndexSpec]) -> None:
+        self.roots: IndexRoots | None = roots
+        chain = (*roots.previous, roots.current)
+        self.current = _Generation(chain, specs)
+        self.pending = (
+            None if roots.pending is None else _Generation((*chain, roots.pending), specs)
+        )
+        self.promoted = False
+
+    @classmethod
+    def single(cls, gen: _Generation) -> _View:
+        view = cls.__new__(cls)
+        view.roots = None
+        view.current = gen
+        view.pending = None
+        view.promoted = False
+        return view
+
+    def active(self) -> _Generation:
+        if self.promoted and self.pending is not None:
+            return self.pending
+        return self.current
+
+    def next(self) -> _Generation | None:
+        return None if self.promoted else self.pending
+
+
 class BlindIndexer:
-    """Computes blind-index values with one HKDF-derived HMAC key per index."""
+    """Computes blind-index values with one HKDF-derived HMAC key per index.
 
-    __slots__ = ("_content_key", "_keys", "_root", "_source_key", "_specs")
+    Built from a provider, it follows the provider's roots: a pending root added by a
+    rotation is noticed on the next call (the provider re-reads a changed keyring), and so
+    is the switch to it.
+    """
 
-    def __init__(self, root_key: bytes, specs: Mapping[str, IndexSpec] = INDEX_SPECS) -> None:
-        if len(root_key) != KEY_BYTES:
-            raise ValueError(f"the blind-index root key must be {KEY_BYTES} bytes")
+    __slots__ = ("_provider", "_specs", "_view_cache")
+
+    def __init__(
+        self,
+        root_key: bytes | IndexRoots,
+        specs: Mapping[str, IndexSpec] = INDEX_SPECS,
+        *,
+        provider: KeyProvider | None = None,
+    ) -> None:
         ids = [spec.index_id for spec in specs.values()]
         if len(set(ids)) != len(ids):
             raise ValueError("index ids must be unique")
         for name, spec in specs.items():
             if name != spec.name or not 1 <= spec.bits <= 63:
                 raise ValueError(f"bad index spec {name!r}: name mismatch or bits not in 1..63")
-        self._root = bytes(root_key)
+            if not 1 <= spec.index_id < BANK_OFFSET:
+                raise ValueError(f"bad index spec {name!r}: index id not in 1..{BANK_OFFSET - 1}")
+        roots = root_key if isinstance(root_key, IndexRoots) else IndexRoots(bytes(root_key))
         self._specs = dict(specs)
-        self._source_key: bytes | None = None
-        self._content_key: bytes | None = None
-        self._keys: dict[str, tuple[bytes, int, int]] = {}
+        self._provider = provider
+        self._view_cache = _View(roots, self._specs)
 
     @classmethod
     def from_provider(cls, provider: KeyProvider) -> BlindIndexer:
-        """Indexer keyed by the provider's blind-index root secret."""
-        return cls(provider.index_root_key())
+        """Indexer keyed by the provider's blind-index roots, following their changes."""
+        return cls(index_roots_of(provider), provider=provider)
 
     def __repr__(self) -> str:
         return f"<BlindIndexer indexes={len(self._specs)} (key hidden)>"
@@ -337,51 +463,117 @@ class BlindIndexer:
     def __reduce__(self) -> Any:
         raise TypeError("BlindIndexer holds keys and cannot be pickled")
 
+    def _view(self) -> _View:
+        view = self._view_cache
+        if self._provider is not None:
+            roots = index_roots_of(self._provider)
+            if roots is not view.roots and roots != view.roots:  # a changed keyring
+                view = _View(roots, self._specs)
+                self._view_cache = view
+        return view
+
+    def _gen(self) -> _Generation:
+        return self._view().active()
+
+    # -- rotation ---------------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of the root new index values are computed under."""
+        return self._gen().fingerprint
+
+    @property
+    def pending_fingerprint(self) -> str | None:
+        following = self._view().next()
+        return None if following is None else following.fingerprint
+
+    def pending(self) -> BlindIndexer | None:
+        """An indexer fixed on the pending root (the values a rotation switches to), if any."""
+        following = self._view().next()
+        return None if following is None else self._fixed(following)
+
+    def current(self) -> BlindIndexer:
+        """An indexer fixed on the current root (stable across a concurrent switch)."""
+        return self._fixed(self._gen())
+
+    def _fixed(self, gen: _Generation) -> BlindIndexer:
+        """An indexer on one generation, sharing its derived keys (cached on it)."""
+        if gen.fixed is None:
+            fixed = BlindIndexer.__new__(BlindIndexer)
+            fixed._specs = self._specs
+            fixed._provider = None
+            fixed._view_cache = _View.single(gen)
+            gen.fixed = fixed
+        return gen.fixed
+
+    def align(self, database_fingerprint: str | None) -> None:
+        """Agree with the database about which root is current.
+
+        The database records a rotation's switch before the keyring is rewritten; in between
+        (or if the rotation stopped there), a process that sees the switch uses the pending
+        root as current, so it never searches or writes under a root the indexes left.
+        """
+        if database_fingerprint is None:
+            return
+        view = self._view()
+        if database_fingerprint == view.active().fingerprint:
+            return
+        if view.pending is not None and database_fingerprint == view.pending.fingerprint:
+            view.promoted = True
+            return
+        raise IndexRootMismatchError(
+            f"the database's blind indexes are keyed by root {database_fingerprint}, which is "
+            f"not the key provider's current root {view.active().fingerprint}: is this the "
+            "keyring this database was built with?"
+        )
+
+    def wrap_for_pending(self, purpose: str, value: bytes) -> bytes:
+        """Re-key a stored full-length keyed hash from the current root to the pending one."""
+        following = self._view().next()
+        if following is None:
+            raise ValueError("there is no pending blind-index root")
+        return following.wrap(purpose, value)
+
+    # -- values -----------------------------------------------------------------------------
+
     def spec(self, index_name: str) -> IndexSpec:
         try:
             return self._specs[index_name]
         except KeyError:
             raise KeyError(f"unknown blind index {index_name!r}") from None
 
+    @property
+    def specs(self) -> Mapping[str, IndexSpec]:
+        return self._specs
+
     def index_id(self, index_name: str) -> int:
-        return self.spec(index_name).index_id
+        """The stored id of an index under the current root (see the module docstring)."""
+        return self._gen().index_key(index_name)[2]
+
+    @property
+    def bank(self) -> tuple[int, int]:
+        """The lowest and highest stored index id under the current root."""
+        low = BANK_OFFSET * self._gen().bank
+        return low + 1, low + BANK_OFFSET - 1
 
     def _key(self, index_name: str) -> bytes:
-        return self._derived(index_name)[0]
-
-    def _derived(self, index_name: str) -> tuple[bytes, int, int]:
-        """(HMAC key, bits, index id), derived once per index and cached."""
-        entry = self._keys.get(index_name)
-        if entry is None:
-            spec = self.spec(index_name)
-            key = HKDF(
-                algorithm=hashes.SHA256(),
-                length=KEY_BYTES,
-                salt=_HKDF_SALT,
-                info=_HKDF_INFO + index_name.encode("utf-8"),
-            ).derive(self._root)
-            entry = (key, spec.bits, spec.index_id)
-            self._keys[index_name] = entry
-        return entry
+        return self._gen().index_key(index_name)[0]
 
     def compute(self, index_name: str, normalised_value: str) -> int:
         """HMAC-SHA256 of an already-normalised value, truncated to the index's bits."""
-        key, bits, _ = self._derived(index_name)
-        digest = hmac.digest(key, normalised_value.encode("utf-8"), "sha256")
-        return int.from_bytes(digest[:8], "big") >> (64 - bits)
+        return self.term(index_name, normalised_value).value
 
     def term(self, index_name: str, normalised_value: str) -> IndexTerm:
         """The (index_id, value) row for one normalised value."""
-        key, bits, index_id = self._derived(index_name)
-        digest = hmac.digest(key, normalised_value.encode("utf-8"), "sha256")
-        return IndexTerm(index_id, int.from_bytes(digest[:8], "big") >> (64 - bits))
+        return _term(self._gen(), index_name, normalised_value)
 
     def lookup(self, index_name: str, raw_value: Any) -> list[IndexTerm]:
         """Terms for one raw value of a single-field index (e.g. a typed-in NHS number)."""
         normaliser = self.spec(index_name).normaliser
         if normaliser is None:
             raise ValueError(f"{index_name!r} is a compound index; use query_terms()")
-        return [self.term(index_name, key) for key in normaliser(raw_value)]
+        gen = self._gen()
+        return [_term(gen, index_name, key) for key in normaliser(raw_value)]
 
     def source_key(self, feed: str, source_record_id: str) -> bytes:
         """Full-length keyed hash of an agency's own record id, unique per feed.
@@ -389,40 +581,34 @@ class BlindIndexer:
         Lets a re-sent record find the version it replaces without storing the agency's id
         in clear; untruncated because it must not collide.
         """
-        if self._source_key is None:
-            self._source_key = HKDF(
-                algorithm=hashes.SHA256(),
-                length=KEY_BYTES,
-                salt=_HKDF_SALT,
-                info=b"mash-hub|source-record-id|v1",
-            ).derive(self._root)
         message = _JOIN.join((feed, source_record_id.strip())).encode("utf-8")
-        return hmac.digest(self._source_key, message, "sha256")
+        return self._gen().keyed_hash(SOURCE_KEY, message)
 
     def content_hash(self, canonical: bytes) -> bytes:
         """Keyed hash of a record's canonical content, to spot unchanged re-sent records
         without decrypting (unkeyed, it would let anyone test a guessed record)."""
-        if self._content_key is None:
-            self._content_key = HKDF(
-                algorithm=hashes.SHA256(),
-                length=KEY_BYTES,
-                salt=_HKDF_SALT,
-                info=b"mash-hub|record-content|v1",
-            ).derive(self._root)
-        return hmac.digest(self._content_key, canonical, "sha256")
+        return self._gen().keyed_hash(CONTENT_HASH, canonical)
 
     def terms_for(self, person_fields: Mapping[str, Any]) -> list[IndexTerm]:
         """(index_id, value) rows to store for a person."""
-        return list(dict.fromkeys(self.term(n, v) for n, v in index_terms(person_fields)))
+        gen = self._gen()
+        return list(dict.fromkeys(_term(gen, n, v) for n, v in index_terms(person_fields)))
 
     def query_terms(
         self, query_fields: Mapping[str, Any], *, indexes: Collection[str] | None = None
     ) -> list[IndexTerm]:
         """The same terms for a search, optionally limited to some indexes (e.g. compounds)."""
+        gen = self._gen()
         return list(
             dict.fromkeys(
-                self.term(n, v)
+                _term(gen, n, v)
                 for n, v in index_terms(query_fields)
                 if indexes is None or n in indexes
             )
         )
+
+
+def _term(gen: _Generation, index_name: str, normalised_value: str) -> IndexTerm:
+    key, bits, index_id = gen.index_key(index_name)
+    digest = hmac.digest(key, normalised_value.encode("utf-8"), "sha256")
+    return IndexTerm(index_id, int.from_bytes(digest[:8], "big") >> (64 - bits))

@@ -29,3 +29,8 @@ class UnknownKeyError(CryptoError):
 
 class DecryptionError(CryptoError):
     """Authentication failed: wrong key, ciphertext moved elsewhere, tampered or truncated."""
+
+
+class IndexRootMismatchError(KeyConfigError):
+    """The database's blind indexes were built under a root the key provider does not hold
+    as its current or pending root (a wrong or out-of-date keyring)."""

@@ -7,7 +7,8 @@ KEKs rotate, and because leaking one must not expose the other.
 
 Two providers live here:
 
-* :class:`LocalKeyringProvider`: a JSON keyring file (mode 0600) with rotation support;
+* :class:`LocalKeyringProvider`: a JSON keyring file (mode 0600) with rotation support (of
+  KEKs, and online rotation of the blind-index root: see :class:`IndexRoots`);
 * :class:`EnvKeyProvider`: keys from environment variables or Docker/Kubernetes secret files.
 
 Raw keys never appear in ``repr``/``str``, log records or exception messages.
@@ -31,11 +32,14 @@ import stat
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 
 from mash_hub.crypto.errors import (
@@ -50,9 +54,12 @@ __all__ = [
     "KEY_BYTES",
     "DevelopmentKeysWarning",
     "EnvKeyProvider",
+    "IndexRoots",
     "KeyProvider",
     "LocalKeyringProvider",
     "generate_dev_keyring",
+    "index_root_fingerprint",
+    "index_roots_of",
     "new_kek_id",
 ]
 
@@ -65,6 +72,54 @@ WRAP_V1 = b"\x01"
 KEYRING_FORMAT = 1
 _KEK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def index_root_fingerprint(root: bytes) -> str:
+    """A public name for a blind-index root: a keyed derivation, so it reveals nothing of the
+    root, stored in the database to tell which root its blind indexes were built under."""
+    derived = HKDF(
+        algorithm=hashes.SHA256(),
+        length=8,
+        salt=b"mash-hub|blind-index-salt|v1",
+        info=b"mash-hub|index-root-fingerprint|v1",
+    ).derive(root)
+    return derived.hex()
+
+
+@dataclass(frozen=True, eq=True)
+class IndexRoots:
+    """The blind-index root secrets a provider holds.
+
+    ``current`` keys the blind indexes. ``previous`` holds the roots it replaced, oldest
+    first: full-length keyed hashes (source keys, content hashes) are computed under the
+    oldest root and then wrapped (HMAC) under each later one, so rotation never needs the
+    agency record ids or contents they were computed from. ``pending`` exists while a
+    rotation re-indexes under it.
+    """
+
+    current: bytes
+    previous: tuple[bytes, ...] = ()
+    pending: bytes | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<IndexRoots current={index_root_fingerprint(self.current)} "
+            f"previous={len(self.previous)} pending={self.pending is not None}>"
+        )
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("IndexRoots holds keys and cannot be pickled")
+
+
+def index_roots_of(provider: KeyProvider) -> IndexRoots:
+    """The provider's blind-index roots (a provider without rotation support has only one)."""
+    roots = getattr(provider, "index_roots", None)
+    if roots is not None:
+        result: IndexRoots = roots()
+        return result
+    return IndexRoots(provider.index_root_key())
 
 
 class DevelopmentKeysWarning(UserWarning):
@@ -284,15 +339,21 @@ class _AeadKeys:
         self._keks: dict[str, AESGCM] = {}
         self._retired: frozenset[str] = frozenset()
         self._primary = ""
-        self._index_root = b""
+        self._index_roots = IndexRoots(b"")
         self._batches = threading.local()
 
     def _set_keys(
-        self, keks: Mapping[str, bytes], primary: str, index_root: bytes, retired: frozenset[str]
+        self,
+        keks: Mapping[str, bytes],
+        primary: str,
+        index_roots: IndexRoots,
+        retired: frozenset[str],
     ) -> None:
         self._keks = {kek_id: AESGCM(raw) for kek_id, raw in keks.items()}
         self._primary = primary
-        self._index_root = index_root
+        if index_roots != self._index_roots:
+            # Kept as the same object while unchanged, so indexers can cache derived keys.
+            self._index_roots = index_roots
         self._retired = retired
 
     def _refresh(self) -> None:
@@ -364,7 +425,12 @@ class _AeadKeys:
 
     def index_root_key(self) -> bytes:
         self._current()
-        return self._index_root
+        return self._index_roots.current
+
+    def index_roots(self) -> IndexRoots:
+        """Current, previous and pending blind-index roots (see :class:`IndexRoots`)."""
+        self._current()
+        return self._index_roots
 
     def __repr__(self) -> str:
         return (
@@ -388,7 +454,9 @@ class LocalKeyringProvider(_AeadKeys):
                                           "state": "active"},
                   "kek-20250101-aaaaaa": {"created": "<iso>", "retired": "<iso>",
                                           "state": "retired"}},
-         "index_root_key": "<base64>"}
+         "index_root_key": "<base64>",
+         "index_root_previous": ["<base64>", ...],   # optional, oldest first
+         "index_root_pending": "<base64>"}           # optional, during a root rotation
 
     Every change is an atomic rewrite under an exclusive lock on ``<path>.lock``; other
     processes notice the new file (by inode/mtime/size/mode) on their next call, or at the
@@ -452,7 +520,9 @@ class LocalKeyringProvider(_AeadKeys):
             raise KeyConfigError(f"{where} must have a 'primary' id and a 'keks' object")
         return doc
 
-    def _parse(self, doc: Mapping[str, Any]) -> tuple[dict[str, bytes], str, bytes, frozenset[str]]:
+    def _parse(
+        self, doc: Mapping[str, Any]
+    ) -> tuple[dict[str, bytes], str, IndexRoots, frozenset[str]]:
         where = f"keyring {self.path}"
         keks: dict[str, bytes] = {}
         retired: set[str] = set()
@@ -475,14 +545,27 @@ class LocalKeyringProvider(_AeadKeys):
         primary = doc["primary"]
         if primary not in keks:
             raise KeyConfigError(f"{where}: primary KEK {primary!r} is not an active KEK")
+        return keks, primary, self._parse_index_roots(doc, where), frozenset(retired)
+
+    @staticmethod
+    def _parse_index_roots(doc: Mapping[str, Any], where: str) -> IndexRoots:
         index_root = doc.get("index_root_key")
         if not isinstance(index_root, str):
             raise KeyConfigError(f"{where} has no index_root_key")
-        return (
-            keks,
-            primary,
-            _decode_key(index_root, f"{where}: index_root_key"),
-            frozenset(retired),
+        previous = doc.get("index_root_previous", [])
+        if not isinstance(previous, list) or not all(isinstance(p, str) for p in previous):
+            raise KeyConfigError(f"{where}: index_root_previous must be a list of keys")
+        pending = doc.get("index_root_pending")
+        if pending is not None and not isinstance(pending, str):
+            raise KeyConfigError(f"{where}: index_root_pending must be a key")
+        return IndexRoots(
+            current=_decode_key(index_root, f"{where}: index_root_key"),
+            previous=tuple(
+                _decode_key(p, f"{where}: index_root_previous[{i}]") for i, p in enumerate(previous)
+            ),
+            pending=None
+            if pending is None
+            else _decode_key(pending, f"{where}: index_root_pending"),
         )
 
     def _load(self) -> None:
@@ -564,6 +647,47 @@ class LocalKeyringProvider(_AeadKeys):
             entry["retired"] = _utc_now_iso()
         logger.warning("keyring %s: retired KEK %s (key material destroyed)", self.path, kek_id)
 
+    def begin_index_root_rotation(self) -> bool:
+        """Add a random pending blind-index root unless one exists; True if it was added.
+
+        Every process using this keyring notices it on its next key operation and from then
+        on also indexes new records under it (see :mod:`mash_hub.persons.rotation`).
+        """
+        with self._locked_doc() as doc:
+            if doc.get("index_root_pending") is not None:
+                return False
+            doc["index_root_pending"] = _encode_key(secrets.token_bytes(KEY_BYTES))
+        logger.info("keyring %s: added a pending blind-index root", self.path)
+        return True
+
+    def finish_index_root_rotation(self, fingerprint: str) -> bool:
+        """Make the pending root (whose fingerprint the database recorded at its switch)
+        current, keeping the old current root in ``index_root_previous``; True if changed.
+
+        Idempotent: once the root with ``fingerprint`` is current nothing changes, so an
+        interrupted finish is simply repeated.
+        """
+        with self._locked_doc() as doc:
+            current = _decode_key(doc["index_root_key"], "index_root_key")
+            if index_root_fingerprint(current) == fingerprint:
+                return False
+            pending = doc.get("index_root_pending")
+            if not isinstance(pending, str) or (
+                index_root_fingerprint(_decode_key(pending, "index_root_pending")) != fingerprint
+            ):
+                raise KeyConfigError(
+                    f"keyring {self.path} holds no pending blind-index root {fingerprint}; "
+                    "it is not the keyring this database was rotated with"
+                )
+            doc["index_root_previous"] = [
+                *doc.get("index_root_previous", []),
+                doc["index_root_key"],
+            ]
+            doc["index_root_key"] = pending
+            del doc["index_root_pending"]
+        logger.warning("keyring %s: blind-index root %s is now current", self.path, fingerprint)
+        return True
+
 
 class EnvKeyProvider(_AeadKeys):
     """Keys from environment variables, each optionally read from a secret file.
@@ -599,7 +723,7 @@ class EnvKeyProvider(_AeadKeys):
         elif primary not in keks:
             raise KeyConfigError(f"{primary_where} names KEK {primary!r}, absent from {keks_where}")
         index_text, index_where = self._read(env, self.INDEX_ROOT_VAR, required=True)
-        self._set_keys(keks, primary, _decode_key(index_text, index_where), frozenset())
+        self._set_keys(keks, primary, IndexRoots(_decode_key(index_text, index_where)), frozenset())
 
     @classmethod
     def configured(cls, environ: Mapping[str, str] | None = None) -> bool:

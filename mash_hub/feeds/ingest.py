@@ -259,6 +259,9 @@ def apply_prepared(
 ) -> tuple[list[uuid.UUID], Counter[str]]:
     """New, updated or unchanged: decide per agency id and write. Returns new ids and counts."""
     counts: Counter[str] = Counter()
+    # Keyed by source key under the database's current root (a rotation may have switched
+    # since the records were prepared).
+    records = {p.source_key: p for p in store.resolve(session, records.values())}
     current = store.current_versions(session, definition.name, records.keys())
     superseded: list[uuid.UUID] = []
     to_write: list[PreparedRecord] = []

@@ -54,6 +54,7 @@ from mash_hub.matching.model import LinkageModel, predict_new
 from mash_hub.matching.models import LinkRun
 from mash_hub.matching.service import GROUPS, new_run, person_events, store_links, write_events
 from mash_hub.persons.models import Person, SourceRecord
+from mash_hub.persons.reindex import index_fields
 from mash_hub.persons.store import PersonStore
 
 # Blind indexes that cover the prediction blocking rules (comparisons.PREDICTION_BLOCKING):
@@ -95,25 +96,6 @@ class IncrementalReport:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def index_fields(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The fields ingestion indexed a record by, rebuilt from its decrypted groups."""
-    identity = groups.get("identity", {})
-    identifiers = groups.get("identifiers", {})
-    addresses = groups.get("contact", {}).get("addresses") or []
-    return {
-        "given_names": identity.get("given_names") or [],
-        "family_name": identity.get("family_name"),
-        "other_names": identity.get("other_names") or [],
-        "date_of_birth": identity.get("date_of_birth"),
-        "postcodes": [
-            a["postcode"] for a in addresses if isinstance(a, dict) and a.get("postcode")
-        ],
-        "nhs_number": identifiers.get("nhs_number"),
-        "upn": identifiers.get("upn"),
-        "pnc_id": identifiers.get("pnc_id"),
-    }
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -173,6 +155,7 @@ def link_records(
     ids = unlinked(session, record_ids)
     if not ids:
         return IncrementalReport(run_id=None, records=0)
+    store.align(session)
     rows: dict[uuid.UUID, tuple[dict[str, Any], list[IndexTerm]]] = {}
     for rid, stored in store.read(session, ids, GROUPS).items():
         if stored.groups:

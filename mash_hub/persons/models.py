@@ -7,7 +7,10 @@
 * ``record_field_groups``: one AES-256-GCM ciphertext per record and policy field group, so a
   caller fetches and decrypts only the groups the access policy lets it see;
 * ``blind_index``: truncated keyed hashes of normalised values, for search and candidate
-  retrieval without decryption.
+  retrieval without decryption (while a root rotation runs, also the pending root's values,
+  under the other bank of index ids: see :mod:`mash_hub.crypto.blind_index`);
+* ``index_root_state``: one row: which root the blind indexes and full-length keyed hashes
+  are keyed by (its fingerprint), how many rotations there have been, and the pending root.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import uuid
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -95,3 +99,18 @@ class BlindIndexEntry(Base):
     record_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("source_records.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class IndexRootState(Base):
+    """Which blind-index root the database is keyed by; writers read it under a lock that
+    the rotation's switch takes exclusively, so no value under a left root gets in."""
+
+    __tablename__ = "index_root_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    # None until the first rotation records it (any root was accepted before).
+    root_fingerprint: Mapped[str | None] = mapped_column(String(32))
+    pending_fingerprint: Mapped[str | None] = mapped_column(String(32))
+    switched_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

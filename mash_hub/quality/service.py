@@ -32,8 +32,8 @@ from mash_hub.audit import record as audit
 from mash_hub.authz.policy import Caller, Decisions
 from mash_hub.authz.refusals import record_refusal
 from mash_hub.feeds import standardise as std
-from mash_hub.matching.incremental import index_fields
 from mash_hub.persons.models import RecordFieldGroup, SourceRecord
+from mash_hub.persons.reindex import index_fields
 from mash_hub.persons.store import (
     CONTACT,
     DETAILS_PREFIX,
@@ -348,6 +348,8 @@ def correct_issue(  # noqa: PLR0917 - the services the API and CLI pass
         raise QualityError(f"quality issue {issue_id} is {issue.status}, not open")
     _check(session, decisions, caller, issue, "quality.correct", via)
     standardised = _standardise(issue.field, value)
+    # Before reading the old source key: a root rotation cannot re-key it under us.
+    store.fence(session)
     old = session.get(SourceRecord, issue.record_id, with_for_update=True)
     if old is None or not old.is_current or old.erased_at is not None:
         raise QualityError(f"the record of quality issue {issue_id} is no longer current")

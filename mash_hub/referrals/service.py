@@ -223,6 +223,8 @@ def submit(
     """Take a referral in (module docstring); ``referral`` is already validated."""
     if not decisions.allows(caller, SUBMIT):
         deny(session, caller, decisions, "referral.submit", "role_not_permitted")
+    # Keyed hashes below must be under the root the database is keyed by, until commit.
+    store.fence(session)
     request_hash = _request_hash(store, referral)
     key_hash: bytes | None = None
     if idempotency_key is not None:
