@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -119,6 +120,7 @@ def test_many_threads_ask_masks_while_the_version_changes(committing_database: D
     stop = threading.Event()
     errors: list[BaseException] = []
     seen: set[frozenset[str]] = set()
+    versions_seen: set[str] = set()
     asked = [0]
 
     def worker() -> None:
@@ -129,6 +131,7 @@ def test_many_threads_ask_masks_while_the_version_changes(committing_database: D
                     mask = decisions.mask(COUNCIL_OFFICER, "council")
                     assert mask == (WIDE if decisions.sha256 == BASELINE.sha256 else NARROW)
                     seen.add(mask)
+                    versions_seen.add(decisions.sha256)
                     asked[0] += 1
         except BaseException as exc:  # collected and re-raised in the main thread
             errors.append(exc)
@@ -140,7 +143,12 @@ def test_many_threads_ask_masks_while_the_version_changes(committing_database: D
         for texts in (NARROWER, BASELINE, NARROWER, BASELINE, NARROWER):
             with committing_database.transaction() as session:
                 publish(session, texts, actor="cli:alice")
-            stop.wait(0.3)
+            # Until a worker has asked under the new version (compiling it takes a while on a
+            # loaded machine), however long that takes: a fixed pause made this flaky.
+            versions_seen.discard(texts.sha256)
+            deadline = time.monotonic() + 60
+            while texts.sha256 not in versions_seen and time.monotonic() < deadline and not errors:
+                stop.wait(0.05)
     finally:
         stop.set()
         for thread in threads:
