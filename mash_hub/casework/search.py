@@ -5,9 +5,11 @@
 1. refuses a role that may read no identity group of any source, and a search without a
    purpose of access (each refusal audited as ``authz.denied``, like the person view);
 2. standardises the query as ingestion standardises feed records, and looks candidates up in
-   the blind indexes (the linkage candidate indexes, plus nickname and spelling variants of
-   the given name, the day/month-swapped date of birth and the given/family-swapped name), so
-   typos, nicknames and swapped fields still find the person;
+   the blind indexes (the linkage candidate indexes, plus nickname, short-form and spelling
+   variants of the given name, the day/month-swapped date of birth, the given/family-swapped
+   name, and the deletion index, where a name one letter inserted, dropped, changed or
+   swapped from the record's still meets it), so typos, nicknames and swapped fields still
+   find the person, with or without a date of birth;
 3. decrypts, per source, only the identity groups the caller may see (``identity``,
    ``identifiers``, ``contact`` ∩ the policy's mask) of only the current records the indexes
    found, and scores query-vs-record with the linkage model (:mod:`mash_hub.matching.scorer`):
@@ -80,8 +82,10 @@ MIN_WEIGHT = -5.0
 FIELD_MAX = 100
 
 # The indexes looked up: those mirroring the prediction blocking rules
-# (matching.incremental.CANDIDATE_INDEXES), so a search finds what linkage would compare.
-SEARCH_INDEXES: tuple[str, ...] = CANDIDATE_INDEXES
+# (matching.incremental.CANDIDATE_INDEXES), so a search finds what linkage would compare,
+# and the deletion index, so one slip in the given or the family name still finds the
+# person without a date of birth.
+SEARCH_INDEXES: tuple[str, ...] = (*CANDIDATE_INDEXES, "name_deletion_pair")
 _DOB_INDEXES = ("dob", "family_phonetic_dob", "dob_postcode_district")
 _NAME_INDEXES = ("given_family_token", "family_phonetic_dob", "family_phonetic_birth_year")
 
@@ -166,7 +170,11 @@ class SearchQuery:
     def index_fields(self) -> dict[str, Any]:
         given = []
         if self.given_name:
-            given = [self.given_name, *std.given_name_variants(self.given_name)]
+            given = [
+                self.given_name,
+                *std.given_name_variants(self.given_name),
+                *std.given_name_short_forms(self.given_name),
+            ]
         return {
             "given_names": given,
             "family_name": self.family_name,

@@ -1,0 +1,121 @@
+"""Search forgives the slips officers make (issue 15): one letter dropped, added, changed or
+swapped in the given or the family name, and short forms both ways, with or without a date
+of birth; the right person still ranks first, above a twin and a sibling."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy.orm import Session
+
+from mash_hub.authz.policy import AccessPolicy
+from mash_hub.persons.store import PersonStore
+from tests.casework.test_search import _add, policy, ranked, run
+
+__all__ = ["policy"]
+
+
+@dataclass
+class Officers:
+    nicola: uuid.UUID
+    isaac: uuid.UUID
+    sandy: uuid.UUID
+    alexandra: uuid.UUID
+    twin: uuid.UUID
+
+
+def _person(
+    session: Session, store: PersonStore, given: str, family: str, dob: dt.date
+) -> uuid.UUID:
+    person, _ = _add(
+        session,
+        store,
+        ("social_care",),
+        given=given,
+        family=family,
+        dob=dob,
+        postcode="LS6 2QT",
+        nhs=None,
+    )
+    return person
+
+
+@pytest.fixture
+def officers(session: Session, store: PersonStore) -> Officers:
+    """The people of the issue's examples, each with the relatives a slip could be taken for."""
+    nicola = _person(session, store, "Nicola", "Woodford", dt.date(2011, 5, 17))
+    twin = _person(session, store, "Hannah", "Woodford", dt.date(2011, 5, 17))
+    _person(session, store, "Nicole", "Woodward", dt.date(2009, 2, 1))
+    _person(session, store, "Nicola", "Wood", dt.date(2013, 8, 30))
+    isaac = _person(session, store, "Isaac", "Lawrence", dt.date(2014, 9, 2))
+    _person(session, store, "Isabel", "Lawrence", dt.date(2016, 1, 12))
+    _person(session, store, "Zachary", "Lawson", dt.date(2014, 9, 2))
+    sandy = _person(session, store, "Sandy", "Mitchell", dt.date(2010, 7, 7))
+    alexandra = _person(session, store, "Alexandra", "Okafor", dt.date(2012, 12, 3))
+    _person(session, store, "Alexander", "Mitchell", dt.date(1985, 3, 3))
+    return Officers(nicola, isaac, sandy, alexandra, twin)
+
+
+@pytest.mark.parametrize(
+    ("query", "who"),
+    [
+        ({"given_name": "Nicola", "family_name": "Woodfrd"}, "nicola"),
+        ({"given_name": "Isaac", "family_name": "Lawrance"}, "isaac"),
+        ({"given_name": "Zac", "family_name": "Lawrence", "date_of_birth": "02/09/2014"}, "isaac"),
+        ({"given_name": "Zac", "family_name": "Lawrence"}, "isaac"),
+        ({"given_name": "Nicloa", "family_name": "Woodford"}, "nicola"),
+        ({"given_name": "Nicola", "family_name": "Woodfords"}, "nicola"),
+        (
+            {"given_name": "Nicola", "family_name": "Woodfrd", "date_of_birth": "17/05/2011"},
+            "nicola",
+        ),
+        ({"given_name": "Isac", "family_name": "Lawrence"}, "isaac"),
+        ({"given_name": "Alexandra", "family_name": "Mitchell"}, "sandy"),
+        (
+            {"given_name": "Alexandra", "family_name": "Mitchell", "date_of_birth": "7/7/2010"},
+            "sandy",
+        ),
+        ({"given_name": "Sandy", "family_name": "Okafor"}, "alexandra"),
+        (
+            {"given_name": "Sasha", "family_name": "Okafor", "date_of_birth": "3/12/2012"},
+            "alexandra",
+        ),
+    ],
+    ids=[
+        "letter-dropped-no-dob",
+        "letter-changed-no-dob",
+        "short-form-with-dob",
+        "short-form-no-dob",
+        "given-transposed-no-dob",
+        "letter-added-no-dob",
+        "letter-dropped-with-dob-above-twin",
+        "given-letter-dropped-no-dob",
+        "formal-finds-short-form-no-dob",
+        "formal-finds-short-form-with-dob",
+        "short-form-finds-formal-no-dob",
+        "uk-short-form-finds-formal-with-dob",
+    ],
+)
+def test_one_slip_still_ranks_the_person_first(
+    session: Session,
+    store: PersonStore,
+    policy: AccessPolicy,
+    officers: Officers,
+    query: dict[str, str],
+    who: str,
+) -> None:
+    result = run(session, store, policy, query=query)
+    assert ranked(result), "no candidate found"
+    assert ranked(result)[0] == getattr(officers, who)
+    others = [hit.match_weight for hit in result.results[1:]]
+    assert all(weight < result.results[0].match_weight for weight in others)
+
+
+def test_two_slips_are_not_forgiven_without_other_evidence(
+    session: Session, store: PersonStore, policy: AccessPolicy, officers: Officers
+) -> None:
+    result = run(session, store, policy, given_name="Nicloa", family_name="Woodfrd")
+    assert officers.nicola not in ranked(result)
