@@ -26,6 +26,7 @@ import os
 import random
 import secrets
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -200,6 +201,8 @@ def service_searches(
     policy: AccessPolicy,
     model: LinkageModel,
     queries: list[tuple[str, dict[str, str], uuid.UUID]],
+    *,
+    show_misses: bool = False,
 ) -> dict[str, Any]:
     scorer = model.scorer()
     times: list[float] = []
@@ -219,6 +222,9 @@ def service_searches(
         ranked = [hit.person_id for hit in result.results]
         rank = ranked.index(person) + 1 if person in ranked else 0
         hits.setdefault(kind, []).append(rank)
+        if show_misses and not 1 <= rank <= 5:
+            # Synthetic people only: for finding out why a kind of query misses.
+            print(kind, raw, "rank", rank, "candidates", result.candidates, file=sys.stderr)
     quality = {
         kind: {
             "n": len(ranks),
@@ -322,6 +328,7 @@ def main() -> None:
     parser.add_argument("--searches", type=int, default=300)
     parser.add_argument("--slip-searches", type=int, default=200, help="of each slip kind")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--show-misses", action="store_true", help="print misses to stderr")
     args = parser.parse_args()
     feeds = load_feeds(feed_folders())
     model = LinkageModel.load(shipped_model_path())
@@ -352,7 +359,9 @@ def main() -> None:
             with db.transaction() as session:
                 publish(session, PolicyTexts.read(), actor="bench")
             queries = make_queries(db, store, args.searches, args.seed, args.slip_searches)
-            result["service"] = service_searches(db, store, policy, model, queries)
+            result["service"] = service_searches(
+                db, store, policy, model, queries, show_misses=args.show_misses
+            )
             result["http"] = http_searches(db, store, model, root / "hub", queries)
             result["candidate_query"] = candidate_queries(db, store, queries)
             engine.dispose()

@@ -15,7 +15,9 @@
    found, and scores query-vs-record with the linkage model (:mod:`mash_hub.matching.scorer`):
    the ranking uses nothing the caller could not see;
 4. keeps each person's best-scoring record, drops persons the model scores below
-   :data:`MIN_WEIGHT` (the evidence says someone else), ranks by match weight;
+   :data:`MIN_WEIGHT` (the evidence says someone else; :data:`NAMES_ONLY_MIN_WEIGHT` for a
+   query of names alone, which one slipped name would otherwise leave empty), ranks by
+   match weight;
 5. writes one ``person.search`` audit entry before anything is returned: the query only as
    the blind-index values it looked up, field names, the purpose, counts and the result
    person ids. If the append fails, the transaction fails and nothing is returned. (The
@@ -79,6 +81,14 @@ MAX_CANDIDATES = 2_000
 # Persons scored below this are left out: agreement on a few fields, outweighed by evidence
 # that the record is someone else (a sibling at the same address scores about -23).
 MIN_WEIGHT = -5.0
+# A query of names alone cannot outweigh the prior (about -14) with one slipped name: the
+# right person, same first name and a family name one letter out, scores about -8; a short
+# first name one letter out (Ivy/Iy) is "clearly different" to the model, which then
+# explains the shared family name by household: about -19. Nothing in such a query can say
+# "someone else" beyond the names, and its candidates all come from the name indexes (an
+# exact name pair, or one slip in one of the names), so it keeps them down to this floor,
+# which two clearly different names (about -23) stay below.
+NAMES_ONLY_MIN_WEIGHT = -20.0
 FIELD_MAX = 100
 
 # The indexes looked up: those mirroring the prediction blocking rules
@@ -151,6 +161,10 @@ class SearchQuery:
     def fields(self) -> list[str]:
         """The names of the fields given (what the audit entry may say about the query)."""
         return [name for name in SEARCH_FIELDS if getattr(self, name) is not None]
+
+    def names_only(self) -> bool:
+        """Only names given: no date of birth, postcode or identifier to weigh against."""
+        return set(self.fields()) <= {"given_name", "family_name"}
 
     def groups(self) -> dict[str, dict[str, Any]]:
         """The query shaped like a record's decrypted identity groups."""
@@ -415,8 +429,9 @@ def search_persons(  # noqa: PLR0917 - the unit of work's collaborators
             str(current[1]),
         ):
             best[person] = (score, stored.id, source, stored.groups)
+    floor = NAMES_ONLY_MIN_WEIGHT if query.names_only() else MIN_WEIGHT
     ranked = sorted(
-        (item for item in best.items() if item[1][0].match_weight >= MIN_WEIGHT),
+        (item for item in best.items() if item[1][0].match_weight >= floor),
         key=lambda item: (-item[1][0].match_weight, str(item[0])),
     )[:limit]
     hits = [

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from mash_hub.authz.policy import AccessPolicy
+from mash_hub.casework import search as searching
 from mash_hub.persons.store import PersonStore
 from tests.casework.test_search import _add, policy, ranked, run
 
@@ -25,6 +26,7 @@ class Officers:
     sandy: uuid.UUID
     alexandra: uuid.UUID
     twin: uuid.UUID
+    ivy: uuid.UUID
 
 
 def _person(
@@ -56,7 +58,8 @@ def officers(session: Session, store: PersonStore) -> Officers:
     sandy = _person(session, store, "Sandy", "Mitchell", dt.date(2010, 7, 7))
     alexandra = _person(session, store, "Alexandra", "Okafor", dt.date(2012, 12, 3))
     _person(session, store, "Alexander", "Mitchell", dt.date(1985, 3, 3))
-    return Officers(nicola, isaac, sandy, alexandra, twin)
+    ivy = _person(session, store, "Ivy", "Fox", dt.date(2017, 4, 4))
+    return Officers(nicola, isaac, sandy, alexandra, twin, ivy)
 
 
 @pytest.mark.parametrize(
@@ -83,6 +86,7 @@ def officers(session: Session, store: PersonStore) -> Officers:
             {"given_name": "Sasha", "family_name": "Okafor", "date_of_birth": "3/12/2012"},
             "alexandra",
         ),
+        ({"given_name": "Iy", "family_name": "Fox"}, "ivy"),
     ],
     ids=[
         "letter-dropped-no-dob",
@@ -97,6 +101,7 @@ def officers(session: Session, store: PersonStore) -> Officers:
         "formal-finds-short-form-with-dob",
         "short-form-finds-formal-no-dob",
         "uk-short-form-finds-formal-with-dob",
+        "short-given-name-slip-no-dob",
     ],
 )
 def test_one_slip_still_ranks_the_person_first(
@@ -119,3 +124,14 @@ def test_two_slips_are_not_forgiven_without_other_evidence(
 ) -> None:
     result = run(session, store, policy, given_name="Nicloa", family_name="Woodfrd")
     assert officers.nicola not in ranked(result)
+
+
+def test_a_names_only_query_still_leaves_out_two_different_names(
+    session: Session, store: PersonStore, policy: AccessPolicy, officers: Officers
+) -> None:
+    """The lower floor of a names-only query keeps one slip, not a different person: Hannah
+    Woodford is found by the family name's exact pair with her own first name only."""
+    result = run(session, store, policy, given_name="Nicola", family_name="Woodfrd")
+    assert ranked(result)[0] == officers.nicola
+    assert officers.twin not in ranked(result)
+    assert all(hit.match_weight >= searching.NAMES_ONLY_MIN_WEIGHT for hit in result.results)
