@@ -114,7 +114,7 @@ router = APIRouter(prefix="/persons", tags=["search"], responses=SEARCH_RESPONSE
 # -- request and response bodies -------------------------------------------------------------
 
 _FIELD_DOCS = {
-    "given_name": ("First given name (nicknames, short forms and one wrong letter are found).", "Bob"),
+    "given_name": ("First given name (nicknames, short forms, one wrong letter).", "Bob"),
     "family_name": ("Family name (one wrong letter and sounds-alike names are found).", "Smyth"),
     "date_of_birth": ("Day first (04/03/2012) or ISO (2012-03-04); day/month swaps are found.",
                       "2012-03-04"),
