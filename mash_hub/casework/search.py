@@ -7,9 +7,9 @@
 2. standardises the query as ingestion standardises feed records, and looks candidates up in
    the blind indexes (the linkage candidate indexes, plus nickname, short-form and spelling
    variants of the given name, the day/month-swapped date of birth, the given/family-swapped
-   name, and the deletion index, where a name one letter inserted, dropped, changed or
-   swapped from the record's still meets it), so typos, nicknames and swapped fields still
-   find the person, with or without a date of birth;
+   name, and, without a date of birth, the deletion index, where a name one letter
+   inserted, dropped, changed or swapped from the record's still meets it), so typos,
+   nicknames and swapped fields still find the person, with or without a date of birth;
 3. decrypts, per source, only the identity groups the caller may see (``identity``,
    ``identifiers``, ``contact`` ∩ the policy's mask) of only the current records the indexes
    found, and scores query-vs-record with the linkage model (:mod:`mash_hub.matching.scorer`):
@@ -92,10 +92,13 @@ NAMES_ONLY_MIN_WEIGHT = -20.0
 FIELD_MAX = 100
 
 # The indexes looked up: those mirroring the prediction blocking rules
-# (matching.incremental.CANDIDATE_INDEXES), so a search finds what linkage would compare,
-# and the deletion index, so one slip in the given or the family name still finds the
-# person without a date of birth.
-SEARCH_INDEXES: tuple[str, ...] = (*CANDIDATE_INDEXES, "name_deletion_pair")
+# (matching.incremental.CANDIDATE_INDEXES), so a search finds what linkage would compare.
+SEARCH_INDEXES: tuple[str, ...] = CANDIDATE_INDEXES
+# Without a date of birth, also the deletion index, so one slip in the given or the family
+# name still finds the person. With one, the date-of-birth index already brings everyone
+# born that day, slipped names included, and the deletion terms (about twice the query's
+# other terms) would only add namesakes born on other days to decrypt.
+SLIP_INDEXES: tuple[str, ...] = ("name_deletion_pair",)
 _DOB_INDEXES = ("dob", "family_phonetic_dob", "dob_postcode_district")
 _NAME_INDEXES = ("given_family_token", "family_phonetic_dob", "family_phonetic_birth_year")
 
@@ -266,7 +269,8 @@ def _swapped_day_month(iso: str) -> str | None:
 def query_terms(indexer: BlindIndexer, query: SearchQuery) -> list[IndexTerm]:
     """The blind-index terms a query looks up (nothing else about the query is kept)."""
     fields = query.index_fields()
-    terms = indexer.query_terms(fields, indexes=SEARCH_INDEXES)
+    indexes = SEARCH_INDEXES if query.date_of_birth else (*SEARCH_INDEXES, *SLIP_INDEXES)
+    terms = indexer.query_terms(fields, indexes=indexes)
     if query.date_of_birth and (swapped := _swapped_day_month(query.date_of_birth)):
         terms += indexer.query_terms({**fields, "date_of_birth": swapped}, indexes=_DOB_INDEXES)
     if query.given_name and query.family_name:
