@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from mash_hub.authz.policy import AccessPolicy
 from mash_hub.casework import search as searching
+from mash_hub.casework.search import standardise_query
 from mash_hub.persons.store import PersonStore
 from tests.casework.test_search import _add, policy, ranked, run
 
@@ -135,3 +136,14 @@ def test_a_names_only_query_still_leaves_out_two_different_names(
     assert ranked(result)[0] == officers.nicola
     assert officers.twin not in ranked(result)
     assert all(hit.match_weight >= searching.NAMES_ONLY_MIN_WEIGHT for hit in result.results)
+
+
+def test_the_deletion_index_is_asked_only_without_a_date_of_birth(store: PersonStore) -> None:
+    deletion = store.indexer.index_id("name_deletion_pair")
+    names = {"given_name": "Nicola", "family_name": "Woodfrd"}
+    without = searching.query_terms(store.indexer, standardise_query(names))
+    with_dob = searching.query_terms(
+        store.indexer, standardise_query({**names, "date_of_birth": "17/05/2011"})
+    )
+    assert any(term.index_id == deletion for term in without)
+    assert not any(term.index_id == deletion for term in with_dob)
