@@ -28,6 +28,7 @@ class Officers:
     alexandra: uuid.UUID
     twin: uuid.UUID
     ivy: uuid.UUID
+    wei: uuid.UUID
 
 
 def _person(
@@ -60,7 +61,9 @@ def officers(session: Session, store: PersonStore) -> Officers:
     alexandra = _person(session, store, "Alexandra", "Okafor", dt.date(2012, 12, 3))
     _person(session, store, "Alexander", "Mitchell", dt.date(1985, 3, 3))
     ivy = _person(session, store, "Ivy", "Fox", dt.date(2017, 4, 4))
-    return Officers(nicola, isaac, sandy, alexandra, twin, ivy)
+    wei = _person(session, store, "Wei", "Li", dt.date(2015, 10, 1))
+    _person(session, store, "Wei", "Liu", dt.date(1990, 6, 6))
+    return Officers(nicola, isaac, sandy, alexandra, twin, ivy, wei)
 
 
 @pytest.mark.parametrize(
@@ -88,6 +91,7 @@ def officers(session: Session, store: PersonStore) -> Officers:
             "alexandra",
         ),
         ({"given_name": "Iy", "family_name": "Fox"}, "ivy"),
+        ({"given_name": "Wei", "family_name": "Il"}, "wei"),
     ],
     ids=[
         "letter-dropped-no-dob",
@@ -103,6 +107,7 @@ def officers(session: Session, store: PersonStore) -> Officers:
         "short-form-finds-formal-no-dob",
         "uk-short-form-finds-formal-with-dob",
         "short-given-name-slip-no-dob",
+        "two-letter-family-name-transposed-no-dob",
     ],
 )
 def test_one_slip_still_ranks_the_person_first(
