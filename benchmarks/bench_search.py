@@ -8,8 +8,9 @@ builds queries from sampled current records (decrypted here, in memory) with one
 error each: exact, family-name typo, nickname, day/month swapped, given/family swapped, name
 and postcode only, identifier only; then ``--slip-searches`` more of each officer's slip
 (issue 15): one random edit (insertion, deletion, substitution or adjacent transposition) of
-the family name without a date of birth, of the given name without a date of birth, and a
-short form of the given name (Zac for Isaac) with and without the date of birth. Each search runs as the API runs it: one transaction,
+the family name without a date of birth, of the given name without a date of birth, a
+short form of the given name (Zac for Isaac) with and without the date of birth, and the
+exact names without a date of birth (the ceiling: namesakes tie). Each search runs as the API runs it: one transaction,
 ``search_persons`` (policy version check, blind-index candidates, decryption, scoring,
 audit append), commit; then the same through HTTP (in-process ASGI client, hub token).
 Reports latency percentiles, rank-1 and top-5 hits of the sampled record's person, and the
@@ -74,7 +75,15 @@ SHORT_FORMS = {**NICKNAMES, "isaac": "Zac", "alexandra": "Sandy", "isabella": "I
                "archibald": "Archie", "katherine": "Katie", "christopher": "Chris",
                "jessica": "Jess", "abigail": "Abbie", "rebecca": "Becca", "zachary": "Zac",
                "jacob": "Jake", "edward": "Ed", "harrison": "Harry", "henry": "Harry"}  # fmt: skip
-SLIP_KINDS = ("surname_edit_nodob", "given_edit_nodob", "short_form", "short_form_nodob")
+# names_nodob (the exact names, no date of birth) is the ceiling of the no-DOB kinds: people
+# sharing a full name cannot be told apart by names alone, however they are spelled.
+SLIP_KINDS = (
+    "surname_edit_nodob",
+    "given_edit_nodob",
+    "short_form",
+    "short_form_nodob",
+    "names_nodob",
+)
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -144,6 +153,8 @@ def make_queries(
                 query["family_name"] = one_edit(family, rng)
             elif slip == "given_edit_nodob":
                 query["given_name"] = one_edit(given, rng)
+            elif slip == "names_nodob":
+                pass
             else:
                 query["given_name"] = str(short)
                 if slip == "short_form":
