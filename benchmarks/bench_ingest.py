@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.db import migrate
@@ -54,6 +54,7 @@ def main() -> None:
     workers = args.workers
     feeds = load_feeds(feed_folders())
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mash-bench-ingest-") as tmp:
         root = Path(tmp)
         people = int(args.records / RECORDS_PER_PERSON)
@@ -104,6 +105,13 @@ def main() -> None:
                         )
                     )
             ingest_s = time.perf_counter() - begin
+            with engine.connect() as connection:
+                index_rows = {
+                    str(index_id): rows
+                    for index_id, rows in connection.execute(
+                        text("SELECT index_id, count(*) FROM blind_index GROUP BY 1 ORDER BY 1")
+                    )
+                }
             engine.dispose()
         finally:
             if embedded is not None:
@@ -128,6 +136,11 @@ def main() -> None:
         "updated": sum(r.updated for r in reports),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_worker_rss_mb": round(peak_children_rss_mb(), 1),
+        # Rows per blind index (index_id as in mash_hub.crypto.blind_index), and per record.
+        "index_rows": index_rows,
+        "index_rows_per_record": round(sum(index_rows.values()) / total, 1),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
     }
     if args.json:
         print(json.dumps(result, indent=2))

@@ -5,15 +5,19 @@
 1. refuses a role that may read no identity group of any source, and a search without a
    purpose of access (each refusal audited as ``authz.denied``, like the person view);
 2. standardises the query as ingestion standardises feed records, and looks candidates up in
-   the blind indexes (the linkage candidate indexes, plus nickname and spelling variants of
-   the given name, the day/month-swapped date of birth and the given/family-swapped name), so
-   typos, nicknames and swapped fields still find the person;
+   the blind indexes (the linkage candidate indexes, plus nickname, short-form and spelling
+   variants of the given name, the day/month-swapped date of birth, the given/family-swapped
+   name, and, without a date of birth, the deletion index, where a name one letter
+   inserted, dropped, changed or swapped from the record's still meets it), so typos,
+   nicknames and swapped fields still find the person, with or without a date of birth;
 3. decrypts, per source, only the identity groups the caller may see (``identity``,
    ``identifiers``, ``contact`` ∩ the policy's mask) of only the current records the indexes
    found, and scores query-vs-record with the linkage model (:mod:`mash_hub.matching.scorer`):
    the ranking uses nothing the caller could not see;
 4. keeps each person's best-scoring record, drops persons the model scores below
-   :data:`MIN_WEIGHT` (the evidence says someone else), ranks by match weight;
+   :data:`MIN_WEIGHT` (the evidence says someone else; :data:`NAMES_ONLY_MIN_WEIGHT` for a
+   query of names alone, which one slipped name would otherwise leave empty), ranks by
+   match weight;
 5. writes one ``person.search`` audit entry before anything is returned: the query only as
    the blind-index values it looked up, field names, the purpose, counts and the result
    person ids. If the append fails, the transaction fails and nothing is returned. (The
@@ -77,11 +81,24 @@ MAX_CANDIDATES = 2_000
 # Persons scored below this are left out: agreement on a few fields, outweighed by evidence
 # that the record is someone else (a sibling at the same address scores about -23).
 MIN_WEIGHT = -5.0
+# A query of names alone cannot outweigh the prior (about -14) with one slipped name: the
+# right person, same first name and a family name one letter out, scores about -8; a short
+# first name one letter out (Ivy/Iy) is "clearly different" to the model, which then
+# explains the shared family name by household: about -19. Nothing in such a query can say
+# "someone else" beyond the names, and its candidates all come from the name indexes (an
+# exact name pair, or one slip in one of the names), so it keeps them down to this floor,
+# which two clearly different names (about -23) stay below.
+NAMES_ONLY_MIN_WEIGHT = -20.0
 FIELD_MAX = 100
 
 # The indexes looked up: those mirroring the prediction blocking rules
 # (matching.incremental.CANDIDATE_INDEXES), so a search finds what linkage would compare.
 SEARCH_INDEXES: tuple[str, ...] = CANDIDATE_INDEXES
+# Without a date of birth, also the deletion index, so one slip in the given or the family
+# name still finds the person. With one, the date-of-birth index already brings everyone
+# born that day, slipped names included, and the deletion terms (about twice the query's
+# other terms) would only add namesakes born on other days to decrypt.
+SLIP_INDEXES: tuple[str, ...] = ("name_deletion_pair",)
 _DOB_INDEXES = ("dob", "family_phonetic_dob", "dob_postcode_district")
 _NAME_INDEXES = ("given_family_token", "family_phonetic_dob", "family_phonetic_birth_year")
 
@@ -148,6 +165,10 @@ class SearchQuery:
         """The names of the fields given (what the audit entry may say about the query)."""
         return [name for name in SEARCH_FIELDS if getattr(self, name) is not None]
 
+    def names_only(self) -> bool:
+        """Only names given: no date of birth, postcode or identifier to weigh against."""
+        return set(self.fields()) <= {"given_name", "family_name"}
+
     def groups(self) -> dict[str, dict[str, Any]]:
         """The query shaped like a record's decrypted identity groups."""
         addresses = [{"postcode": self.postcode, "current": True}] if self.postcode else []
@@ -166,7 +187,11 @@ class SearchQuery:
     def index_fields(self) -> dict[str, Any]:
         given = []
         if self.given_name:
-            given = [self.given_name, *std.given_name_variants(self.given_name)]
+            given = [
+                self.given_name,
+                *std.given_name_variants(self.given_name),
+                *std.given_name_short_forms(self.given_name),
+            ]
         return {
             "given_names": given,
             "family_name": self.family_name,
@@ -244,7 +269,8 @@ def _swapped_day_month(iso: str) -> str | None:
 def query_terms(indexer: BlindIndexer, query: SearchQuery) -> list[IndexTerm]:
     """The blind-index terms a query looks up (nothing else about the query is kept)."""
     fields = query.index_fields()
-    terms = indexer.query_terms(fields, indexes=SEARCH_INDEXES)
+    indexes = SEARCH_INDEXES if query.date_of_birth else (*SEARCH_INDEXES, *SLIP_INDEXES)
+    terms = indexer.query_terms(fields, indexes=indexes)
     if query.date_of_birth and (swapped := _swapped_day_month(query.date_of_birth)):
         terms += indexer.query_terms({**fields, "date_of_birth": swapped}, indexes=_DOB_INDEXES)
     if query.given_name and query.family_name:
@@ -408,8 +434,9 @@ def search_persons(  # noqa: PLR0917 - the unit of work's collaborators
             str(current[1]),
         ):
             best[person] = (score, stored.id, source, stored.groups)
+    floor = NAMES_ONLY_MIN_WEIGHT if query.names_only() else MIN_WEIGHT
     ranked = sorted(
-        (item for item in best.items() if item[1][0].match_weight >= MIN_WEIGHT),
+        (item for item in best.items() if item[1][0].match_weight >= floor),
         key=lambda item: (-item[1][0].match_weight, str(item[0])),
     )[:limit]
     hits = [

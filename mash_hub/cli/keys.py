@@ -1,4 +1,5 @@
-"""``mash-hub keys``: create, inspect and rotate the keys that protect personal data."""
+"""``mash-hub keys``: create, inspect and rotate the keys that protect personal data, and
+write the keyed indexes that older records lack."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from mash_hub.crypto.errors import KeyConfigError, KeyringExistsError
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.crypto.keystore import KeyStore, rotate
 from mash_hub.persons import rotation
+from mash_hub.persons.backfill import DEFAULT_BATCH, BackfillRefusedError, backfill_index
 from mash_hub.persons.store import PersonStore
 
 app = typer.Typer(help="Create, inspect, rotate and retire encryption keys.", no_args_is_help=True)
@@ -248,4 +250,39 @@ def retire(
     else:
         console.print(
             f"Retired KEK {kek_id}. Remove it from MASH_KEKS (or your KMS) to destroy it."
+        )
+
+
+@app.command("backfill-index")
+def backfill_index_command(
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Records per transaction.")
+    ] = DEFAULT_BATCH,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the name indexes that records stored before them lack (the deletion index).
+
+    Online and resumable: one committed, audited transaction per batch; a re-run skips what
+    is done. Decrypts only each record's identity group.
+    """
+    with open_hub() as (db, provider):
+        store = PersonStore.from_provider(provider)
+        with progress_bar(disable=as_json) as progress:
+            task = progress.add_task("Indexing names", total=None)
+            try:
+                report = backfill_index(
+                    db,
+                    store,
+                    actor=actor(),
+                    batch_size=batch_size,
+                    progress=lambda n, total: progress.update(task, completed=n, total=total),
+                )
+            except BackfillRefusedError as refused:
+                fail(str(refused), ExitCode.BAD_INPUT)
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        console.print(
+            f"Read {report.records} record(s) in {report.batches} batch(es); wrote "
+            f"{report.terms} index term(s) for {report.indexed} of them."
         )

@@ -62,7 +62,9 @@ from mash_hub.crypto.keys import (
     index_roots_of,
 )
 from mash_hub.crypto.normalise import (
+    DELETION_MAX_CHARS,
     birth_year,
+    deletion_neighbourhood,
     name_phonetic,
     name_tokens,
     normalise_dob,
@@ -94,6 +96,12 @@ _BASE_INFO = {
 _JOIN = "\x1f"
 # Stored index id = spec id + BANK_OFFSET * (root generation % 2); spec ids stay below it.
 BANK_OFFSET = 100
+_PAD = "\x1e"
+# Family-name parts paired with the first given name in the deletion index (bounds its terms).
+DELETION_FAMILY_PARTS = 2
+# Terms per (given, family) pair in the deletion index, padding included: the two
+# neighbourhoods share the exact pair.
+DELETION_PAIR_TERMS = 2 * (DELETION_MAX_CHARS + 1) - 1
 
 
 def _one(normaliser: Callable[[Any], str | None]) -> Callable[[Any], list[str]]:
@@ -245,6 +253,14 @@ _SPECS: tuple[IndexSpec, ...] = (
         "family-name Metaphone + year of birth",
         "sounds-alike family name within one birth year (survives day/month typos)",
     ),
+    IndexSpec(
+        "name_deletion_pair",
+        16,
+        32,
+        "first given-name key + family-name key, one of them replaced by each of its "
+        "one-letter deletions; padded to a fixed number of terms per pair",
+        "records whose full names are equal or one keying slip apart in one of the two names",
+    ),
 )
 
 INDEX_SPECS: Mapping[str, IndexSpec] = {spec.name: spec for spec in _SPECS}
@@ -278,13 +294,61 @@ def _split_full_name(full: str) -> tuple[list[str], list[str]]:
     return _tokens(" ".join(words[:-1])), _tokens(words[-1])
 
 
-def index_terms(person_fields: Mapping[str, Any]) -> list[tuple[str, str]]:
+def deletion_pairs(
+    given_first: str | None, family_parts: Iterable[str], *, padded: bool
+) -> list[str]:
+    """Keys of the ``name_deletion_pair`` index for one first given-name key and family parts.
+
+    For each pair: (each member of the given key's deletion neighbourhood, family key) and
+    (given key, each member of the family key's neighbourhood), so a slip in either name (not
+    both) still shares a key with the record. Stored records pad each pair to
+    :data:`DELETION_PAIR_TERMS` with keys no search asks for, so the number of rows says
+    nothing about how long a name is; a search needs no padding.
+    """
+    if not given_first:
+        return []
+    given_first = given_first[:DELETION_MAX_CHARS]
+    keys: list[str] = []
+    for part in list(family_parts)[:DELETION_FAMILY_PARTS]:
+        family = part[:DELETION_MAX_CHARS]
+        pair = dict.fromkeys(
+            [_JOIN.join((g, family)) for g in deletion_neighbourhood(given_first)]
+            + [_JOIN.join((given_first, f)) for f in deletion_neighbourhood(family)]
+        )
+        if padded:
+            pad = _JOIN.join((given_first, family))
+            pair.update(
+                dict.fromkeys(
+                    f"{_PAD}{n}{_JOIN}{pad}" for n in range(DELETION_PAIR_TERMS - len(pair))
+                )
+            )
+        keys += pair
+    return keys
+
+
+def _family_parts(family_name: Any) -> list[str]:
+    """The parts of a family name, without the joined form of a multi-part one."""
+    tokens = _tokens(family_name)
+    return tokens[:-1] if len(tokens) > 1 else tokens
+
+
+def _first_given(given_names: Any) -> str | None:
+    for name in _as_list(given_names):
+        tokens = _tokens(name)
+        if tokens:
+            return tokens[0]
+    return None
+
+
+def index_terms(person_fields: Mapping[str, Any], *, padded: bool = True) -> list[tuple[str, str]]:
     """(index name, normalised key) pairs for a person or a search query.
 
     Understood keys: ``given_names`` (list or str), ``family_name``, ``other_names`` (list of
     full alias names), ``date_of_birth`` (date or ISO str), ``birth_year`` (used when there is
     no date of birth), ``postcodes`` (list) or ``postcode``, ``nhs_number``, ``upn``,
-    ``pnc_id``. Missing or unusable values are skipped.
+    ``pnc_id``. Missing or unusable values are skipped. The first given name is the first
+    of ``given_names`` (a search puts the typed name first, its variants after).
+    ``padded`` adds the deletion index's padding keys (stored records, not searches).
     """
     given: list[str] = []
     for name in _as_list(person_fields.get("given_names")):
@@ -330,6 +394,14 @@ def index_terms(person_fields: Mapping[str, Any]) -> list[tuple[str, str]]:
     if year:
         terms += [("family_phonetic_birth_year", _JOIN.join((c, year))) for c in family_ph]
     terms += [("given_family_token", _JOIN.join((g, f))) for g in given for f in family]
+    terms += [
+        ("name_deletion_pair", key)
+        for key in deletion_pairs(
+            _first_given(person_fields.get("given_names")),
+            _family_parts(person_fields.get("family_name")),
+            padded=padded,
+        )
+    ]
     return list(dict.fromkeys(terms))
 
 
@@ -602,7 +674,7 @@ class BlindIndexer:
         return list(
             dict.fromkeys(
                 _term(gen, n, v)
-                for n, v in index_terms(query_fields)
+                for n, v in index_terms(query_fields, padded=False)
                 if indexes is None or n in indexes
             )
         )

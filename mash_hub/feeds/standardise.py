@@ -43,6 +43,7 @@ import phonenumbers
 from stdnum.gb import upn as _stdnum_upn
 
 from mash_hub.crypto.normalise import name_phonetic, name_tokens
+from mash_hub.feeds.short_forms import UK_SHORT_FORMS, formal_to_short
 
 if TYPE_CHECKING:
     from nicknames import NickNamer
@@ -54,6 +55,7 @@ __all__ = [
     "StandardisationError",
     "clean_address",
     "clean_name",
+    "given_name_short_forms",
     "given_name_variants",
     "name_key",
     "name_order_swapped",
@@ -521,7 +523,8 @@ def _spelling_variants(token: str) -> list[str]:
 def given_name_variants(given: str) -> tuple[str, ...]:
     """Lower-case keys a given name may also be recorded as, the name itself included.
 
-    Nickname -> formal names from the ``nicknames`` package (``"Bob"`` -> ``"robert"``...),
+    Nickname -> formal names from the ``nicknames`` package (``"Bob"`` -> ``"robert"``...)
+    and the British short forms it lacks (``"Zac"`` -> ``"isaac"``, :mod:`.short_forms`),
     plus romanisation variants sharing the name's phonetic code (``"Mohammed"`` ->
     ``"muhammad"``, ``"mohamed"``...). Formal names get no nicknames: both records index
     their own variants, so "Bob" and "Robert" meet on "robert". Sorted; empty for a name with
@@ -536,7 +539,35 @@ def given_name_variants(given: str) -> tuple[str, ...]:
     for token in key.split():
         out.add(token)
         out.update(c for c in namer.canonicals_of(token) if c.isascii() and c.isalpha())
+        out.update(UK_SHORT_FORMS.get(token, ()))
         out.update(_spelling_variants(token))
+    return tuple(sorted(out))
+
+
+@lru_cache(maxsize=1)
+def _short_forms_of_formal() -> dict[str, tuple[str, ...]]:
+    return formal_to_short()
+
+
+@lru_cache(maxsize=65536)
+def given_name_short_forms(given: str) -> tuple[str, ...]:
+    """Short forms a formal given name may be recorded as (``"Isaac"`` -> ``"zac"``...).
+
+    The other direction of :func:`given_name_variants`, for searches only: a record indexes
+    the name it was given, so a search for "Alexandra" must also ask for "sandy". From the
+    ``nicknames`` package and :mod:`.short_forms`; sorted, the name itself left out.
+    """
+    try:
+        key = name_key(given)
+    except StandardisationError:
+        return ()
+    out: set[str] = set()
+    namer = _nick_namer()
+    extra = _short_forms_of_formal()
+    for token in key.split():
+        out.update(n for n in namer.nicknames_of(token) if n.isascii() and n.isalpha())
+        out.update(extra.get(token, ()))
+    out.difference_update(key.split())
     return tuple(sorted(out))
 
 

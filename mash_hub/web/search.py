@@ -114,8 +114,8 @@ router = APIRouter(prefix="/persons", tags=["search"], responses=SEARCH_RESPONSE
 # -- request and response bodies -------------------------------------------------------------
 
 _FIELD_DOCS = {
-    "given_name": ("First given name (nicknames and spelling variants are found).", "Bob"),
-    "family_name": ("Family name (typos and sounds-alike names are found).", "Smyth"),
+    "given_name": ("First given name (nicknames, short forms, one wrong letter).", "Bob"),
+    "family_name": ("Family name (one wrong letter and sounds-alike names are found).", "Smyth"),
     "date_of_birth": ("Day first (04/03/2012) or ISO (2012-03-04); day/month swaps are found.",
                       "2012-03-04"),
     "postcode": ("UK postcode.", "LS6 2QT"),

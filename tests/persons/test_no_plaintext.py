@@ -12,13 +12,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, delete
 from sqlalchemy.engine import make_url
 
+from mash_hub.crypto.blind_index import INDEX_SPECS
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.db import migrate
 from mash_hub.db.embedded import client_program
 from mash_hub.db.engine import Database
+from mash_hub.persons.backfill import backfill_index
+from mash_hub.persons.models import BlindIndexEntry
 from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, NewRecord, PersonStore
 
 CONTROL = "Plaintextcontrolvalue"
@@ -200,3 +203,58 @@ def test_stored_people_appear_nowhere_in_plaintext(
 
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert _find(logged.encode(), needles) == []
+
+
+def _slips(name: str) -> list[str]:
+    """Each one-letter deletion of a name: what the deletion index is keyed on."""
+    key = name.lower()
+    return [key[:i] + key[i + 1 :] for i in range(len(key))]
+
+
+def test_the_deletion_index_and_its_backfill_store_no_plaintext(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    """Neither ingestion's deletion terms nor ``backfill_index`` leave a name, or a name with
+    a letter dropped, anywhere in a dump, audit log included."""
+    people = _synthetic_people(6, seed=20261203)
+    needles = [n for p in people for n in _needles(p)]
+    needles += [
+        slip
+        for p in people
+        for name in (str(p["given"]), str(p["family"]).split("-")[0])
+        for slip in _slips(name)
+    ]
+    engine = create_engine(fresh_database_url)
+    try:
+        migrate.upgrade(engine)
+        db = Database(engine)
+        store = PersonStore.from_provider(LocalKeyringProvider.create(tmp_path / "keyring.json"))
+        with db.transaction() as session:
+            ids = store.add(session, [_record(p) for p in people])
+            # Half the records as an older hub stored them, for the backfill to index.
+            session.execute(
+                delete(BlindIndexEntry).where(
+                    BlindIndexEntry.index_id == INDEX_SPECS["name_deletion_pair"].index_id,
+                    BlindIndexEntry.record_id.in_(ids[:3]),
+                )
+            )
+        assert backfill_index(db, store, actor="cli:test", batch_size=2).indexed == 3
+        with db.transaction() as session:
+            for person, record_id in zip(people, ids, strict=True):
+                family = str(person["family"]).split("-")[0]
+                slipped = {"given_names": [person["given"]], "family_name": family[:-1]}
+                terms = store.indexer.query_terms(slipped, indexes={"name_deletion_pair"})
+                assert record_id in store.candidates(session, terms)
+    finally:
+        engine.dispose()
+
+    url = make_url(fresh_database_url)
+    libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    dump = subprocess.run(
+        [str(client_program("pg_dump")), "--no-owner", "--dbname", libpq],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    assert b"index.backfill" in dump and b"blind_index" in dump
+    assert _find(dump, needles) == []
