@@ -31,6 +31,7 @@ from mash_hub.crypto.keys import (
 from mash_hub.db.engine import Database
 from mash_hub.matching.model import LinkageModel, shipped_model_path
 from mash_hub.persons import rotation
+from mash_hub.persons.backfill import BackfillRefusedError, backfill_index
 from mash_hub.persons.models import BlindIndexEntry, IndexRootState
 from mash_hub.persons.reindex import INDEX_GROUPS, index_fields, reindex
 from mash_hub.persons.store import IndexRootChangedError, PersonStore
@@ -569,3 +570,19 @@ def test_the_switch_waits_for_writers_and_later_writers_use_the_new_root(
         )
         == late_ids
     )
+
+
+def test_a_backfill_is_refused_while_a_rotation_is_pending(
+    committing_database: Database, keyring: LocalKeyringProvider, store: PersonStore
+) -> None:
+    """Terms a backfill wrote mid-rotation would be the old root's only: after the switch
+    the new root would lack them, so the backfill waits for the rotation to finish."""
+    db = committing_database
+    _seed(db, store, count=5)
+    rotation.begin(db, keyring)
+    with pytest.raises(BackfillRefusedError, match="rotate-index-root"):
+        backfill_index(db, store, actor="test:operator")
+    rotation.rotate_index_root(db, store, keyring, batch_size=50)
+    fresh = PersonStore.from_provider(LocalKeyringProvider(keyring.path))
+    # After the switch it runs, and the rotation left nothing for it to write.
+    assert backfill_index(db, fresh, actor="test:operator").records == 0
