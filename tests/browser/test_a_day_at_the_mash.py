@@ -49,9 +49,9 @@ def someone(browser: Browser) -> Iterator[Page]:
         context.close()
 
 
-def id_in_url(page: Page, after: str) -> str:
-    """The id a page's address carries after ``after`` (a person's, a review task's)."""
-    match = re.search(after + r"/([0-9a-f-]{36})", page.url)
+def id_in(address: str, after: str) -> str:
+    """The id an address carries after ``after`` (a person's, a review task's)."""
+    match = re.search(after + r"/([0-9a-f-]{36})", address)
     assert match, f"no id after {after}"
     return match.group(1)
 
@@ -63,43 +63,55 @@ def show_entries(
     page.get_by_label("Actor id").fill(actor)
     page.get_by_label("Person id").fill(person)
     page.get_by_label("Action").fill(action)
-    page.get_by_role("button", name="Show entries").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Show entries").click()
     rows = page.locator("table tbody tr")
     expect(rows.first).to_be_visible()
     check(page, shots)
     return rows
 
 
-def row_of(rows: Locator, access: Access, about: str) -> Locator:
-    """The log's row showing this access: the actor's name, the action and what it was about."""
+def row_of(rows: Locator, access: Access, about: str | None = None) -> Locator:
+    """The log's row showing this access: the actor's name, the action and what it was about
+    (``about`` when the log names it differently from the person who acted)."""
     action = rows.page.get_by_role("cell", name=access.action, exact=True)
-    return rows.filter(has=action).filter(has_text=access.actor).filter(has_text=about).first
+    shown = rows.filter(has=action).filter(has_text=access.actor)
+    return shown.filter(has_text=access.about if about is None else about).first
+
+
+def open_entry(row: Locator, shots: str) -> Locator:
+    """Open a row's entry page; its main content."""
+    row.get_by_role("link").click()
+    page = row.page
+    expect(page.get_by_role("heading", name=re.compile(r"Audit entry \d+"))).to_be_visible()
+    check(page, shots)
+    return page.locator("main")
 
 
 def test_a_day_at_the_mash(browser: Browser, live_hub: LiveHub, tmp_path: Path) -> None:
-    done: list[Access] = []
-
     with someone(browser) as school:
         sign_in(school, live_hub, "dsl.school", "partner_agency", "education", "day-00-school")
         reference = send_referral(school, source="2A", referrer="A. Teacher", shots="day-01")
-    done.append(Access("dsl.school", "referral.submit", f"Referral {reference}"))
+    submitted = Access("dsl.school", "referral.submit", f"Referral {reference}")
 
     with someone(browser) as mash:
         sign_in(mash, live_hub, "mash.officer", "mash_officer", "social_care", "day-10-mash")
         rate_and_view_subject(mash, reference, "day")
-        amara = id_in_url(mash, "/people")
+        amara = id_in(mash.url, "/people")
         mash.get_by_role("link", name="Home").first.click()
         search_for_robert(mash, "day-20")
         give_purpose(mash, "day-20")
         check(mash, "day-20-09-person")
-        robert = id_in_url(mash, "/people")
-    done += [
+        robert = id_in(mash.url, "/people")
+    robert_viewed = Access("mash.officer", "person.view", f"Person {robert}")
+    done = [
+        submitted,
         Access("mash.officer", "referral.triage.list", "Referral queue"),
         Access("mash.officer", "referral.triage.view", f"Referral {reference}"),
         Access("mash.officer", "referral.triage.rag", f"Referral {reference}"),
         Access("mash.officer", "person.view", f"Person {amara}"),
         Access("mash.officer", "person.search", "Person search"),
-        Access("mash.officer", "person.view", f"Person {robert}"),
+        robert_viewed,
     ]
 
     add_twin_task(live_hub, tmp_path / "keyring.json")
@@ -107,8 +119,9 @@ def test_a_day_at_the_mash(browser: Browser, live_hub: LiveHub, tmp_path: Path) 
         sign_in(reviewer, live_hub, "reviewer.council", "mash_officer", "council", "day-30")
         reviewer.get_by_role("link", name="Review linkage").first.click()
         check(reviewer, "day-31-queue")
-        reviewer.get_by_role("link", name="Review task 1").click()
-        task = id_in_url(reviewer, "/review")
+        task_link = reviewer.get_by_role("link", name="Review task 1")
+        task = id_in(task_link.get_attribute("href") or "", "/review")
+        task_link.click()
         reviewer.get_by_label("MASH triage of a contact or referral").check()
         reviewer.get_by_label("Explain briefly").fill("Possible twins in the linkage queue")
         check(reviewer, "day-32-purpose")
@@ -135,7 +148,8 @@ def test_a_day_at_the_mash(browser: Browser, live_hub: LiveHub, tmp_path: Path) 
             police.get_by_role("heading", name="You do not have access to the audit log")
         ).to_be_visible()
         check(police, "day-41-refused")
-    done.append(Access("police.officer", "authz.denied", "Audit log"))
+    refused = Access("police.officer", "authz.denied", "Audit log")
+    done.append(refused)
 
     with someone(browser) as auditor:
         sign_in(auditor, live_hub, "auditor.council", "auditor", "council", "day-50")
@@ -147,42 +161,38 @@ def test_a_day_at_the_mash(browser: Browser, live_hub: LiveHub, tmp_path: Path) 
         sign_ins = show_entries(auditor, "day-52-sign-ins", action="auth.signed_in")
         actor_ids: dict[str, str] = {}
         for name in dict.fromkeys(access.actor for access in done):
-            row = row_of(sign_ins, Access(name, "auth.signed_in", ""), "")
+            row = row_of(sign_ins, Access(name, "auth.signed_in", "User"))
+            expect(row).to_be_visible()
             found = re.search(r"user:[0-9a-f-]{36}", row.inner_text())
             assert found, name
             actor_ids[name] = found.group(0)
 
         # The school's referral: its entry names the reference, its "About" the referral id.
         school_rows = show_entries(auditor, "day-53-school", actor=actor_ids["dsl.school"])
-        submitted = row_of(school_rows, done[0], "Referral")
-        about = submitted.get_by_role("cell").nth(4).inner_text().strip()
-        submitted.get_by_role("link").click()
-        entry = auditor.locator("main")
+        submit_row = row_of(school_rows, submitted, "Referral")
+        expect(submit_row).to_be_visible()
+        referral_id = submit_row.get_by_role("cell").nth(4).inner_text().strip()
+        entry = open_entry(submit_row, "day-54-submit-entry")
         expect(entry).to_contain_text("dsl.school")
         expect(entry).to_contain_text(reference)
-        check(auditor, "day-54-submit-entry")
         auditor.get_by_role("link", name="Back to the audit log").click()
-        shown_as = {f"Referral {reference}": about}
+        shown_as = {f"Referral {reference}": referral_id}
 
         for name, actor_id in actor_ids.items():
             rows = show_entries(auditor, f"day-55-{name}", actor=actor_id)
             for access in (access for access in done if access.actor == name):
-                expect(
-                    row_of(rows, access, shown_as.get(access.about, access.about))
-                ).to_be_visible()
+                expect(row_of(rows, access, shown_as.get(access.about))).to_be_visible()
 
         views = show_entries(auditor, "day-56-robert", person=robert)
-        robert_view = row_of(views, done[6], f"Person {robert}")
+        robert_view = row_of(views, robert_viewed)
         expect(robert_view).to_be_visible()
-        robert_view.get_by_role("link").click()
-        entry = auditor.locator("main")
+        entry = open_entry(robert_view, "day-57-view-entry")
         expect(entry).to_contain_text("mash.officer")
         expect(entry).to_contain_text("mash_triage")  # the reason code the officer gave
-        check(auditor, "day-57-view-entry")
         auditor.get_by_role("link", name="Back to the audit log").click()
 
         refusals = show_entries(auditor, "day-58-refusals", action="authz.denied")
-        expect(row_of(refusals, done[-1], "Audit log")).to_be_visible()
+        expect(row_of(refusals, refused)).to_be_visible()
 
         auditor.get_by_role("link", name="Check the audit log has not been changed").click()
         expect(
