@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import threading
 import time
@@ -56,6 +57,7 @@ needs_chromium = pytest.mark.skipif(
 WARNING_MARKERS = "Weapons (WE); Violence (VI)"
 INCIDENT = "Domestic incident 2025-11-02, child present"
 CASE = "Child in need plan since 2025-09; allocated worker J. Okafor"
+CONCERNS = "Amara came to school with a bruised arm and said she is scared to go home."
 
 
 @dataclass
@@ -211,3 +213,52 @@ def check(page: Page, name: str, *, axe: bool = True) -> Path:
     violations = results.response["violations"]
     assert not violations, f"{name}: axe-core violations:\n{results.generate_report()}"
     return shot
+
+
+def send_referral(page: Page, *, source: str, referrer: str, shots: str, axe: bool = True) -> str:
+    """A signed-in partner makes the shortest referral the form accepts (Amara Whitlock, the
+    child, with the concerns); its reference, read from the confirmation."""
+    page.get_by_role("link", name="Make a referral").first.click()
+    check(page, f"{shots}-form", axe=axe)
+    page.get_by_label("The child the referral is about").check()
+    page.locator("#subjects-0-given_names").fill("Amara")
+    page.locator("#subjects-0-family_name").fill("Whitlock")
+    page.get_by_label("What you are worried about").fill(CONCERNS)
+    page.get_by_label("Who is referring").select_option(source)
+    page.get_by_label("Main need").select_option("N1")
+    page.get_by_text("Factors you know of (optional)").click()  # a details element: no script
+    page.get_by_label("16A: Neglect").check()
+    page.get_by_label("Your name").fill(referrer)
+    page.get_by_label("Consent given").check()
+    page.get_by_role("button", name="Send referral").click()
+    expect(page.locator(".govuk-panel")).to_contain_text("Referral sent")
+    check(page, f"{shots}-sent", axe=axe)
+    match = re.search(r"R-\d{4}-[0-9A-Z]{8}", page.locator(".govuk-panel").inner_text())
+    assert match
+    return match.group(0)
+
+
+def rate_and_view_subject(mash: Page, reference: str, shots: str) -> None:
+    """A signed-in MASH officer finds the referral in the triage queue, rates it amber and
+    opens its first subject's person page, with "this referral" as the purpose."""
+    mash.get_by_role("link", name="Triage queue").first.click()
+    expect(mash.locator("table")).to_contain_text(reference)
+    expect(mash.locator("table")).to_contain_text("Not rated")
+    check(mash, f"{shots}-11-queue")
+    mash.get_by_role("link", name=reference).click()
+    expect(mash.get_by_role("heading", name=reference)).to_be_visible()
+    expect(mash.get_by_text(CONCERNS)).to_be_visible()
+    check(mash, f"{shots}-12-referral")
+
+    mash.get_by_label("Amber").check()
+    mash.get_by_role("button", name="Save RAG rating").click()
+    expect(mash.locator(".govuk-notification-banner")).to_contain_text("RAG rating saved")
+    check(mash, f"{shots}-13-rated")
+
+    mash.get_by_role("link", name=re.compile("View person")).first.click()
+    expect(mash.get_by_label(f"Referral {reference}")).to_be_checked()
+    check(mash, f"{shots}-14-purpose")
+    mash.get_by_role("button", name="Show records").click()
+    expect(mash.get_by_role("heading", name="Person's records")).to_be_visible()
+    expect(mash.locator("main")).to_contain_text(f"Referral {reference}")
+    check(mash, f"{shots}-15-person")

@@ -5,14 +5,12 @@ Every page is screenshotted and passes axe-core."""
 
 from __future__ import annotations
 
-import re
-
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
 from mash_hub.audit.models import AuditEntry
-from tests.browser.conftest import LiveHub, check, needs_chromium
-from tests.browser.test_referral_journey import CONCERNS, sign_in, tab_to, type_into
+from tests.browser.conftest import LiveHub, check, needs_chromium, send_referral
+from tests.browser.test_referral_journey import sign_in, tab_to, type_into
 
 pytestmark = needs_chromium
 
@@ -20,28 +18,14 @@ QUESTION = "Anything held on Beverley Whitlock or the household at 14 Rowan Cour
 ANSWER = "One call-out for a domestic argument at the address last month. No arrests."
 
 
-def send_referral(page: Page, hub: LiveHub) -> str:
-    page.goto(hub.login_link("hv.health", "partner_agency", "health"))
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("link", name="Make a referral").first.click()
-    page.get_by_label("The child the referral is about").check()
-    page.locator("#subjects-0-given_names").fill("Amara")
-    page.locator("#subjects-0-family_name").fill("Whitlock")
-    page.get_by_label("What you are worried about").fill(CONCERNS)
-    page.get_by_label("Who is referring").select_option("3B")
-    page.get_by_label("Main need").select_option("N1")
-    page.get_by_label("Your name").fill("H. Visitor")
-    page.get_by_label("Consent given").check()
-    page.get_by_role("button", name="Send referral").click()
-    match = re.search(r"R-\d{4}-[0-9A-Z]{8}", page.locator(".govuk-panel").inner_text())
-    assert match
-    return match.group(0)
-
-
 def test_the_mash_asks_the_police_answer_and_the_mash_reads_the_answer(
     page: Page, browser: Browser, live_hub: LiveHub
 ) -> None:
-    reference = send_referral(page, live_hub)
+    page.goto(live_hub.login_link("hv.health", "partner_agency", "health"))
+    page.get_by_role("button", name="Sign in").click()
+    reference = send_referral(
+        page, source="3B", referrer="H. Visitor", shots="inforeq-referral", axe=False
+    )
 
     sign_in(page, live_hub, "mash.asker", "mash_officer", "social_care", "inforeq-00-mash")
     page.goto(f"{live_hub.base}/triage/{reference}")

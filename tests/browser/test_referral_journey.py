@@ -12,11 +12,17 @@ from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
 from mash_hub.audit.models import AuditEntry
-from tests.browser.conftest import LiveHub, check, needs_chromium
+from tests.browser.conftest import (
+    CONCERNS,
+    LiveHub,
+    check,
+    needs_chromium,
+    rate_and_view_subject,
+    send_referral,
+)
 
 pytestmark = needs_chromium
 
-CONCERNS = "Amara came to school with a bruised arm and said she is scared to go home."
 FEEDBACK = "Thank you. A social worker will visit the family this week."
 MAX_TABS = 200
 
@@ -118,27 +124,7 @@ def test_a_school_refers_the_mash_triages_and_the_school_reads_the_feedback(
     mash = context.new_page()
     try:
         sign_in(mash, live_hub, "mash.officer", "mash_officer", "social_care", "referral-10-mash")
-        mash.get_by_role("link", name="Triage queue").first.click()
-        expect(mash.locator("table")).to_contain_text(reference)
-        expect(mash.locator("table")).to_contain_text("Not rated")
-        check(mash, "referral-11-queue")
-        mash.get_by_role("link", name=reference).click()
-        expect(mash.get_by_role("heading", name=reference)).to_be_visible()
-        expect(mash.get_by_text(CONCERNS)).to_be_visible()
-        check(mash, "referral-12-referral")
-
-        mash.get_by_label("Amber").check()
-        mash.get_by_role("button", name="Save RAG rating").click()
-        expect(mash.locator(".govuk-notification-banner")).to_contain_text("RAG rating saved")
-        check(mash, "referral-13-rated")
-
-        mash.get_by_role("link", name=re.compile("View person")).first.click()
-        expect(mash.get_by_label(f"Referral {reference}")).to_be_checked()
-        check(mash, "referral-14-purpose")
-        mash.get_by_role("button", name="Show records").click()
-        expect(mash.get_by_role("heading", name="Person's records")).to_be_visible()
-        expect(mash.locator("main")).to_contain_text(f"Referral {reference}")
-        check(mash, "referral-15-person")
+        rate_and_view_subject(mash, reference, "referral")
         mash.go_back()
         mash.goto(f"{live_hub.base}/triage/{reference}")
 
@@ -181,23 +167,9 @@ def test_a_referral_can_be_made_and_triaged_with_javascript_off(
 ) -> None:
     page.goto(live_hub.login_link("hv.health", "partner_agency", "health"))
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("link", name="Make a referral").first.click()
-    page.get_by_label("The child the referral is about").check()
-    page.locator("#subjects-0-given_names").fill("Amara")
-    page.locator("#subjects-0-family_name").fill("Whitlock")
-    page.get_by_label("What you are worried about").fill(CONCERNS)
-    page.get_by_label("Who is referring").select_option("3B")
-    page.get_by_label("Main need").select_option("N1")
-    page.get_by_text("Factors you know of (optional)").click()  # a details element: no script
-    page.get_by_label("16A: Neglect").check()
-    page.get_by_label("Your name").fill("H. Visitor")
-    page.get_by_label("Consent given").check()
-    page.get_by_role("button", name="Send referral").click()
-    expect(page.locator(".govuk-panel")).to_contain_text("Referral sent")
-    check(page, "javascript-off-referral-sent", axe=False)
-    match = re.search(r"R-\d{4}-[0-9A-Z]{8}", page.locator(".govuk-panel").inner_text())
-    assert match
-    reference = match.group(0)
+    reference = send_referral(
+        page, source="3B", referrer="H. Visitor", shots="javascript-off-referral", axe=False
+    )
 
     context = browser.new_context(java_script_enabled=False)
     mash = context.new_page()
