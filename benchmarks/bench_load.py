@@ -3,6 +3,13 @@
     python benchmarks/bench_load.py --people 200000 [--clients 16] [--seconds 30]
         [--data-dir DIR] [--referrals 1000] [--workers N] [--only search|referrals]
         [--profile DIR] [--json]
+    python benchmarks/bench_load.py --quick [--workers N] [--json]
+
+``--quick`` is the check to run before and after any change to search or intake: 10,000
+people, searches at 1 and at 16 clients, then referrals at 1 and at 16 clients, 2.5 s each
+(about 10 s of load once the hub is built; building it the first time takes about 20 s).
+Any of ``--people``, ``--clients`` and ``--seconds`` given with it still wins. Without
+``--quick`` the defaults are the 200,000-people scenario issue 15 measures, 30 s each.
 
 Set-up is ``mash-hub demo --no-serve`` in ``--data-dir`` (kept between runs: the first run
 at 200,000 people takes several minutes, later runs reuse it), then ``mash-hub serve`` in a
@@ -38,13 +45,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 PURPOSE = {"X-Purpose-Code": "mash_triage", "X-Purpose-Text": "Load benchmark search (synthetic)"}
+# (people, clients, seconds per scenario): the full scenario and the quick one.
+FULL = (200_000, [1, 16], 30.0)
+QUICK = (10_000, [1, 16], 2.5)
 
 
 def _free_port() -> int:
@@ -56,6 +66,11 @@ def _free_port() -> int:
 def _env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASH_")}
     return {**env, "MASH_DATA_DIR": str(data_dir), "MASH_RATE_LIMIT_PER_MINUTE": "1000000"}
+
+
+def load_average() -> Sequence[float]:
+    """The machine's 1, 5 and 15 minute load averages: how busy the 2 cores were."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def set_up(data_dir: Path, people: int) -> tuple[dict[str, Any], float]:
@@ -214,9 +229,12 @@ def run_load(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--people", type=int, default=200_000)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument(
+        "--quick", action="store_true", help="10,000 people, 2.5 s per scenario (about 10 s)"
+    )
+    parser.add_argument("--people", type=int, default=None, help="default 200,000")
+    parser.add_argument("--clients", type=int, nargs="+", default=None, help="default 1 16")
+    parser.add_argument("--seconds", type=float, default=None, help="per scenario; default 30")
     parser.add_argument("--referrals", type=int, default=1000)
     parser.add_argument("--data-dir", type=Path, default=Path(".bench-load"))
     parser.add_argument("--workers", type=int, default=1)
@@ -224,8 +242,12 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    preset = QUICK if args.quick else FULL
+    args.people = preset[0] if args.people is None else args.people
+    args.clients = preset[1] if args.clients is None else args.clients
+    args.seconds = preset[2] if args.seconds is None else args.seconds
     data_dir = args.data_dir.resolve() / str(args.people)
-    report: dict[str, Any] = {"people": args.people}
+    report: dict[str, Any] = {"people": args.people, "scenario": "quick" if args.quick else "full"}
     demo, report["setup_seconds"] = set_up(data_dir, args.people)
     report["records"], report["persons"] = demo["records"], demo["persons"]
     extracts = data_dir / "demo" / "extracts"
@@ -244,6 +266,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     profiler = Profiler(args.profile, server.pid)
     report["workers"] = args.workers
+    report["load_average_before"] = load_average()
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -313,6 +336,7 @@ def main() -> None:
                 )
                 for n in args.clients
             ]
+        report["load_average_after"] = load_average()
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -320,7 +344,15 @@ def main() -> None:
         print(json.dumps(report, indent=2))
     else:
         for key, value in report.items():
-            print(f"{key:>14}: {value}")
+            if key in ("search", "referrals"):
+                for run in value:
+                    print(
+                        f"{key:>20}: {run['clients']:>2} clients {run['per_second']:>7}/s"
+                        f"  p50 {run['p50_ms']} ms  p95 {run['p95_ms']} ms  p99 {run['p99_ms']} ms"
+                        f"  ({run['ok']} in {run['seconds']} s, failed {run['failed']})"
+                    )
+            else:
+                print(f"{key:>20}: {value}")
 
 
 if __name__ == "__main__":
