@@ -102,11 +102,6 @@ class Stages:
         if self.active:
             self.sql[self.current() or HTTP] += seconds
 
-    def reset(self) -> None:
-        self.seconds.clear()
-        self.sql.clear()
-        self.calls.clear()
-
 
 STAGES = Stages()
 
