@@ -13,8 +13,9 @@ change to product code): blind-index root check, blind-index terms (HMAC), the b
 look-up, the current-candidates query, key rows, key unwrapping, ciphertext fetch,
 decryption, features, scoring, explanations, the audit append, the policy and purpose check,
 authentication, the rate limiter, and each transaction's begin and commit. Times are
-exclusive: a stage's own time, less the stages it calls; "HTTP framework" is what is left of
-the request (routing, validation, middleware, response models, JSON). "of which SQL" is the
+exclusive: a stage's own time, less the stages it calls (a transaction counts two calls, its
+begin and its commit); "HTTP framework" is what is left of the request (routing, validation,
+middleware, response models, JSON, the test client's thread hand-offs). "of which SQL" is the
 time SQLAlchemy spent executing statements inside the stage (the audit append writes through
 the driver directly, so its SQL shows only in its own row). The audit chainer thread runs
 beside the searches and is not in any row. Wall-clock on a shared 2-core machine: noisy, and
