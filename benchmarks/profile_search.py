@@ -17,7 +17,8 @@ exclusive: a stage's own time, less the stages it calls (a transaction counts tw
 begin and its commit); "HTTP framework" is what is left of the request (routing, validation,
 middleware, response models, JSON, the test client's thread hand-offs). "of which SQL" is the
 time SQLAlchemy spent executing statements inside the stage (the audit append writes through
-the driver directly, so its SQL shows only in its own row). The audit chainer thread runs
+the driver directly, so its SQL shows only in its own row; the sealed purpose text's row is
+flushed by the next statement, the name frequencies' look-up of the latest run). The audit chainer thread runs
 beside the searches and is not in any row. Wall-clock on a shared 2-core machine: noisy, and
 the wrappers add about a microsecond per call. Not part of the test run.
 """
@@ -128,7 +129,7 @@ def instrument(app: Any, engine: Any) -> None:
     _wrap(PersonStore, "candidates", "blind-index look-up (SQL)")
     _wrap(casework_search, "_current_candidates", "current candidates (SQL)")
     _wrap(casework_search, "seal_text", "purpose text sealed (encrypt + insert)")
-    _wrap(frequencies, "latest", "name frequencies (read + decrypt)")
+    _wrap(frequencies, "latest", "name frequencies (latest run; flushes sealed text)")
     _wrap(LinkageModel, "scorer", "scorer built")
     _wrap(PersonStore, "read", "ciphertext fetch (SQL)")
     _wrap(KeyStore, "ciphers", "data-key rows (SQL)")
