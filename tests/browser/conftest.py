@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import uvicorn
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from mash_hub.authz.versions import publish
 from mash_hub.crypto.keys import LocalKeyringProvider
@@ -183,12 +183,20 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
+def uk_context(browser: Browser, *, javascript: bool = True) -> BrowserContext:
+    """A fresh browser context (its own cookies) as a UK user's browser: British English and
+    London time, so date inputs read day/month/year in screenshots, as staff see them."""
+    return browser.new_context(
+        java_script_enabled=javascript, locale="en-GB", timezone_id="Europe/London"
+    )
+
+
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """A fresh browser context (its own cookies) with JavaScript on, or off when the test is
-    parametrised with ``javascript=False``."""
+    """A fresh UK browser context (:func:`uk_context`) with JavaScript on, or off when the
+    test is parametrised with ``javascript=False``."""
     javascript = getattr(request, "param", True)
-    context = browser.new_context(java_script_enabled=javascript)
+    context = uk_context(browser, javascript=javascript)
     opened = context.new_page()
     try:
         yield opened
