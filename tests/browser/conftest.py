@@ -1,7 +1,7 @@
 """A real hub served on a loopback port, and Debian's Chromium driven by Playwright.
 
 Playwright's own browser download is not reachable here, so the tests launch the system's
-``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it). Without it every browser test is skipped, saying so.
+``chromium`` (``apt-get install chromium chromium-l10n``; ``.ci/run`` installs them). Without it every browser test is skipped, saying so.
 
 Every page a test visits goes through :func:`check`: a full-page screenshot kept as a test
 artefact in ``tests/browser/artifacts/`` (git-ignored) and axe-core's accessibility rules,
@@ -42,6 +42,10 @@ from tests.authz.conftest import BASELINE
 from tests.serving import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Chromium formats date inputs in its own language, from the environment (not the context's
+# locale), and only has en-GB with Debian's chromium-l10n installed (.ci/run installs it).
+UK_LANGUAGE: dict[str, str | float | bool] = {**os.environ, "LANGUAGE": "en_GB",
+                                              "LANG": "en_GB.UTF-8"}  # fmt: skip
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 # CI runs two workers on two shared cores: give pages time (an assertion, not a timing test).
@@ -175,7 +179,7 @@ def live_hub(
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"], env=UK_LANGUAGE
         )
         try:
             yield launched
