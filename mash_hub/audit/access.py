@@ -11,7 +11,8 @@ their own use of the log from, so the two cannot drift apart.
 * :func:`start_export` records the ``audit.export`` entry (before the first byte is sent)
   and :func:`export_chunks` streams the CSV or JSON body through a server-side cursor;
 * :func:`unusual_window` checks a report's window and :func:`unusual_report` runs the
-  unusual-access report, recorded as ``audit.unusual``;
+  unusual-access report, recorded as ``audit.unusual``; :func:`unusual_actors` names its
+  findings' actors as they were then;
 * :func:`run_verification` / :func:`record_verification`: the chain check and its
   ``audit.verify`` entry.
 
@@ -39,8 +40,13 @@ from mash_hub.audit import AuditEvent
 from mash_hub.audit.checkpoint import CheckpointFileError, latest, load_checkpoints
 from mash_hub.audit.models import AuditEntry
 from mash_hub.audit.reports import (
+    BreakGlassUse,
+    DenialBurst,
     InvalidAuditArgumentError,
+    OutOfHoursView,
+    UnreferredViews,
     UnusualAccessReport,
+    VolumeOutlier,
     audit_time,
     unusual_access,
 )
@@ -463,3 +469,43 @@ def unusual_report(
         audit_action="audit.unusual",
         audit_context=audit_context(caller, decisions),
     )
+
+
+Finding = VolumeOutlier | OutOfHoursView | BreakGlassUse | UnreferredViews | DenialBurst
+
+
+def first_seq(finding: Finding) -> int:
+    """The entry a finding's actor is named by: its own, or the first of its entries."""
+    if isinstance(finding, OutOfHoursView | BreakGlassUse):
+        return finding.seq
+    return min(finding.seqs)
+
+
+def unusual_actors(session: Session, report: UnusualAccessReport) -> dict[int, dict[str, Any]]:
+    """Each finding's actor as the audit log shows them (name, role and agency as they were
+    at the finding's first entry, see :func:`first_seq`), keyed by that entry's ``seq``.
+    Read after :func:`unusual_report` in the same transaction: no further audit entry."""
+    findings: list[Finding] = [
+        *report.volume_outliers,
+        *report.out_of_hours,
+        *report.break_glass,
+        *report.unreferred,
+        *report.denials,
+    ]
+    wanted = {first_seq(f) for f in findings}
+    if not wanted:
+        return {}
+    found = list(
+        session.execute(
+            select(AuditEntry.seq, AuditEntry.actor, AuditEntry.occurred_at, AuditEntry.details)
+            .where(AuditEntry.seq.in_(wanted))
+            .order_by(AuditEntry.seq)
+        )
+    )
+    people = ActorResolver(session).describe(
+        AuditedAct(row.actor, row.occurred_at, row.details) for row in found
+    )
+    return {
+        row.seq: {"actor": row.actor, **who.as_dict()}
+        for row, who in zip(found, people, strict=True)
+    }

@@ -4,7 +4,8 @@ The API (:mod:`mash_hub.web.review`) and the reviewer's pages (:mod:`mash_hub.we
 both call these, in the request's unit of work, so the two cannot drift apart:
 
 * :func:`review_queue` the open tasks (ids, scores, explanations: no personal data, so no
-  purpose is needed); one ``linkage.review.list`` entry;
+  purpose is needed), or :func:`review_queue_page` one numbered page of them with their
+  count; one ``linkage.review.list`` entry;
 * :func:`review_task` both records side by side, as far as the caller's read mask of each
   record's source allows, after a purpose of access (a referral purpose must name one of the
   two records' persons); its free text sealed per person before anything is decrypted; one
@@ -131,6 +132,40 @@ def review_queue(
     decisions = policy.for_session(session)
     require_reviewer(session, decisions, caller, "linkage.review.list")
     return reviewing.list_tasks(session, actor=caller.user_id, status=status, limit=limit)
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """One page of the queue: its tasks, which page (from 1) of how many, and how many tasks
+    there are in all."""
+
+    tasks: list[ReviewTask]
+    number: int
+    pages: int
+    total: int
+
+
+def review_queue_page(
+    session: Session,
+    policy: AccessPolicy,
+    caller: Caller,
+    *,
+    number: int,
+    size: int,
+    status: str | None = reviewing.OPEN,
+) -> QueuePage:
+    """Page ``number`` of the tasks with ``status``, ``size`` to a page, strongest first (a
+    page past the last is the last); one ``linkage.review.list`` entry, as
+    :func:`review_queue`, with the offset of a later page."""
+    decisions = policy.for_session(session)
+    require_reviewer(session, decisions, caller, "linkage.review.list")
+    total = reviewing.count_tasks(session, status=status)
+    pages = max(1, -(-total // size))
+    number = min(max(number, 1), pages)
+    tasks = reviewing.list_tasks(
+        session, actor=caller.user_id, status=status, limit=size, offset=(number - 1) * size
+    )
+    return QueuePage(tasks, number, pages, total)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from mash_hub.audit import AuditEvent
@@ -233,25 +233,45 @@ def sync_tasks(
 
 
 def list_tasks(
-    session: Session, *, actor: str, status: str | None = OPEN, limit: int = 100
+    session: Session,
+    *,
+    actor: str,
+    status: str | None = OPEN,
+    limit: int = 100,
+    offset: int = 0,
 ) -> list[ReviewTask]:
-    """Tasks, strongest first (ids, scores, explanations: no personal data). Audited."""
+    """Tasks, strongest first (ids, scores, explanations: no personal data), skipping the
+    first ``offset`` (a later page). Audited; the offset is recorded when there is one."""
     query = select(ReviewTask).order_by(
-        ReviewTask.match_weight.desc(), ReviewTask.record_id_l, ReviewTask.record_id_r
+        ReviewTask.match_weight.desc(),
+        ReviewTask.record_id_l,
+        ReviewTask.record_id_r,
+        ReviewTask.id,
     )
     if status is not None:
         query = query.where(ReviewTask.status == status)
-    tasks = list(session.scalars(query.limit(limit)))
+    tasks = list(session.scalars(query.offset(offset).limit(limit)))
+    details: dict[str, Any] = {"status": status or "all", "count": len(tasks)}
+    if offset:
+        details["offset"] = offset
     audit(
         session,
         AuditEvent(
             actor=actor,
             action="linkage.review.list",
             subject_type="review_task",
-            details={"status": status or "all", "count": len(tasks)},
+            details=details,
         ),
     )
     return tasks
+
+
+def count_tasks(session: Session, *, status: str | None = OPEN) -> int:
+    """How many tasks have ``status`` (None: all): a number, so not audited by itself."""
+    query = select(func.count()).select_from(ReviewTask)
+    if status is not None:
+        query = query.where(ReviewTask.status == status)
+    return int(session.scalar(query) or 0)
 
 
 def _task(session: Session, task_id: uuid.UUID, *, lock: bool = False) -> ReviewTask:

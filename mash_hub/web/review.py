@@ -102,7 +102,7 @@ class ReviewTaskOut(BaseModel):
     record_id_l: uuid.UUID
     record_id_r: uuid.UUID
     kind: str = Field(
-        description="Why it is queued: `review` (uncertain score), `possible_twins`, a guard "
+        description="Why it is queued: `review` (uncertain score), `possible_twin`, a guard "
         "that blocked a strong link, or `must_link_conflict` (a decision a run could not honour)."
     )
     status: Literal["open", "decided", "closed"]

@@ -1,7 +1,7 @@
 """A real hub served on a loopback port, and Debian's Chromium driven by Playwright.
 
 Playwright's own browser download is not reachable here, so the tests launch the system's
-``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it). Without it every browser test is skipped, saying so.
+``chromium`` (``apt-get install chromium chromium-l10n``; ``.ci/run`` installs them). Without it every browser test is skipped, saying so.
 
 Every page a test visits goes through :func:`check`: a full-page screenshot kept as a test
 artefact in ``tests/browser/artifacts/`` (git-ignored) and axe-core's accessibility rules,
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import uvicorn
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from mash_hub.authz.versions import publish
 from mash_hub.crypto.keys import LocalKeyringProvider
@@ -42,6 +42,10 @@ from tests.authz.conftest import BASELINE
 from tests.serving import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Chromium formats date inputs in its own language, from the environment (not the context's
+# locale), and only has en-GB with Debian's chromium-l10n installed (.ci/run installs it).
+UK_LANGUAGE: dict[str, str | float | bool] = {**os.environ, "LANGUAGE": "en_GB",
+                                              "LANG": "en_GB.UTF-8"}  # fmt: skip
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 # CI runs two workers on two shared cores: give pages time (an assertion, not a timing test).
@@ -175,7 +179,7 @@ def live_hub(
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"], env=UK_LANGUAGE
         )
         try:
             yield launched
@@ -183,12 +187,20 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
+def uk_context(browser: Browser, *, javascript: bool = True) -> BrowserContext:
+    """A fresh browser context (its own cookies) as a UK user's browser: British English and
+    London time, so date inputs read day/month/year in screenshots, as staff see them."""
+    return browser.new_context(
+        java_script_enabled=javascript, locale="en-GB", timezone_id="Europe/London"
+    )
+
+
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """A fresh browser context (its own cookies) with JavaScript on, or off when the test is
-    parametrised with ``javascript=False``."""
+    """A fresh UK browser context (:func:`uk_context`) with JavaScript on, or off when the
+    test is parametrised with ``javascript=False``."""
     javascript = getattr(request, "param", True)
-    context = browser.new_context(java_script_enabled=javascript)
+    context = uk_context(browser, javascript=javascript)
     opened = context.new_page()
     try:
         yield opened

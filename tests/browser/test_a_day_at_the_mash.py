@@ -20,6 +20,7 @@ from tests.browser.conftest import (
     needs_chromium,
     rate_and_view_subject,
     send_referral,
+    uk_context,
 )
 from tests.browser.test_auditor_journey import settle
 from tests.browser.test_officer_journey import give_purpose, search_for_robert
@@ -42,7 +43,7 @@ class Access:
 @contextmanager
 def someone(browser: Browser) -> Iterator[Page]:
     """A person at their own computer: a browser context of their own (cookies and all)."""
-    context = browser.new_context()
+    context = uk_context(browser)
     try:
         yield context.new_page()
     finally:

@@ -9,7 +9,7 @@ from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
 from mash_hub.audit.models import AuditEntry
-from tests.browser.conftest import LiveHub, check, needs_chromium, send_referral
+from tests.browser.conftest import LiveHub, check, needs_chromium, send_referral, uk_context
 from tests.browser.test_referral_journey import sign_in, tab_to, type_into
 
 pytestmark = needs_chromium
@@ -52,7 +52,7 @@ def test_the_mash_asks_the_police_answer_and_the_mash_reads_the_answer(
     expect(page.locator("table")).to_contain_text("Police: Open")
     check(page, "inforeq-04-queue")
 
-    context = browser.new_context()
+    context = uk_context(browser)
     police = context.new_page()
     try:
         sign_in(police, live_hub, "pc.answer", "police_officer", "police", "inforeq-10-police")

@@ -19,6 +19,7 @@ from tests.browser.conftest import (
     needs_chromium,
     rate_and_view_subject,
     send_referral,
+    uk_context,
 )
 
 pytestmark = needs_chromium
@@ -120,7 +121,7 @@ def test_a_school_refers_the_mash_triages_and_the_school_reads_the_feedback(
     expect(page.get_by_role("heading", name="You cannot see the triage queue")).to_be_visible()
     check(page, "referral-06-partner-refused")
 
-    context = browser.new_context()
+    context = uk_context(browser)
     mash = context.new_page()
     try:
         sign_in(mash, live_hub, "mash.officer", "mash_officer", "social_care", "referral-10-mash")
@@ -171,7 +172,7 @@ def test_a_referral_can_be_made_and_triaged_with_javascript_off(
         page, source="3B", referrer="H. Visitor", shots="javascript-off-referral", axe=False
     )
 
-    context = browser.new_context(java_script_enabled=False)
+    context = uk_context(browser, javascript=False)
     mash = context.new_page()
     try:
         mash.goto(live_hub.login_link("mash.nojs", "mash_officer", "social_care"))

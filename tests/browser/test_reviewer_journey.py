@@ -241,3 +241,52 @@ def test_the_review_decision_works_with_javascript_off(
     check(page, "javascript-off-review-decided", axe=False)
     (made,) = decisions(live_hub)
     assert made.decision == "different" and made.reason_code == "twin"
+
+
+def add_review_band(hub: LiveHub, keyring: Path, tasks: int) -> None:
+    """Open review-band tasks between the council records of synthetic people (no names
+    needed: the queue shows ids, weights and explanations only)."""
+    store = PersonStore.from_provider(LocalKeyringProvider(keyring))
+    with hub.database.transaction() as session:
+        records: list[uuid.UUID] = []
+        while len(records) * (len(records) - 1) // 2 < tasks:
+            records += store.add(
+                session,
+                [
+                    NewRecord(
+                        feed="council",
+                        source_agency="council",
+                        source_record_id=f"council-band-{len(records)}",
+                        groups={IDENTITY: {"family_name": "Synthetic"}},
+                        index_fields={"family_name": "Synthetic"},
+                        person_id=store.new_person(session),
+                    )
+                ],
+            )
+        run = LinkRun(actor="test", model_version=1, model_definition="m" * 64, counts={})
+        session.add(run)
+        session.flush()
+        ordered = sorted(records, key=str)
+        pairs = [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :]][:tasks]
+        for n, (left, right) in enumerate(pairs):
+            session.add(
+                ReviewTask(record_id_l=left, record_id_r=right, created_run_id=run.id,
+                           last_run_id=run.id, kind="review", match_weight=5.0 - n / 100,
+                           weights={"family_name": 5.0}, explanation="same family name +5.0",
+                           status="open")
+            )  # fmt: skip
+
+
+def test_a_long_review_queue_is_paged(page: Page, live_hub: LiveHub, tmp_path: Path) -> None:
+    add_review_band(live_hub, tmp_path / "keyring.json", 105)
+    sign_in(page, live_hub, "demo-mash-officer", "mash_officer", "council", "reviewpages")
+    page.goto(live_hub.base + "/review")
+    expect(page.locator("caption")).to_contain_text("Open review tasks (105)")
+    expect(page.locator("caption")).to_contain_text("Page 1 of 2")
+    check(page, "reviewpages-04-first")
+    page.get_by_role("navigation", name="Pages of review tasks").get_by_role(
+        "link", name="Next"
+    ).click()
+    expect(page.locator("caption")).to_contain_text("Page 2 of 2, tasks 101 to 105")
+    expect(page.locator("tbody tr")).to_have_count(5)
+    check(page, "reviewpages-05-second")

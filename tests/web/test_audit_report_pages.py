@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from mash_hub.db.engine import Database
+from mash_hub.users.service import change_user
 from tests.web.test_audit_pages import AuditPagesHub
 from tests.web.test_pages import csrf
 
@@ -58,6 +59,23 @@ def test_the_unusual_access_report_is_the_apis_report_and_audit_entry(
     assert page_entry.details["since"] == "2026-11-01T00:00:00+00:00"
     assert page_entry.details["working_hours"] == [8, 18]
     assert f'href="/audit/entries/{page_entry.seq}"' in response.text
+
+
+def test_the_report_names_actors_as_they_were_when_they_acted(hub: ReportPagesHub) -> None:
+    """The officer's view (its purpose a reason code, so a view with no related referral) is
+    shown under the name, role and agency they had then, as the audit log shows it."""
+    officer = hub.actor_id("police1")
+    with hub.database.transaction() as session:
+        change_user(
+            session, "police1", new_name="pc.renamed", role="mash_officer", agency="council"
+        )
+    response = hub.client.get("/audit/unusual")
+    assert response.status_code == 200, response.text
+    unreferred = response.text.split('id="unreferred"')[1].split('id="denials"')[0]
+    assert "<strong>police1</strong>" in unreferred
+    assert "Police officer, Police" in unreferred and officer in unreferred
+    assert "pc.renamed" not in response.text and "mash officer" not in unreferred.lower()
+    assert len(hub.entries("audit.unusual")) == 1  # naming actors is not another entry
 
 
 def test_the_report_runs_for_the_last_30_days_by_default(hub: ReportPagesHub) -> None:

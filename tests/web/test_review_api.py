@@ -59,7 +59,7 @@ class ReviewHub(PersonsHub):
             record_id_r=max(a, b, key=str),
             created_run_id=run_id,
             last_run_id=run_id,
-            kind="review" if left != right else "possible_twins",
+            kind="review" if left != right else "possible_twin",
             match_weight=weight,
             weights={"dob": 6.0, "family_name": weight - 6.0},
             explanation=f"same date of birth +6.0; similar family name {weight - 6.0:+.1f}",
@@ -122,7 +122,7 @@ def test_the_queue_lists_ids_scores_and_explanations_and_is_audited(hub: ReviewH
     assert body["status"] == "open" and body["count"] == 2
     assert [t["id"] for t in body["tasks"]] == [str(hub.twins), str(hub.police_council)]
     first = body["tasks"][0]
-    assert first["kind"] == "possible_twins" and first["match_weight"] == 9.5
+    assert first["kind"] == "possible_twin" and first["match_weight"] == 9.5
     assert first["weights"] == {"dob": 6.0, "family_name": 3.5}
     assert first["explanation"].startswith("same date of birth")
     no_values(hub, response.text)

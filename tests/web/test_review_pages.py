@@ -17,12 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mash_hub.db.engine import Database
-from mash_hub.matching.models import LinkDecision, ReviewTask
+from mash_hub.matching.models import LinkDecision, LinkRun, ReviewTask
 from mash_hub.matching.review import load_constraints
 from mash_hub.persons.store import PersonStore
+from tests.authz.conftest import add_person
 from tests.web.test_pages import PURPOSE_FORM, PagesHub, csrf
 from tests.web.test_review_api import NOT_REVIEWERS, ReviewHub
 
+TASK_LINK = re.compile(r'href="/review/([0-9a-f-]{36})/purpose"')
 DECISION_FORM = {"decision": "different", "reason_code": "different_details",
                  "reason": "Different dates of birth on the council's school record"}  # fmt: skip
 
@@ -68,7 +70,7 @@ def test_the_queue_lists_open_tasks_strongest_first_and_is_audited(hub: ReviewPa
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
     page = response.text
-    links = re.findall(r'href="/review/([0-9a-f-]{36})/purpose"', page)
+    links = TASK_LINK.findall(page)
     assert links == [str(hub.twins), str(hub.police_council)]  # 9.5 before 4.2
     assert "Review band" in page
     assert "+9.5" in page and "+4.2" in page and "same date of birth +6.0" in page
@@ -77,6 +79,71 @@ def test_the_queue_lists_open_tasks_strongest_first_and_is_audited(hub: ReviewPa
     assert 'href="/review"' in hub.client.get("/").text  # the reviewer's navigation
     for value in hub.secrets():
         assert value not in page
+
+
+def test_twins_are_labelled_as_the_linkage_names_them(hub: ReviewPagesHub) -> None:
+    hub.sign_in("reviewer", "mash_officer", "council")
+    page = text_of(hub.client.get("/review").text)
+    assert "Possible twins +9.5" in page and "possible_twin" not in page
+
+
+def add_open_tasks(hub: ReviewPagesHub, wanted: int) -> list[str]:
+    """More open tasks, every one a pair of real records, weaker than the hub's two; the ids
+    of all open tasks, strongest first."""
+    with hub.database.transaction() as session:
+        people = [hub.household, hub.other, *(add_person(session, hub.store) for _ in range(2))]
+        records = sorted((r for p in people for r in p.records.values()), key=str)
+        taken = {(t.record_id_l, t.record_id_r) for t in session.scalars(select(ReviewTask))}
+        pairs = [(a, b) for i, a in enumerate(records) for b in records[i + 1 :]]
+        free = [pair for pair in pairs if pair not in taken][:wanted]
+        assert len(free) == wanted
+        run = LinkRun(actor="test", model_version=1, model_definition="t", counts={})
+        session.add(run)
+        session.flush()
+        for n, (left, right) in enumerate(free):
+            session.add(
+                ReviewTask(record_id_l=left, record_id_r=right, created_run_id=run.id,
+                           last_run_id=run.id, kind="review", match_weight=4.0 - n / 100,
+                           weights={"dob": 6.0}, explanation="same date of birth +6.0",
+                           status="open")
+            )  # fmt: skip
+        session.flush()
+        return [
+            str(task_id)
+            for task_id in session.scalars(
+                select(ReviewTask.id)
+                .where(ReviewTask.status == "open")
+                .order_by(ReviewTask.match_weight.desc())
+            )
+        ]
+
+
+def test_the_queue_is_paged_with_the_govuk_pagination(hub: ReviewPagesHub) -> None:
+    expected = add_open_tasks(hub, 118)
+    assert len(expected) == 120
+    hub.sign_in("reviewer", "mash_officer", "council")
+    first = hub.client.get("/review")
+    assert first.status_code == 200, first.text
+    assert "Open review tasks (120)" in first.text and "Page 1 of 2" in first.text
+    assert 'class="govuk-pagination"' in first.text
+    assert 'href="/review?page=2" rel="next"' in first.text and 'rel="prev"' not in first.text
+    assert 'aria-current="page"' in first.text
+    second = hub.client.get("/review?page=2")
+    assert second.status_code == 200, second.text
+    assert "Page 2 of 2, tasks 101 to 120" in second.text
+    assert 'href="/review?page=1" rel="prev"' in second.text and 'rel="next"' not in second.text
+    assert ">Review task 101</a>" in second.text and ">Review task 120</a>" in second.text
+    shown = TASK_LINK.findall(first.text) + TASK_LINK.findall(second.text)
+    assert len(TASK_LINK.findall(first.text)) == 100 and shown == expected
+    listed = hub.audit("linkage.review.list")
+    assert [e.details for e in listed] == [
+        {"status": "open", "count": 100},
+        {"status": "open", "count": 20, "offset": 100},
+    ]
+    past_the_end = hub.client.get("/review?page=9")
+    assert TASK_LINK.findall(past_the_end.text) == expected[100:]
+    not_a_number = hub.client.get("/review?page=two")
+    assert TASK_LINK.findall(not_a_number.text) == expected[:100]
 
 
 def test_a_task_shows_both_records_after_a_purpose_with_differences_and_evidence(

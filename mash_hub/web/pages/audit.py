@@ -29,11 +29,13 @@ from mash_hub.audit.access import (
     Filters,
     export_chunks,
     find_entry,
+    first_seq,
     permitted,
     query_entries,
     record_verification,
     run_verification,
     start_export,
+    unusual_actors,
     unusual_report,
     unusual_window,
     verify_lock,
@@ -372,7 +374,8 @@ _UNUSUAL_MESSAGES = {
 @router.get("/audit/unusual")
 def unusual_access_page(request: Request, page: SignedIn) -> Response:
     """The API's unusual-access report (default: the last 30 days), recorded as
-    ``audit.unusual``, with every finding's entries linked."""
+    ``audit.unusual``, with every finding's entries linked and its actor named as the audit
+    log names them (as they were then)."""
     params = {**UNUSUAL_DEFAULTS}
     params.update({k: v for k, v in request.query_params.items() if k in UNUSUAL_FIELDS})
     errors = FormErrors()
@@ -380,6 +383,7 @@ def unusual_access_page(request: Request, page: SignedIn) -> Response:
     database, policy, _ = audit_services(request)
     context: dict[str, Any] = {"page": page, "nav": "audit", "form": params, "width": "full"}
     report = None
+    people: dict[int, dict[str, Any]] = {}
     allowed = True
     try:
         window = (
@@ -402,6 +406,8 @@ def unusual_access_page(request: Request, page: SignedIn) -> Response:
                     denial_threshold=given.denial_threshold,
                 )
                 allowed = report is not None
+                if report is not None:
+                    people = unusual_actors(session, report)
             elif not permitted(session, decisions, page.active.caller(), "audit.unusual"):
                 allowed = False
     except InvalidAuditArgumentError as bad:
@@ -424,5 +430,6 @@ def unusual_access_page(request: Request, page: SignedIn) -> Response:
             "counts": report.counts(),
             "rules": report.rules(),
             "seqs_shown": SEQS_SHOWN,
+            "who": lambda finding: people[first_seq(finding)],
         },
     )

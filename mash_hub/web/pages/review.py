@@ -25,8 +25,8 @@ from mash_hub.authz.policy import PolicyNotPublishedError
 from mash_hub.casework import review as casework
 from mash_hub.casework.review import REASON_MAX
 from mash_hub.casework.view import PURPOSE_REFERRAL_INVALID, REASON_CODES, Purpose
+from mash_hub.matching import cluster as clustering
 from mash_hub.matching import review as reviewing
-from mash_hub.matching.models import ReviewTask
 from mash_hub.web.pages.forms import FormErrors, read_purpose
 from mash_hub.web.pages.session import FormData, PageSession, SignedIn, check_csrf
 from mash_hub.web.pages.templating import render, show
@@ -36,11 +36,12 @@ router = APIRouter(include_in_schema=False)
 
 QUEUE_SIZE = 100
 NOT_RECORDED = show(None)
+# Keyed by the kinds the linkage writes (a kind missing here would be shown as its code).
 KIND_LABELS = {
-    "review": "Review band",
-    "possible_twin": "Possible twins",
-    "auto": "Strong match held back",
-    "must_link_conflict": "Decision conflicts with the records",
+    clustering.REVIEW: "Review band",
+    clustering.POSSIBLE_TWIN: "Possible twins",
+    clustering.AUTO: "Strong match held back",
+    reviewing.MUST_LINK_CONFLICT: "Decision conflicts with the records",
 }
 DECISION_LABELS = {reviewing.SAME: "Same person", reviewing.DIFFERENT: "Not the same person"}
 REASON_LABELS = {
@@ -108,24 +109,67 @@ def _missing(request: Request, page: PageSession) -> Response:
 # -- the queue ---------------------------------------------------------------------------------
 
 
+def _page_number(text: str) -> int:
+    """The ``page`` query parameter; anything but a small whole number is the first page."""
+    return int(text) if text.isdigit() and len(text) <= 6 else 1
+
+
+def _page_items(number: int, pages: int) -> list[dict[str, Any]]:
+    """The GOV.UK pagination's numbered links: the first, the last, the current page and
+    its neighbours, with an ellipsis for each gap."""
+    shown = sorted({1, pages, number - 1, number, number + 1} & set(range(1, pages + 1)))
+    items: list[dict[str, Any]] = []
+    for position, n in enumerate(shown):
+        if position and n - shown[position - 1] > 1:
+            items.append({"ellipsis": True})
+        items.append({"number": n, "href": f"/review?page={n}", "current": n == number})
+    return items
+
+
+def _pagination(number: int, pages: int) -> dict[str, Any] | None:
+    if pages <= 1:
+        return None
+    return {
+        "landmarkLabel": "Pages of review tasks",
+        "previous": {"href": f"/review?page={number - 1}"} if number > 1 else None,
+        "next": {"href": f"/review?page={number + 1}"} if number < pages else None,
+        "items": _page_items(number, pages),
+    }
+
+
 @router.get("/review")
 def review_queue_page(request: Request, page: SignedIn) -> Response:
     database, _, policy = services(request)
-    tasks: list[ReviewTask] | None = None
+    queue: casework.QueuePage | None = None
     with database.transaction() as session:
         try:
-            tasks = casework.review_queue(session, policy, page.active.caller(), limit=QUEUE_SIZE)
+            queue = casework.review_queue_page(
+                session,
+                policy,
+                page.active.caller(),
+                number=_page_number(request.query_params.get("page", "")),
+                size=QUEUE_SIZE,
+            )
         except PolicyNotPublishedError:
             return _no_policy(request, page)
         except casework.ReviewRefusedError:
-            tasks = None  # audited; commits with the transaction
-        rows = [] if tasks is None else [reviewing.task_summary(t) for t in tasks]
-    if tasks is None:
+            queue = None  # audited; commits with the transaction
+        rows = [] if queue is None else [reviewing.task_summary(t) for t in queue.tasks]
+    if queue is None:
         return _refused(request, page)
     return render(
         request,
         "review_queue.html",
-        {"page": page, "nav": "review", "tasks": rows, "kinds": KIND_LABELS, "width": "full"},
+        {
+            "page": page,
+            "nav": "review",
+            "tasks": rows,
+            "kinds": KIND_LABELS,
+            "width": "full",
+            "queue": queue,
+            "first_index": (queue.number - 1) * QUEUE_SIZE,
+            "pagination": _pagination(queue.number, queue.pages),
+        },
     )
 
 
