@@ -24,34 +24,25 @@ import random
 import re
 import secrets
 import statistics
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, select
+from linked_hub import linked_hub
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mash_hub.authz.files import PolicyTexts
 from mash_hub.authz.policy import AccessPolicy, Caller
-from mash_hub.authz.versions import publish
 from mash_hub.casework.links import person_links
 from mash_hub.casework.view import Purpose, referral_purposes, view_person
-from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.crypto.tokens import TokenKey
-from mash_hub.db import migrate
-from mash_hub.db.embedded import EmbeddedPostgres
-from mash_hub.db.engine import Database, normalise_url
-from mash_hub.feeds.definition import feed_folders, load_feeds
-from mash_hub.feeds.ingest import ingest_file
+from mash_hub.db.engine import Database
 from mash_hub.matching.model import LinkageModel, shipped_model_path
-from mash_hub.matching.service import run_linkage
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import PersonStore
 from mash_hub.settings import Settings
-from mash_hub.synth import EXTRACT_FILES, generate
 from mash_hub.users.service import add_user
 from mash_hub.users.sessions import issue_login_link
 from mash_hub.web.app import create_app
@@ -152,37 +143,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    feeds = load_feeds(feed_folders())
     model = LinkageModel.load(shipped_model_path())
     result: dict[str, Any] = {"people": args.people, "seed": args.seed, "cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="mash-bench-person-page-") as tmp:
-        root = Path(tmp)
-        generate(people=args.people, seed=args.seed, out_dir=root / "synth")
-        store = PersonStore.from_provider(LocalKeyringProvider.create(root / "keyring.json"))
-        embedded = None
-        if os.environ.get("MASH_DATABASE_URL"):
-            url = normalise_url(os.environ["MASH_DATABASE_URL"])
-        else:
-            embedded = EmbeddedPostgres(root / "pg")
-            url = embedded.acquire()
-        try:
-            engine = create_engine(url, pool_size=4)
-            migrate.upgrade(engine)
-            db = Database(engine)
-            began = time.perf_counter()
-            for feed, name in EXTRACT_FILES.items():
-                ingest_file(db, store, feeds[feed], root / "synth" / name, actor="bench")
-            run = run_linkage(db, store, model, actor="bench")
-            result["records"] = run.records
-            result["persons"] = run.clusters
-            result["setup_seconds"] = round(time.perf_counter() - began, 1)
-            with db.transaction() as session:
-                publish(session, PolicyTexts.read(), actor="bench")
-            result.update(person_pages(db, store, root / "hub", args.views, args.seed))
-            engine.dispose()
-        finally:
-            if embedded is not None:
-                embedded.release()
+    with linked_hub(args.people, args.seed, model, "mash-bench-person-page-") as hub:
+        result["records"] = hub.records
+        result["persons"] = hub.persons
+        result["setup_seconds"] = hub.setup_seconds
+        result.update(person_pages(hub.db, hub.store, hub.root / "hub", args.views, args.seed))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

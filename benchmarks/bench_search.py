@@ -28,7 +28,6 @@ import random
 import secrets
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -36,28 +35,20 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, or_, select
+from linked_hub import linked_hub
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from mash_hub.authz.files import PolicyTexts
 from mash_hub.authz.policy import AccessPolicy, Caller
-from mash_hub.authz.versions import publish
 from mash_hub.casework.search import query_terms, search_persons, standardise_query
 from mash_hub.casework.view import Purpose
 from mash_hub.crypto.blind_index import IndexTerm
-from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.crypto.tokens import TokenKey
-from mash_hub.db import migrate
-from mash_hub.db.embedded import EmbeddedPostgres
-from mash_hub.db.engine import Database, normalise_url
-from mash_hub.feeds.definition import feed_folders, load_feeds
-from mash_hub.feeds.ingest import ingest_file
+from mash_hub.db.engine import Database
 from mash_hub.matching.model import LinkageModel, shipped_model_path
-from mash_hub.matching.service import run_linkage
 from mash_hub.persons.models import BlindIndexEntry, SourceRecord
 from mash_hub.persons.store import IDENTIFIERS, IDENTITY, PersonStore
 from mash_hub.settings import Settings
-from mash_hub.synth import EXTRACT_FILES, generate
 from mash_hub.users.service import add_user, issue_token
 from mash_hub.web.app import create_app
 
@@ -341,44 +332,21 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--show-misses", action="store_true", help="print misses to stderr")
     args = parser.parse_args()
-    feeds = load_feeds(feed_folders())
     model = LinkageModel.load(shipped_model_path())
     result: dict[str, Any] = {"people": args.people, "seed": args.seed}
     result["load_average_before"] = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="mash-bench-search-") as tmp:
-        root = Path(tmp)
-        generate(people=args.people, seed=args.seed, out_dir=root / "synth")
-        store = PersonStore.from_provider(LocalKeyringProvider.create(root / "keyring.json"))
-        embedded = None
-        if os.environ.get("MASH_DATABASE_URL"):
-            url = normalise_url(os.environ["MASH_DATABASE_URL"])
-        else:
-            embedded = EmbeddedPostgres(root / "pg")
-            url = embedded.acquire()
-        try:
-            engine = create_engine(url, pool_size=4)
-            migrate.upgrade(engine)
-            db = Database(engine)
-            began = time.perf_counter()
-            for feed, name in EXTRACT_FILES.items():
-                ingest_file(db, store, feeds[feed], root / "synth" / name, actor="bench")
-            run = run_linkage(db, store, model, actor="bench")
-            result["records"] = run.records
-            result["persons"] = run.clusters
-            result["setup_seconds"] = round(time.perf_counter() - began, 1)
-            policy = AccessPolicy()
-            with db.transaction() as session:
-                publish(session, PolicyTexts.read(), actor="bench")
-            queries = make_queries(db, store, args.searches, args.seed, args.slip_searches)
-            result["service"] = service_searches(
-                db, store, policy, model, queries, show_misses=args.show_misses
-            )
-            result["http"] = http_searches(db, store, model, root / "hub", queries)
-            result["candidate_query"] = candidate_queries(db, store, queries)
-            engine.dispose()
-        finally:
-            if embedded is not None:
-                embedded.release()
+    with linked_hub(args.people, args.seed, model, "mash-bench-search-") as hub:
+        db, store = hub.db, hub.store
+        result["records"] = hub.records
+        result["persons"] = hub.persons
+        result["setup_seconds"] = hub.setup_seconds
+        policy = AccessPolicy()
+        queries = make_queries(db, store, args.searches, args.seed, args.slip_searches)
+        result["service"] = service_searches(
+            db, store, policy, model, queries, show_misses=args.show_misses
+        )
+        result["http"] = http_searches(db, store, model, hub.root / "hub", queries)
+        result["candidate_query"] = candidate_queries(db, store, queries)
     result["load_average_after"] = os.getloadavg()
     if args.json:
         print(json.dumps(result, indent=2, default=str))
