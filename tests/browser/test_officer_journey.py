@@ -28,7 +28,13 @@ EXPLANATION = "Checking a school's referral about Robert's bruising"
 
 def _person_views(hub: LiveHub) -> list[AuditEntry]:
     with hub.database.transaction() as session:
-        rows = list(session.scalars(select(AuditEntry).where(AuditEntry.action == "person.view")))
+        rows = list(
+            session.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.action == "person.view")
+                .order_by(AuditEntry.seq)
+            )
+        )
         session.expunge_all()
         return rows
 

@@ -38,7 +38,11 @@ def _persons(hub: LinkedHub) -> dict[str, uuid.UUID | None]:
 
 def _actions(hub: LinkedHub, action: str) -> list[AuditEntry]:
     with hub.db.transaction() as session:
-        entries = list(session.scalars(select(AuditEntry).where(AuditEntry.action == action)))
+        entries = list(
+            session.scalars(
+                select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.seq)
+            )
+        )
         session.expunge_all()
     return entries
 

@@ -52,7 +52,11 @@ class PagesHub(SearchHub):
 
     def entries(self, action: str) -> list[AuditEntry]:
         with self.database.transaction() as session:
-            rows = list(session.scalars(select(AuditEntry).where(AuditEntry.action == action)))
+            rows = list(
+                session.scalars(
+                    select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.seq)
+                )
+            )
             session.expunge_all()
             return rows
 
