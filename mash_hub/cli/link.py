@@ -30,6 +30,8 @@ from mash_hub.cli._common import (
     stdout,
 )
 from mash_hub.cli.link_settings import settings as settings_command
+from mash_hub.cli.link_tuning import report as report_command
+from mash_hub.cli.link_tuning import thresholds as thresholds_command
 from mash_hub.matching import review as reviewing
 from mash_hub.matching.incremental import batch_records, has_index, link_records
 from mash_hub.matching.model import (
@@ -415,3 +417,7 @@ def link_after_ingest(
 
 # Settings for another Splink backend (a Spark job) from the same definitions.
 app.command("settings")(settings_command)
+
+# Choosing thresholds and the data lead's report (figures only).
+app.command("thresholds")(thresholds_command)
+app.command("report")(report_command)

@@ -56,7 +56,7 @@ LOOKUP_COLUMNS = (*IDENTIFIER_COLUMNS, "given_first")
 
 
 @contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
+def cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for a run (process-wide; the CLI runs linkage
     in a process of its own). A run builds millions of small objects that all live until it
     ends, and the collector rescanned them again and again: clustering 173,583 records took
@@ -115,7 +115,7 @@ def load_feature_table(
 
 def train_model(db: Database, store: PersonStore, *, seed: int, version: int) -> LinkageModel:
     """Train on every current record, with reviewers' "same person" decisions as labels."""
-    with _cyclic_gc_paused(), db.transaction() as session:
+    with cyclic_gc_paused(), db.transaction() as session:
         rows, _ = load_feature_table(session, store)
         same_person = reviewing.load_constraints(session).must_link
     return train(rows, seed=seed, version=version, same_person=same_person)
@@ -154,7 +154,7 @@ def run_linkage(db: Database, store: PersonStore, model: LinkageModel, *, actor:
     """Link every current record and (re)assign persons, in one transaction."""
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    with _cyclic_gc_paused(), db.transaction() as session:
+    with cyclic_gc_paused(), db.transaction() as session:
         # One run at a time: two would fight over person ids.
         session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('link-run', 0))"))
         rows, previous = load_feature_table(session, store)
@@ -524,31 +524,38 @@ def evaluate_current(
 ) -> dict[str, Any]:
     """Score the persons currently assigned (and the last run's links) against ground truth;
     with ``by``, also per group of true persons (:func:`evaluate_by_group`)."""
-    attributes = truth_attributes(truth_csv, by) if by else {}
     with db.transaction() as session:
-        truth = truth_by_record(session, store, truth_csv)
-        # Records not yet linked each count as their own person.
-        cluster_of: dict[str, str] = {
-            str(rid): str(person) if person is not None else f"unlinked:{rid}"
-            for rid, person in session.execute(
-                select(SourceRecord.id, SourceRecord.person_id).where(
-                    SourceRecord.is_current.is_(True), SourceRecord.erased_at.is_(None)
-                )
+        return evaluate_persons(session, store, truth_csv, by)
+
+
+def evaluate_persons(
+    session: Session, store: PersonStore, truth_csv: Path, by: Sequence[str] = ()
+) -> dict[str, Any]:
+    """:func:`evaluate_current` in the caller's transaction (the linkage report uses it)."""
+    attributes = truth_attributes(truth_csv, by) if by else {}
+    truth = truth_by_record(session, store, truth_csv)
+    # Records not yet linked each count as their own person.
+    cluster_of: dict[str, str] = {
+        str(rid): str(person) if person is not None else f"unlinked:{rid}"
+        for rid, person in session.execute(
+            select(SourceRecord.id, SourceRecord.person_id).where(
+                SourceRecord.is_current.is_(True), SourceRecord.erased_at.is_(None)
             )
-        }
-        last_run = session.scalar(select(LinkRun.id).order_by(LinkRun.started_at.desc()).limit(1))
-        links: list[tuple[str, str]] = []
-        review: set[str] = set()
-        if last_run is not None:
-            for left, right, status in session.execute(
-                select(PersonLink.record_id_l, PersonLink.record_id_r, PersonLink.status).where(
-                    PersonLink.run_id == last_run
-                )
-            ):
-                if status == "auto":
-                    links.append((str(left), str(right)))
-                else:
-                    review.update((str(left), str(right)))
+        )
+    }
+    last_run = session.scalar(select(LinkRun.id).order_by(LinkRun.started_at.desc()).limit(1))
+    links: list[tuple[str, str]] = []
+    review: set[str] = set()
+    if last_run is not None:
+        for left, right, status in session.execute(
+            select(PersonLink.record_id_l, PersonLink.record_id_r, PersonLink.status).where(
+                PersonLink.run_id == last_run
+            )
+        ):
+            if status == "auto":
+                links.append((str(left), str(right)))
+            else:
+                review.update((str(left), str(right)))
     result = evaluate(cluster_of, truth, links, len(review))
     result["truth_rows_matched"] = len(truth)
     if by:
