@@ -4,9 +4,9 @@ choose the linkage thresholds and to see what the model does (figures only, no v
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.table import Table
 
 from mash_hub.cli._common import (
     ExitCode,
@@ -17,11 +17,12 @@ from mash_hub.cli._common import (
     open_hub,
     progress_bar,
     settings,
+    stdout,
 )
 from mash_hub.matching.model import LinkageModel, ModelMismatchError, model_path
 from mash_hub.matching.report import ReportError, render_html, report_figures
 from mash_hub.matching.service import TruthFileError
-from mash_hub.matching.thresholds import NoLabelsError, grid, threshold_sweep
+from mash_hub.matching.thresholds import NoLabelsError, grid, recommend, threshold_sweep
 from mash_hub.persons.store import PersonStore
 
 MODEL_OPTION = typer.Option(
@@ -144,32 +145,37 @@ def thresholds(  # noqa: PLR0917 - one parameter per CLI option
         fail(f"no threshold pair tried opens {review_budget} review tasks or fewer")
 
 
-def _print_sweep(document: dict[str, object]) -> None:
-    candidates = document["candidates"]
-    assert isinstance(candidates, list)
+def _per_auto(document: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    """For each auto threshold, the pair the recommendation would take among that auto's
+    pairs within budget (``True``), else its smallest queue (``False``: over budget)."""
+    by_auto: dict[float, list[dict[str, Any]]] = {}
+    for c in document["candidates"]:
+        by_auto.setdefault(c["auto"], []).append(c)
+    rows = []
+    for candidates in by_auto.values():
+        best = recommend(candidates, document["budget"], document["mode"])
+        if best is None:
+            rows.append((min(candidates, key=lambda c: (c["review_pairs"], -c["review"])), False))
+        else:
+            rows.append((best, True))
+    return rows
+
+
+def _print_sweep(document: dict[str, Any]) -> None:
+    """One row per auto threshold (the JSON has every pair tried)."""
     truth = document["mode"] == "truth"
     measured = (
         "against the truth file"
         if truth
-        else f"on reviewers' decided pairs {document['labelled_pairs']}"
+        else "on the {same} same-person and {different} different-people pairs reviewers "
+        "decided".format(**document["labelled_pairs"])
     )
-    table = Table(title=f"Threshold pairs, measured {measured}; budget {document['budget']}")
-    columns = ["auto", "review", "precision", "recall", "F1", "review tasks", "records"]
+    header = ["auto", "review", "precision", "recall", "F1", "tasks", "records"]
     if truth:
-        columns += ["precision after review", "recall after review"]
-    for column in columns:
-        table.add_column(column, justify="right")
+        header += ["P reviewed", "R reviewed"]
+    lines = [header]
     chosen = document["recommended"]
-    current = document["current"]
-    for c in candidates:
-        marks = []
-        if c is chosen or c == chosen:
-            marks.append("recommended")
-        if isinstance(current, dict) and (c["auto"], c["review"]) == (
-            current["auto"],
-            current["review"],
-        ):
-            marks.append("current")
+    for c, fits in _per_auto(document):
         cells = [
             f"{c['auto']:g}",
             f"{c['review']:g}",
@@ -181,14 +187,28 @@ def _print_sweep(document: dict[str, object]) -> None:
         ]
         if truth:
             cells += [f"{c['precision_after_review']:.4f}", f"{c['recall_after_review']:.4f}"]
-        style = "bold green" if "recommended" in marks else ("cyan" if marks else None)
-        table.add_row(*cells, style=style)
-    console.print(table)
-    if isinstance(chosen, dict):
+        cells.append("<- recommended" if c == chosen else ("" if fits else "over budget"))
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines if i < len(line)) for i in range(len(header))]
+    console.print(
+        f"Best review bound per auto-link threshold, measured {measured}; budget "
+        f"{document['budget']:,} review tasks"
+        + ("; P/R reviewed: once the queue is decided correctly" if truth else ""),
+        highlight=False,
+    )
+    for line in lines:
+        cells = [cell.rjust(width) for cell, width in zip(line, widths, strict=False)]
+        stdout.print("  ".join([*cells, *line[len(widths) :]]).rstrip(), highlight=False)
+    current = document["current"]
+    console.print(
+        f"current thresholds: auto {current['auto']:g}, review {current['review']:g}",
+        highlight=False,
+    )
+    if chosen is not None:
         console.print(
             f"recommended: auto {chosen['auto']:g}, review {chosen['review']:g}: precision "
             f"{chosen['precision']:.4f}, recall {chosen['recall']:.4f}, "
-            f"{chosen['review_pairs']:,} review tasks",
+            f'{chosen["review_pairs"]:,} review tasks (set them in the model\'s "thresholds")',
             highlight=False,
         )
 

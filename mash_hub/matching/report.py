@@ -260,10 +260,16 @@ def _num(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
+def _ticks(low: float, high: float, most: int = 16) -> range:
+    """Whole-number ticks 1, 2, 5, 10 or 20 apart: at most ``most`` of them."""
+    step = next((s for s in (1, 2, 5, 10, 20) if (high - low) / s <= most), 50)
+    return range(math.ceil(low / step) * step, math.floor(high) + 1, step)
+
+
 def _histogram_svg(bins: list[list[float]], thresholds: dict[str, float]) -> str:
     if not bins:
         return "<p>No candidate pairs.</p>"
-    width, height, left, bottom = 720, 260, 56, 30
+    width, height, left, bottom = 720, 270, 56, 40
     plot_w, plot_h = width - left - 10, height - bottom - 10
     low, high = bins[0][0], bins[-1][0] + 1
     top = max(math.log10(1 + c) for _, c in bins) or 1.0
@@ -283,21 +289,21 @@ def _histogram_svg(bins: list[list[float]], thresholds: dict[str, float]) -> str
             f'height="{h:.1f}" class="bar"><title>{_num(start)} to {_num(start + 1)}: '
             f"{int(count):,} pairs</title></rect>"
         )
-    for name, cls in (("review", "review"), ("auto", "auto")):
+    for name, anchor, shift in (("review", "end", -3), ("auto", "start", 3)):
         value = thresholds[name]
         if low <= value <= high:
             parts.append(
                 f'<line x1="{x(value):.1f}" x2="{x(value):.1f}" y1="10" y2="{10 + plot_h}" '
-                f'class="{cls}"/><text x="{x(value) + 3:.1f}" y="22" class="{cls}">{name} '
-                f"{_num(value)}</text>"
+                f'class="{name}"/><text x="{x(value) + shift:.1f}" y="22" class="{name}" '
+                f'text-anchor="{anchor}">{name} {_num(value)}</text>'
             )
-    for tick in range(math.ceil(low), math.floor(high) + 1, 2):
+    for tick in _ticks(low, high):
         parts.append(
-            f'<text x="{x(tick):.1f}" y="{height - 10}" text-anchor="middle">{tick}</text>'
+            f'<text x="{x(tick):.1f}" y="{height - 16}" text-anchor="middle">{tick}</text>'
         )
     parts.append(
-        f'<text x="4" y="18">pairs</text><text x="{width - 10}" y="{height - 10}" '
-        'text-anchor="end">weight</text></svg>'
+        f'<text x="4" y="18">pairs</text><text x="{left + plot_w / 2:.0f}" y="{height - 2}" '
+        'text-anchor="middle">match weight</text></svg>'
     )
     return "".join(parts)
 
@@ -309,7 +315,7 @@ def _waterfall_svg(steps: list[dict[str, Any]], total: float) -> str:
     for step in steps:
         running.append(running[-1] + step["weight"])
     low, high = min(*running, total, 0.0), max(*running, total, 0.0)
-    left, plot_w = 300, width - 310
+    left, plot_w = 330, width - 390
 
     def x(weight: float) -> float:
         return left + (weight - low) / ((high - low) or 1) * plot_w
@@ -324,7 +330,7 @@ def _waterfall_svg(steps: list[dict[str, Any]], total: float) -> str:
         y = 10 + i * row
         label = step["comparison"] + (f": {step['label']}" if step["comparison"] != "prior" else "")
         parts.append(
-            f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">{_E(label[:46])}</text>'
+            f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">{_E(label[:52])}</text>'
             f'<rect x="{x(min(a, b)):.1f}" y="{y + 3}" width="{max(abs(x(b) - x(a)), 1):.1f}" '
             f'height="{row - 6}" class="{cls}"><title>{_E(step["label"])}: '
             f"{step['weight']:+.2f}</title></rect>"
@@ -345,7 +351,7 @@ def _queue_svg(queues: list[dict[str, Any]], thresholds: dict[str, float]) -> st
     points = [p for q in queues for p in q["points"]]
     if not points:
         return "<p>No review bounds to show.</p>"
-    width, height, left, bottom = 720, 280, 64, 30
+    width, height, left, bottom = 720, 290, 64, 40
     plot_w, plot_h = width - left - 110, height - bottom - 10
     low, high = float(min(p[0] for p in points)), float(max(p[0] for p in points))
     top = max(1, *(int(p[1]) for p in points))
@@ -364,10 +370,9 @@ def _queue_svg(queues: list[dict[str, Any]], thresholds: dict[str, float]) -> st
         line = " ".join(f"{x(b):.1f},{y(n):.1f}" for b, n in queue["points"])
         if not line:
             continue
-        last_b, last_n = queue["points"][-1]
         parts.append(
             f'<polyline points="{line}" class="series s{index}"/>'
-            f'<text x="{x(last_b) + 6:.1f}" y="{y(last_n):.1f}" class="s{index}">auto '
+            f'<text x="{left + plot_w + 12}" y="{24 + index * 16}" class="s{index}">auto '
             f"{_num(queue['auto'])}</text>"
         )
     review = thresholds["review"]
@@ -377,15 +382,15 @@ def _queue_svg(queues: list[dict[str, Any]], thresholds: dict[str, float]) -> st
             f'class="review"/><text x="{x(review) + 3:.1f}" y="22" class="review">review '
             f"{_num(review)}</text>"
         )
-    for tick in range(math.ceil(low), math.floor(high) + 1, 2):
+    for tick in _ticks(low, high):
         parts.append(
-            f'<text x="{x(tick):.1f}" y="{height - 10}" text-anchor="middle">{tick}</text>'
+            f'<text x="{x(tick):.1f}" y="{height - 16}" text-anchor="middle">{tick}</text>'
         )
     parts.append(
         f'<text x="{left - 6}" y="{y(top) + 4:.1f}" text-anchor="end">{top:,}</text>'
         f'<text x="{left - 6}" y="{y(0) + 4:.1f}" text-anchor="end">0</text>'
-        f'<text x="4" y="18">tasks</text><text x="{left + plot_w}" y="{height - 10}" '
-        'text-anchor="end">review lower bound</text></svg>'
+        f'<text x="4" y="18">tasks</text><text x="{left + plot_w / 2:.0f}" y="{height - 2}" '
+        'text-anchor="middle">review lower bound</text></svg>'
     )
     return "".join(parts)
 

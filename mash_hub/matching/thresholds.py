@@ -212,17 +212,24 @@ def recommend(
     """The best pair whose queue fits the budget (``None`` when none does).
 
     With a truth file: highest F1 once the queue is reviewed, then highest F1 before, then the
-    smaller queue. On reviewers' decisions: highest F1 on the decided pairs, then the larger
-    queue (more pairs seen by a person), then the higher review bound."""
+    smaller queue, then the higher auto threshold and the lower review bound (what costs
+    nothing more). On reviewers' decisions: highest F1 on the decided pairs, then the larger
+    queue (more pairs seen by a person), then the higher auto threshold."""
     fitting = [c for c in candidates if c["review_pairs"] <= budget]
     if not fitting:
         return None
     if mode == TRUTH:
         return max(
             fitting,
-            key=lambda c: (c["f1_after_review"], c["f1"], -c["review_pairs"], c["auto"]),
+            key=lambda c: (
+                c["f1_after_review"],
+                c["f1"],
+                -c["review_pairs"],
+                c["auto"],
+                -c["review"],
+            ),
         )
-    return max(fitting, key=lambda c: (c["f1"], c["review_pairs"], c["review"], c["auto"]))
+    return max(fitting, key=lambda c: (c["f1"], c["review_pairs"], c["auto"], -c["review"]))
 
 
 # -- against the hub's database ------------------------------------------------------------
