@@ -63,6 +63,7 @@ FAMILY_AGREES = (
     " OR family_phon_l = family_phon_r OR jaro_winkler_similarity(family_l, family_r) >= 0.88)"
 )
 POSTCODE_AGREES = "(postcode_l = postcode_r OR list_has_any(postcodes_l, postcodes_r))"
+STREET_AGREES = "(street_l = street_r OR jaro_winkler_similarity(street_l, street_r) >= 0.9)"
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,38 @@ COMPARISONS: tuple[Comparison, ...] = (
         ),
     ),
     Comparison(
+        "street_address",
+        "street, house number and town, where either record has no postcode",
+        (
+            _null("street"),
+            # Both postcoded: the address comparison above weighs the address; counting the
+            # street again would count one address twice. Fixed, so left out of training,
+            # where every pair then teaches EM what street agreement is worth.
+            Level(
+                "postcoded",
+                "postcode_l IS NOT NULL AND postcode_r IS NOT NULL",
+                "address compared by postcode",
+                fixed=NEUTRAL,
+                interaction=True,
+            ),
+            Level(
+                "household",
+                f"{STREET_AGREES} AND {HOUSEHOLD_EXPLAINED}",
+                "same street, explained by household (different person)",
+                fixed=NEUTRAL,
+                interaction=True,
+            ),
+            Level(
+                "same_address",
+                f"house_l = house_r AND {STREET_AGREES}",
+                "same house number and street",
+            ),
+            Level("street", STREET_AGREES, "same street"),
+            Level("town", "town_l = town_r", "same town"),
+            Level("else", "ELSE", "different street and town"),
+        ),
+    ),
+    Comparison(
         "sex",
         "recorded sex (M/F)",
         (
@@ -301,6 +334,16 @@ PREDICTION_BLOCKING: tuple[tuple[str, ...], ...] = (
     # Same address and birth year: a name recorded differently (swapped, changed, typed
     # wrongly) and a DOB error together. Incremental linkage finds these by postcode.
     ("postcode", "premise", "dob_year"),
+    # Without a postcode or a reliable date of birth (missing, or wrong in more than one
+    # digit): the dwelling (street and house number) with the first name (never with the
+    # family name: that is the household), the date of birth with the street or the town,
+    # and names written in either order with the birth year. Each survives a slip in any
+    # field it does not name; each names a dwelling, a day or a name pair, so blocks stay
+    # small as a hub grows (none is a street or a town alone).
+    ("given_first_phon", "street", "house"),
+    ("dob", "street"),
+    ("dob", "town"),
+    ("names_phon_pair", "dob_year"),
 )
 # Deterministic rules for the prior (share of pairs that are matches), with their recall.
 PRIOR_RULES: tuple[tuple[str, ...], ...] = (

@@ -34,6 +34,7 @@ FEATURE_COLUMNS: dict[str, str] = {
     "family": "str",
     "family_phon": "str",
     "family_all": "list",
+    "names_phon_pair": "str",
     "dob": "str",
     "dob_year": "str",
     "dob_md": "str",
@@ -44,6 +45,9 @@ FEATURE_COLUMNS: dict[str, str] = {
     "district": "str",
     "area": "str",
     "premise": "str",
+    "street": "str",
+    "house": "str",
+    "town": "str",
     "nhs_number": "str",
     "upn": "str",
     "pnc_id": "str",
@@ -70,6 +74,32 @@ def _premise(address: Mapping[str, Any]) -> str | None:
     text = " ".join(str(address.get(k) or "") for k in ("line1", "line2"))
     numbers = _DIGITS.findall(text)
     return " ".join(numbers) if numbers else None
+
+
+_WORDS = re.compile(r"[a-z]+")
+# Words that name a dwelling inside a building, not the street it stands on.
+_DWELLING_WORDS = frozenset({"flat", "apartment", "apt", "unit", "room", "no"})
+
+
+def _street(address: Mapping[str, Any]) -> str | None:
+    """The street of an address in letters only ("12a High St." -> "high st"): the first
+    comma-separated part of line 1 with words other than flat/unit/number, so a police
+    extract's one-line address ("12 HIGH STREET, HAREHILLS, LEEDS") gives the same street.
+
+    Used where a record has no postcode: street, house number and town are then what is
+    left of the address (FEBRL4 has no UK postcodes, and some agency records have none).
+    """
+    for part in str(address.get("line1") or "").lower().split(","):
+        words = [w for w in _WORDS.findall(part) if w not in _DWELLING_WORDS]
+        if words:
+            return " ".join(words)
+    return None
+
+
+def _town(address: Mapping[str, Any]) -> str | None:
+    town = address.get("town")
+    words = _WORDS.findall(town.lower()) if isinstance(town, str) else []
+    return " ".join(words) if words else None
 
 
 def _current_address(addresses: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -192,6 +222,11 @@ class FeatureBuilder:
             # hold middle names and share none of them are most often two people.
             "given_middles": list(tokens[1:]) or None,
             "family_all": list(family_all) or None,
+            # First-name and family-name phonetic codes in either order: a name written
+            # family name first still shares this (a blocking key, never compared).
+            "names_phon_pair": (
+                " ".join(sorted((first_phon, family_phon))) if first_phon and family_phon else None
+            ),
             "dob": dob,
             "dob_year": dob[:4] if dob else None,
             "dob_md": dob[5:] if dob else None,
@@ -202,6 +237,9 @@ class FeatureBuilder:
             "district": (district := self._district(postcode) if postcode else None),
             "area": _postcode_area(district),
             "premise": _premise(current) if current and postcode else None,
+            "street": _street(current) if current else None,
+            "house": _premise(current) if current else None,
+            "town": _town(current) if current else None,
             "nhs_number": identifiers.get("nhs_number") or None,
             "upn": identifiers.get("upn") or None,
             "pnc_id": normalise_pnc_id(identifiers.get("pnc_id")),
