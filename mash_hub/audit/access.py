@@ -12,7 +12,8 @@ their own use of the log from, so the two cannot drift apart.
   and :func:`export_chunks` streams the CSV or JSON body through a server-side cursor;
 * :func:`unusual_window` checks a report's window and :func:`unusual_report` runs the
   unusual-access report, recorded as ``audit.unusual``; :func:`unusual_actors` names its
-  findings' actors as they were then;
+  findings' actors as they were then, and :func:`named_report` puts those names in the
+  report's JSON form (what the API returns), so page and API name actors alike;
 * :func:`run_verification` / :func:`record_verification`: the chain check and its
   ``audit.verify`` entry.
 
@@ -509,3 +510,18 @@ def unusual_actors(session: Session, report: UnusualAccessReport) -> dict[int, d
         row.seq: {"actor": row.actor, **who.as_dict()}
         for row, who in zip(found, people, strict=True)
     }
+
+
+_FINDING_LISTS = ("volume_outliers", "out_of_hours", "break_glass", "unreferred", "denials")
+
+
+def named_report(report: UnusualAccessReport, people: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The report's JSON form with each finding's actor named (``actor_kind``, ``actor_name``,
+    ``actor_role``, ``actor_agency``) from :func:`unusual_actors`: no further audit entry."""
+    document = report.as_dict()
+    for name in _FINDING_LISTS:
+        findings: list[Finding] = getattr(report, name)
+        for item, finding in zip(document["findings"][name], findings, strict=True):
+            who = people[first_seq(finding)]
+            item.update({k: v for k, v in who.items() if k != "actor"})
+    return document

@@ -32,6 +32,13 @@ codes, references, dates and status: binary columns (ciphertext) and JSON are ne
 hashes (``*_hash``) or who acted (``*_by``, staff and client ids, as above). A referral's
 free text arrives as the referral source's field groups, masked like any other source.
 Without that table ``referrals`` is None.
+
+The MASH's **information requests** about those referrals (what it asked partner agencies
+about the referral's subjects, and their answers) are listed with their codes and times. Their
+question and answer are decrypted only when the caller's ``subject_access`` mask of the
+``referral`` source holds ``details.referral``, the group that holds the referral's own
+details; otherwise they are withheld (``text: withheld``) and never decrypted. A request
+erased with another subject of the referral has no text left (``text: erased``).
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ from mash_hub.casework.view import deny_person_access
 from mash_hub.db.base import Base
 from mash_hub.persons.models import Person, RecordFieldGroup, SourceRecord
 from mash_hub.persons.store import PersonStore
+from mash_hub.referrals import requests as information
+from mash_hub.referrals.linked import REFERRAL_GROUP, REFERRAL_SOURCE
 
 ACTION = "person.subject_access"
 # A reference, not a sentence: letters, digits, / _ - and at least one digit (as a referral's).
@@ -114,6 +123,7 @@ class SubjectAccessExport:
     sources: dict[str, list[SarRecord]] = field(default_factory=dict)
     withheld: dict[str, list[str]] = field(default_factory=dict)
     referrals: list[dict[str, Any]] | None = None
+    information_requests: list[dict[str, Any]] = field(default_factory=list)
     access_history: list[AccessEvent] = field(default_factory=list)
 
     def included(self) -> dict[str, frozenset[str]]:
@@ -127,6 +137,7 @@ class SubjectAccessExport:
         return {
             "records": sum(len(records) for records in self.sources.values()),
             "referrals": None if self.referrals is None else len(self.referrals),
+            "information_requests": len(self.information_requests),
             "access_events": len(self.access_history),
         }
 
@@ -156,6 +167,7 @@ class SubjectAccessExport:
                 },
                 "withheld": self.withheld,
                 "referrals": self.referrals,
+                "information_requests": self.information_requests,
                 "access_history": [
                     {
                         "seq": e.seq,
@@ -239,6 +251,8 @@ def subject_access_export(  # noqa: PLR0917 (the shape of view_person's signatur
 
     generated_at = dt.datetime.now(dt.UTC)
     referrals = linked_referrals(session, person_id, [r.id for r in records])
+    request_ids = information.ids_for_records(session, [r.id for r in records])
+    request_text = REFERRAL_GROUP in masks.get(REFERRAL_SOURCE, frozenset())
     details: dict[str, Any] = {
         "role": caller.role,
         "agency": caller.agency,
@@ -250,6 +264,8 @@ def subject_access_export(  # noqa: PLR0917 (the shape of view_person's signatur
         "withheld": withheld,
         "records": {source: len(rows) for source, (rows, _) in plan.items()},
         "referrals": None if referrals is None else len(referrals),
+        "information_requests": sorted(str(i) for i in request_ids),
+        "information_request_text": "included" if request_text else "withheld",
     }
     seq = audit_log.record(
         session, AuditEvent(caller.user_id, ACTION, "person", str(person_id), details)
@@ -280,8 +296,36 @@ def subject_access_export(  # noqa: PLR0917 (the shape of view_person's signatur
         sources=sources,
         withheld=withheld,
         referrals=referrals,
+        information_requests=[
+            _information_request(view, included=request_text)
+            for view in information.for_subject_access(
+                session, store, request_ids, with_text=request_text, now=generated_at
+            )
+        ],
         access_history=access_history(session, person_id, before_seq=seq),
     )
+
+
+def _information_request(view: information.RequestView, *, included: bool) -> dict[str, Any]:
+    """One request as the export shows it: who asked and who answered are left out (staff)."""
+    text = "erased" if view.erased else "included" if included else "withheld"
+    document: dict[str, Any] = _jsonable(
+        {
+            "id": view.id,
+            "referral": view.reference,
+            "agency_asked": view.agency,
+            "status": view.status,
+            "requested_at": view.requested_at,
+            "due_at": view.due_at,
+            "answered_at": view.answered_at,
+            "outcome": view.outcome,
+            "answered_late": view.answered_late,
+            "text": text,
+            "question": view.question,
+            "answer": view.answer,
+        }
+    )
+    return document
 
 
 def _deny(

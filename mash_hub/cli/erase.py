@@ -73,7 +73,8 @@ def erase(
         console.print(
             f"Erased person {person_id}: {report.records} record(s), "
             f"{report.data_keys_destroyed} data key(s) destroyed, "
-            f"{report.index_entries_removed} index entries removed."
+            f"{report.index_entries_removed} index entries removed, "
+            f"{report.information_requests} information request(s) shredded."
         )
 
 

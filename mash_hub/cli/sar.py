@@ -69,7 +69,7 @@ def export(
     ] = False,
 ) -> None:
     """Export everything the user's subject_access mask allows about the person, with the
-    groups withheld, linked referrals and the access history (audited as
+    groups withheld, linked referrals, their information requests and the access history (audited as
     person.subject_access before anything is decrypted)."""
     try:
         person_id = uuid.UUID(person)
@@ -187,6 +187,7 @@ def _report(result: SubjectAccessExport, out: Path | None, *, as_json: bool) -> 
     console.print(
         f"Subject-access export {result.reference} (audit entry {result.audit_seq}); "
         f"withheld: {withheld or 'nothing'}; referrals: "
-        f"{'not available' if result.referrals is None else len(result.referrals)}.",
+        f"{'not available' if result.referrals is None else len(result.referrals)}; "
+        f"information requests: {len(result.information_requests)}.",
         highlight=False,
     )

@@ -146,6 +146,7 @@ class ErasureReport:
     records: int
     data_keys_destroyed: int
     index_entries_removed: int
+    information_requests: int = 0  # of referrals the person is a subject of, shredded
 
 
 @dataclass
@@ -608,7 +609,14 @@ class PersonStore:
                 )
             )
         )
-        destroyed = self.keys.shred(session, [*record_ids, *justifications, *decisions])
+        # Information requests about a referral the person is a subject of: the question and
+        # the answer may be about any of its subjects, so each request's own key goes too.
+        from mash_hub.referrals.requests import ids_for_records  # noqa: PLC0415
+
+        information_requests = ids_for_records(session, record_ids)
+        destroyed = self.keys.shred(
+            session, [*record_ids, *justifications, *decisions, *information_requests]
+        )
         removed = 0
         if record_ids:
             result = session.execute(
@@ -628,7 +636,9 @@ class PersonStore:
                 ],
             )
         person.erased_at = dt.datetime.now(dt.UTC)
-        report = ErasureReport(person_id, len(record_ids), destroyed, removed)
+        report = ErasureReport(
+            person_id, len(record_ids), destroyed, removed, len(information_requests)
+        )
         audit(
             session,
             AuditEvent(
@@ -641,6 +651,7 @@ class PersonStore:
                     "records": report.records,
                     "data_keys_destroyed": destroyed,
                     "index_entries_removed": removed,
+                    "information_requests": sorted(str(i) for i in information_requests),
                 },
             ),
         )

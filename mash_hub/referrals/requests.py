@@ -14,19 +14,24 @@ what they hold, or "nothing held".
   after the deadline, then recorded as late; refused once answered or once the referral is
   decided (the request is then closed).
 * :func:`summaries`: codes and times only, for the triage queue (inside its audited listing).
+* :func:`for_subject_access`: a person's requests for the subject-access export (the caller
+  has audited it and says whether the policy lets the text be decrypted).
 
 Every call is audited in the caller's transaction before anything is decrypted
 (``referral.information.request`` / ``.read`` / ``.list`` / ``.answer``: ids, codes and the
 SHA-256 of ciphertexts only); refusals through :func:`~mash_hub.authz.refusals.record_refusal`.
-The question and the answer are AES-256-GCM ciphertexts under the referral's data key, bound
-to the request's id. Services never commit.
+The question and the answer are AES-256-GCM ciphertexts under the request's own data key
+(``data_keys`` owner = request id), bound to the request's id: erasing any person the referral
+concerns shreds that key (:func:`ids_for_records`, called by
+:meth:`~mash_hub.persons.store.PersonStore.erase_person`) and leaves the request's codes and
+times, listed as ``erased``. Services never commit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -47,13 +52,12 @@ from mash_hub.referrals.codes import (
     REQUEST_OPEN,
     REQUEST_OVERDUE,
 )
-from mash_hub.referrals.models import InformationRequest, Referral
+from mash_hub.referrals.models import InformationRequest, Referral, ReferralSubject
 from mash_hub.referrals.service import (
     REFERENCE,
     TRIAGE,
     ReferralDeniedError,
     ReferralStateError,
-    cipher_of,
     find,
     sha256_hex,
 )
@@ -84,11 +88,12 @@ class RequestView:
     status: str
     requested_at: dt.datetime
     due_at: dt.datetime | None
-    question: str
+    question: str | None  # None once erased
     answered_at: dt.datetime | None
     outcome: str | None
     answered_late: bool | None
     answer: str | None
+    erased: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,10 @@ def create(
             "not_rated", "the referral has no RAG rating yet: rate it before asking agencies"
         )
     request_id = uuid.uuid4()
-    ciphertext = cipher_of(session, store, referral).encrypt(
+    # A key of its own, so erasing a person the referral concerns can shred the request alone.
+    issued = store.keys.issue(request_id)
+    store.keys.save(session, [issued.row])
+    ciphertext = issued.cipher.encrypt(
         question, table=TABLE, column=QUESTION_COLUMN, row_id=request_id
     )
     row = InformationRequest(
@@ -225,13 +233,15 @@ def _views(
     *,
     answers: bool,
 ) -> list[RequestView]:
-    """Decrypt questions (and, with ``answers``, answers): the caller has audited the read."""
-    ciphers = store.keys.ciphers(session, list({referral.id for _, referral in pairs}))
+    """Decrypt questions (and, with ``answers``, answers): the caller has audited the read.
+    A request whose key was shredded (erasure) comes without text, marked ``erased``."""
+    ciphers = store.keys.ciphers(session, [row.id for row, _ in pairs])
     out: list[RequestView] = []
     for row, referral in pairs:
-        cipher = ciphers.get(referral.id)
+        cipher = ciphers.get(row.id)
         if cipher is None:
-            raise ReferralStateError("referral_erased", "the referral's data key was destroyed")
+            out.append(_without_text(row, referral, now, erased=True))
+            continue
         answer = None
         if answers and row.answer is not None:
             answer = cipher.decrypt_text(
@@ -255,6 +265,25 @@ def _views(
             )
         )
     return out
+
+
+def _without_text(
+    row: InformationRequest, referral: Referral, now: dt.datetime, *, erased: bool
+) -> RequestView:
+    return RequestView(
+        id=row.id,
+        reference=referral.reference,
+        agency=row.agency,
+        status=status_of(row, referral, now),
+        requested_at=row.requested_at,
+        due_at=referral.information_due_at,
+        question=None,
+        answered_at=row.answered_at,
+        outcome=row.outcome,
+        answered_late=row.answered_late,
+        answer=None,
+        erased=erased,
+    )
 
 
 def for_referral(
@@ -389,9 +418,13 @@ def answer(
         raise ReferralStateError("already_answered", "the request has already been answered")
     if referral.status == DECIDED:
         raise ReferralStateError("already_decided", "the referral has been decided")
+    cipher = store.keys.ciphers(session, [row.id]).get(row.id)
+    if cipher is None:
+        raise ReferralStateError(
+            "request_erased", "the request was erased with a person the referral concerns"
+        )
     due = referral.information_due_at
     late = due is not None and now > due
-    cipher = cipher_of(session, store, referral)
     ciphertext = None
     if text is not None:
         ciphertext = cipher.encrypt(text, table=TABLE, column=ANSWER_COLUMN, row_id=row.id)
@@ -460,3 +493,45 @@ def summaries(
             )
         )
     return {rid: tuple(items) for rid, items in out.items()}
+
+
+def ids_for_records(session: Session, record_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
+    """The requests of every referral with a subject among ``record_ids``: their question and
+    answer may be about any of the referral's subjects, so erasing one shreds them all."""
+    if not record_ids:
+        return []
+    return list(
+        session.scalars(
+            select(InformationRequest.id)
+            .join(ReferralSubject, ReferralSubject.referral_id == InformationRequest.referral_id)
+            .where(ReferralSubject.record_id.in_(list(record_ids)))
+            .distinct()
+        )
+    )
+
+
+def for_subject_access(
+    session: Session,
+    store: PersonStore,
+    request_ids: Collection[uuid.UUID],
+    *,
+    with_text: bool,
+    now: dt.datetime,
+) -> list[RequestView]:
+    """These requests (from :func:`ids_for_records`), oldest first, for the subject-access
+    export. The caller has checked the policy and audited the export: only ``with_text`` are
+    questions and answers decrypted; without it they are None."""
+    if not request_ids:
+        return []
+    pairs = [
+        (row, referral)
+        for row, referral in session.execute(
+            select(InformationRequest, Referral)
+            .join(Referral, Referral.id == InformationRequest.referral_id)
+            .where(InformationRequest.id.in_(list(request_ids)))
+            .order_by(InformationRequest.requested_at, InformationRequest.id)
+        )
+    ]
+    if with_text:
+        return _views(session, store, pairs, now, answers=True)
+    return [_without_text(row, referral, now, erased=False) for row, referral in pairs]

@@ -99,6 +99,9 @@ class WebSession(Base):
     ``user_id`` is set for hub users (their row is re-read on every request, so disabling a
     user ends the session); ``subject``, ``role`` and ``agency`` are what the session acts as
     (for a later OIDC sign-in, from the provider's claims, with no ``users`` row).
+    ``id_token_sealed``: an OIDC session's ID token, for the provider's sign-out
+    (``id_token_hint``), sealed under a key derived from the cookie's secret
+    (:mod:`mash_hub.crypto.session_seal`) and deleted when the session ends.
     """
 
     __tablename__ = "web_sessions"
@@ -115,6 +118,7 @@ class WebSession(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     end_reason: Mapped[str | None] = mapped_column(String(32))
+    id_token_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class LoginLink(Base):

@@ -60,12 +60,19 @@ def user_for_oidc(
 
 
 def sign_in_oidc_user(
-    session: Session, *, issuer: str, subject: str, role: str, agency: str
+    session: Session,
+    *,
+    issuer: str,
+    subject: str,
+    role: str,
+    agency: str,
+    id_token: str | None = None,
 ) -> ActiveSession:
     """A new session for the person the provider vouched for: their row created or changed
     (audited ``users.add`` / ``users.change`` as the CLI's, by the person themselves), then
     :func:`~mash_hub.users.sessions.start_session` (``auth.signed_in``, method ``oidc``).
-    Raises :class:`OidcUserDisabledError` for a disabled row."""
+    Raises :class:`OidcUserDisabledError` for a disabled row. ``id_token`` is kept, sealed,
+    for signing out at the provider."""
     user, change = user_for_oidc(session, issuer=issuer, subject=subject, role=role, agency=agency)
     if change is not None:
         audit(
@@ -86,4 +93,5 @@ def sign_in_oidc_user(
         role=user.role,
         agency=user.agency,
         method="oidc",
+        id_token=id_token,
     )

@@ -8,7 +8,10 @@
 * ``resume_session``: each request's check: ends the session (and says why) when it was
   signed out, idle for 15 minutes, older than 8 hours, or its user was disabled; else it
   refreshes role and agency from the user's row and the idle clock;
-* ``end_session``: sign-out.
+* ``end_session``: sign-out; it hands back an OIDC session's ID token, which
+  ``start_session`` sealed under a key derived from the session's secret
+  (:mod:`mash_hub.crypto.session_seal`: the database cannot open it), for the provider's
+  sign-out. Every end of a session deletes it.
 
 Secrets are 256-bit random values; the tables store only their SHA-256, so a copy of the
 database lets nobody sign in. Each step writes its audit entry (``auth.login_link_issued``,
@@ -32,6 +35,8 @@ from sqlalchemy.orm import Session
 from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
 from mash_hub.authz.policy import Caller
+from mash_hub.crypto.errors import DecryptionError
+from mash_hub.crypto.session_seal import open_for_session, seal_for_session
 from mash_hub.users.models import LoginLink, User, WebSession
 from mash_hub.users.service import UserError
 
@@ -39,6 +44,7 @@ LINK_LIFETIME = dt.timedelta(minutes=10)
 IDLE_TIMEOUT = dt.timedelta(minutes=15)
 ABSOLUTE_TIMEOUT = dt.timedelta(hours=8)
 SIGN_IN_PATH = "/sign-in"
+SEAL_PURPOSE = "oidc_id_token"
 
 
 class SignInRefused(Exception):  # noqa: N818 (a verdict)
@@ -177,9 +183,11 @@ def start_session(
     role: str,
     agency: str,
     method: str,
+    id_token: str | None = None,
     now: dt.datetime | None = None,
 ) -> ActiveSession:
-    """Begin a session for a signed-in member of staff (audited as ``auth.signed_in``)."""
+    """Begin a session for a signed-in member of staff (audited as ``auth.signed_in``);
+    ``id_token`` (OIDC) is kept sealed for :func:`end_session`."""
     moment = _now(now)
     secret = secrets.token_urlsafe(32)
     row = WebSession(
@@ -191,6 +199,9 @@ def start_session(
         method=method,
         created_at=moment,
         last_seen_at=moment,
+        id_token_sealed=None
+        if id_token is None
+        else seal_for_session(secret, id_token, purpose=SEAL_PURPOSE),
     )
     session.add(row)
     session.flush()
@@ -242,15 +253,25 @@ def resume_session(
 
 def end_session(
     session: Session, secret: str, *, reason: str = "signed_out", now: dt.datetime | None = None
-) -> None:
-    """Sign out (a no-op for a session already ended)."""
+) -> str | None:
+    """Sign out (a no-op for a session already ended). Returns the session's OIDC ID token,
+    if it has one, for the provider's sign-out (``id_token_hint``); the row keeps none."""
     row = session.get(WebSession, secret_hash(secret))
-    if row is not None and row.ended_at is None:
-        _end(session, row, reason, _now(now))
+    if row is None or row.ended_at is not None:
+        return None
+    id_token = None
+    if row.id_token_sealed is not None:
+        try:
+            id_token = open_for_session(secret, bytes(row.id_token_sealed), purpose=SEAL_PURPOSE)
+        except DecryptionError:
+            id_token = None  # the provider's sign-out then goes by client id alone
+    _end(session, row, reason, _now(now))
+    return id_token
 
 
 def _end(session: Session, row: WebSession, reason: str, moment: dt.datetime) -> None:
     row.ended_at, row.end_reason = moment, reason
+    row.id_token_sealed = None
     session.flush()
     audit(
         session,

@@ -26,7 +26,9 @@ the stored columns as they are, with the hashes, so an export can be checked ind
   checks only the entries after the newest signed checkpoint (milliseconds): the signed
   checkpoint vouches for the rest, but a rewrite before it is only found by a full run.
 * ``GET /unusual`` is :func:`mash_hub.audit.reports.unusual_access` (the CLI's report; the
-  staff-related check needs a staff directory and the keys, so it stays on the CLI).
+  staff-related check needs a staff directory and the keys, so it stays on the CLI), each
+  finding's actor named as the auditor's page names them (name, role and agency as they were
+  at the finding's first entry, :func:`mash_hub.audit.access.unusual_actors`).
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ from mash_hub.audit.access import (
     ExportStart,
     Filters,
     export_chunks,
+    named_report,
     permitted,
     query_entries,
     record_verification,
     run_verification,
     start_export,
+    unusual_actors,
     unusual_report,
     unusual_window,
     verify_lock,
@@ -175,8 +179,19 @@ class VerifyOut(BaseModel):
     audit_seq: int = Field(description="The `audit.verify` entry recording this run.")
 
 
-class VolumeOutlierOut(BaseModel):
-    actor: str
+class NamedActorOut(BaseModel):
+    """The finding's actor as the audit log names them, as they were at its first entry."""
+
+    actor: str = Field(description="The actor id (`user:<id>`, `client:<id>`, `oidc:<sub>` ...).")
+    actor_kind: str = Field(
+        description="hub_user, partner_client, oidc_user, command_line or unknown."
+    )
+    actor_name: str | None = Field(description="Their name then; null when the hub knows none.")
+    actor_role: str | None
+    actor_agency: str | None
+
+
+class VolumeOutlierOut(NamedActorOut):
     day: dt.date
     views: int
     peer_limit: float
@@ -186,17 +201,15 @@ class VolumeOutlierOut(BaseModel):
     seqs: list[int]
 
 
-class OutOfHoursOut(BaseModel):
+class OutOfHoursOut(NamedActorOut):
     seq: int
-    actor: str
     person_id: str | None
     local_time: dt.datetime
     why: str
 
 
-class BreakGlassOut(BaseModel):
+class BreakGlassOut(NamedActorOut):
     seq: int
-    actor: str
     person_id: str | None
     occurred_at: dt.datetime
     view_id: str | None
@@ -206,15 +219,13 @@ class BreakGlassOut(BaseModel):
     review_outcome: str | None
 
 
-class UnreferredOut(BaseModel):
-    actor: str
+class UnreferredOut(NamedActorOut):
     code: str | None
     views: int
     seqs: list[int]
 
 
-class DenialBurstOut(BaseModel):
-    actor: str
+class DenialBurstOut(NamedActorOut):
     day: dt.date
     denials: int
     reasons: dict[str, int]
@@ -540,7 +551,8 @@ def unusual(
                 denial_threshold=denial_threshold,
             )
             if report is not None:
-                return UnusualOut.model_validate(report.as_dict())
+                people = unusual_actors(session, report)
+                return UnusualOut.model_validate(named_report(report, people))
     except InvalidAuditArgumentError as bad:
         raise _invalid(bad.field, str(bad), bad.kind) from None
     raise _forbidden()

@@ -8,7 +8,14 @@
   10 minutes old; the code is exchanged once (with the verifier) at the provider's token
   endpoint; the ID token's signature (the provider's JWKS), issuer, audience (the pages'
   client id), expiry and nonce are checked by the API's own :class:`OidcVerifier`, whose
-  ``staff_claims`` is the one mapping of claims to role and agency (unknown roles refused).
+  ``staff_claims`` is the one mapping of claims to role and agency (unknown roles refused);
+  the ID token comes back with the claims, for the session to keep sealed;
+* ``logout_form``: signing out of an OIDC session at the provider too (OpenID Connect
+  RP-Initiated Logout 1.0), when its discovery document names an ``end_session_endpoint``:
+  the endpoint and the fields to POST to it (``id_token_hint`` when the session still has
+  the ID token, ``client_id``, and ``post_logout_redirect_uri``: our ``/signed-out``).
+  POST, not GET, so the ID token, which carries the provider's claims, is never in a URL.
+  A provider that cannot be reached gives None: signing out of the hub never waits on it.
 
 Failures raise :class:`AuthFailure` with a reason code for the audit log; neither tokens nor
 claims go into logs, exception messages or URLs (the protocol's own ``code`` and ``state``
@@ -23,7 +30,7 @@ import hmac
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +43,7 @@ from mash_hub.web.auth import AuthConfigError, AuthFailure, OidcVerifier, StaffC
 
 ATTEMPT_LIFETIME_SECONDS = 600
 CALLBACK_PATH = "/sign-in/oidc/callback"
+SIGNED_OUT_PATH = "/signed-out"
 _HTTP_TIMEOUT_SECONDS = 10
 _DISCOVERY_LIFETIME_SECONDS = 3600
 
@@ -80,6 +88,36 @@ class Attempt:
         return _derive(self.secret, "pkce", self.issued)  # 43 characters, as RFC 7636 asks
 
 
+@dataclass(frozen=True)
+class ProviderSignIn:
+    """Who the provider vouched for, and the ID token it did so with (never logged)."""
+
+    staff: StaffClaims
+    id_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The endpoints the pages use from the provider's discovery document."""
+
+    authorization: str
+    token: str
+    end_session: str | None
+
+
+@dataclass(frozen=True)
+class LogoutForm:
+    """Where the browser posts to sign out at the provider, and the fields it posts."""
+
+    action: str
+    fields: dict[str, str] = field(repr=False)
+
+    @property
+    def origin(self) -> str:
+        parts = urlsplit(self.action)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
 def _must_be_https(url: str, setting: str) -> None:
     parts = urlsplit(url)
     if parts.scheme != "https" and parts.hostname not in {"localhost", "127.0.0.1"}:
@@ -102,7 +140,8 @@ class OidcSignIn:
         self.scope = settings.oidc_scope
         self.provider_name = settings.oidc_provider_name
         self.redirect_uri = f"{settings.public_url.rstrip('/')}{CALLBACK_PATH}"
-        self._endpoints: tuple[str, str] | None = None
+        self.post_logout_redirect_uri = f"{settings.public_url.rstrip('/')}{SIGNED_OUT_PATH}"
+        self._discovery: Discovery | None = None
         self._fetched_at = 0.0
         self._lock = threading.Lock()
 
@@ -119,10 +158,15 @@ class OidcSignIn:
         )
 
     def endpoints(self) -> tuple[str, str]:
-        """The provider's authorization and token endpoints (discovery, cached for an hour);
-        a document naming another issuer is refused."""
+        """The provider's authorization and token endpoints."""
+        found = self.discovery()
+        return found.authorization, found.token
+
+    def discovery(self) -> Discovery:
+        """The provider's endpoints (discovery, cached for an hour); a document naming
+        another issuer is refused."""
         with self._lock:
-            if self._endpoints is None or time.time() - self._fetched_at > (
+            if self._discovery is None or time.time() - self._fetched_at > (
                 _DISCOVERY_LIFETIME_SECONDS
             ):
                 url = f"{self.verifier.issuer.rstrip('/')}/.well-known/openid-configuration"
@@ -144,8 +188,29 @@ class OidcSignIn:
                     raise AuthFailure("provider_unavailable", "oidc_sign_in")
                 _must_be_https(authorize, "the provider's authorization endpoint")
                 _must_be_https(token, "the provider's token endpoint")
-                self._endpoints, self._fetched_at = (authorize, token), time.time()
-            return self._endpoints
+                end_session = document.get("end_session_endpoint")
+                if not isinstance(end_session, str):
+                    end_session = None
+                else:
+                    _must_be_https(end_session, "the provider's end-session endpoint")
+                self._discovery = Discovery(authorize, token, end_session)
+                self._fetched_at = time.time()
+            return self._discovery
+
+    def logout_form(self, id_token: str | None) -> LogoutForm | None:
+        """The provider's sign-out for a session that came from it, or None when the provider
+        has no end-session endpoint or cannot be reached (then only the hub's session ends)."""
+        try:
+            endpoint = self.discovery().end_session
+        except (AuthFailure, AuthConfigError):
+            return None
+        if endpoint is None:
+            return None
+        fields = {"client_id": self.client_id}
+        if id_token is not None:
+            fields["id_token_hint"] = id_token
+        fields["post_logout_redirect_uri"] = self.post_logout_redirect_uri
+        return LogoutForm(endpoint, fields)
 
     def begin(self) -> tuple[Attempt, str]:
         """A new attempt and the provider's URL to send the browser to."""
@@ -159,7 +224,7 @@ class OidcSignIn:
 
     def finish(
         self, attempt: Attempt | None, *, state: str | None, code: str | None, error: str | None
-    ) -> StaffClaims:
+    ) -> ProviderSignIn:
         """The member of staff the provider vouches for, or :class:`AuthFailure`."""
         if error is not None:  # starts nothing, so it need not carry the state (some omit it)
             raise AuthFailure("provider_refused", "oidc_sign_in")
@@ -202,6 +267,6 @@ class OidcSignIn:
             nonce = claims.get("nonce")
             if not isinstance(nonce, str) or not hmac.compare_digest(nonce, attempt.nonce):
                 raise AuthFailure("wrong_nonce", "oidc_sign_in")
-            return self.verifier.staff_claims(claims)
+            return ProviderSignIn(self.verifier.staff_claims(claims), id_token)
         except AuthFailure as failure:
             raise AuthFailure(failure.reason, "oidc_sign_in") from None

@@ -235,12 +235,17 @@ class InformationRequestOut(BaseModel):
         description="The referral's information deadline (2 h red, 6 h amber, 24 h green "
         "after the RAG rating; re-rating moves it)."
     )
-    question: str
+    question: str | None = Field(description="Null once erased.")
     answered_at: dt.datetime | None
     outcome: str | None = Field(description="information or nothing_held, once answered.")
     answered_late: bool | None = Field(description="Answered after the deadline.")
     answer: str | None = Field(
         description="What the agency holds (to the MASH only; never in the agency's list)."
+    )
+    erased: bool = Field(
+        default=False,
+        description="The question and answer were crypto-shredded with a person the referral "
+        "concerns (codes and times remain).",
     )
 
 

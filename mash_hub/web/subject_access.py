@@ -114,6 +114,25 @@ class AccessEventOut(BaseModel):
     groups: dict[str, list[str]] = Field(description="Groups shown per source, when recorded.")
 
 
+class InformationRequestSarOut(BaseModel):
+    id: uuid.UUID
+    referral: str = Field(description="The referral's reference.")
+    agency_asked: str
+    status: str = Field(description="open, overdue, answered or closed.")
+    requested_at: dt.datetime
+    due_at: dt.datetime | None
+    answered_at: dt.datetime | None
+    outcome: str | None = Field(description="information or nothing_held, once answered.")
+    answered_late: bool | None
+    text: str = Field(
+        description="`included`: question and answer decrypted (the caller's `subject_access` "
+        "mask holds the referral source's `details.referral`); `withheld`: not decrypted; "
+        "`erased`: shredded with another subject of the referral."
+    )
+    question: str | None
+    answer: str | None
+
+
 class SubjectAccessOut(BaseModel):
     person_id: uuid.UUID
     reference: str
@@ -130,6 +149,9 @@ class SubjectAccessOut(BaseModel):
     referrals: list[dict[str, Any]] | None = Field(
         description="Linked referrals (codes, references, dates, status); null when this hub "
         "has no referrals."
+    )
+    information_requests: list[InformationRequestSarOut] = Field(
+        description="The MASH's information requests about those referrals, oldest first."
     )
     access_history: list[AccessEventOut]
     counts: dict[str, int | None]

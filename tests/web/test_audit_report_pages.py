@@ -78,6 +78,32 @@ def test_the_report_names_actors_as_they_were_when_they_acted(hub: ReportPagesHu
     assert len(hub.entries("audit.unusual")) == 1  # naming actors is not another entry
 
 
+def test_the_api_names_actors_as_the_page_does(hub: ReportPagesHub) -> None:
+    """``GET /api/v1/audit/unusual`` names each finding's actor as they were then, like the
+    page, and writes the same ``audit.unusual`` entry."""
+    officer = hub.actor_id("police1")
+    with hub.database.transaction() as session:
+        change_user(
+            session, "police1", new_name="pc.renamed", role="mash_officer", agency="council"
+        )
+    page = hub.client.get("/audit/unusual")
+    assert page.status_code == 200, page.text
+    api = hub.api("/audit/unusual")
+    assert api.status_code == 200, api.text
+    (finding,) = [f for f in api.json()["findings"]["unreferred"] if f["actor"] == officer]
+    assert (
+        finding["actor_kind"],
+        finding["actor_name"],
+        finding["actor_role"],
+        finding["actor_agency"],
+    ) == ("hub_user", "police1", "police_officer", "police")
+    assert "pc.renamed" not in api.text
+    page_entry, api_entry = hub.entries("audit.unusual")
+    assert without(page_entry.details, "since", "until") == without(
+        api_entry.details, "since", "until"
+    )
+
+
 def test_the_report_runs_for_the_last_30_days_by_default(hub: ReportPagesHub) -> None:
     response = hub.client.get("/audit/unusual")
     assert response.status_code == 200, response.text

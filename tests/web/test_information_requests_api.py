@@ -6,7 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from mash_hub.referrals.models import InformationRequest
+from sqlalchemy import select
+
+from mash_hub.persons.models import SourceRecord
+from mash_hub.referrals.models import InformationRequest, Referral, ReferralSubject
 from tests.web.test_referrals_api import ReferralHub, hub, problem
 
 __all__ = ["hub"]
@@ -156,3 +159,37 @@ def test_refusals_and_conflicts(hub: ReferralHub) -> None:
     closed = problem(hub.client.post(url, json={"outcome": "nothing_held"}, headers=police), 409)
     assert closed["code"] == "already_decided"
     assert problem(ask(hub, reference), 409)["code"] == "already_decided"
+
+
+def test_erased_requests_are_listed_without_text_and_cannot_be_answered(hub: ReferralHub) -> None:
+    """After a subject of the referral is erased, the MASH's listing and the agency's list
+    show the request's codes and times with no text (not a 500), and answering is a 409."""
+    reference = rated_referral(hub)
+    made = ask(hub, reference).json()
+    with hub.database.transaction() as session:
+        child = session.scalar(
+            select(SourceRecord.person_id)
+            .join(ReferralSubject, ReferralSubject.record_id == SourceRecord.id)
+            .join(Referral, Referral.id == ReferralSubject.referral_id)
+            .where(Referral.reference == reference, ReferralSubject.subject_role == "child")
+        )
+        assert child is not None
+        hub.store.erase_person(session, child, actor="test:eraser", reason="ERA-1")
+    listed = hub.client.get(
+        f"/api/v1/referrals/{reference}/information-requests", headers=hub.officer
+    )
+    assert listed.status_code == 200, listed.text
+    (row,) = listed.json()["requests"]
+    assert (row["id"], row["erased"], row["question"]) == (made["id"], True, None)
+    police = hub.staff("police_officer", "police")
+    (open_row,) = hub.client.get("/api/v1/information-requests", headers=police).json()["requests"]
+    assert (open_row["erased"], open_row["question"]) == (True, None)
+    refused = problem(
+        hub.client.post(
+            f"/api/v1/information-requests/{made['id']}/answer",
+            json={"outcome": "nothing_held"},
+            headers=police,
+        ),
+        409,
+    )
+    assert refused["code"] == "request_erased"

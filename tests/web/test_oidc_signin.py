@@ -10,6 +10,7 @@ expiry, signed by the provider's real key."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -19,11 +20,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import flask
 import httpx
+import jwt
 import oidc_provider_mock
 import pytest
 import werkzeug.serving
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mash_hub.audit.models import AuditEntry
 from mash_hub.db.engine import Database
@@ -149,6 +151,11 @@ def test_the_sign_in_page_offers_the_provider_and_links_still_work(hub: OidcHub)
     assert f"Sign in with {PROVIDER}" in hub.client.get("/search").text  # the 401 page too
     link_user = hub.login_link("linked")
     assert hub.client.post("/sign-in", data={"token": link_user}).status_code == 200
+    # A link's session is the hub's alone: signing out does not go to the provider.
+    out = hub.client.post(
+        "/sign-out", data={"csrf_token": csrf(hub.client.get("/").text)}, follow_redirects=False
+    )
+    assert (out.status_code, out.headers["location"]) == (303, "/signed-out")
 
 
 def test_the_full_flow_signs_in_with_pkce_and_audits_without_claims(hub: OidcHub) -> None:
@@ -194,7 +201,7 @@ def test_the_full_flow_signs_in_with_pkce_and_audits_without_claims(hub: OidcHub
     assert "staff-0001" not in everything and "council.example" not in everything
 
     out = hub.client.post("/sign-out", data={"csrf_token": csrf(hub.client.get("/").text)})
-    assert f"Sign in with {PROVIDER}" in out.text
+    assert out.status_code == 200 and "Continue signing out" in out.text  # at the provider too
     assert [e.details["reason"] for e in hub.entries("auth.signed_out")] == ["signed_out"]
 
 
@@ -335,3 +342,115 @@ def test_oidc_sign_in_settings_that_cannot_work_are_refused(
     settings = Settings(data_dir=tmp_path, **{**configured, **overrides})
     with pytest.raises(AuthConfigError, match=message):
         OidcSignIn(settings, OidcVerifier(settings))
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">', html))
+
+
+def test_signing_out_ends_the_session_at_the_provider_too(hub: OidcHub) -> None:
+    """RP-initiated logout: the sign-out page posts the session's ID token (kept sealed until
+    then, never in clear in the database) to the provider's end-session endpoint, which sends
+    the browser back to our signed-out page."""
+    hub.set_claims("staff-0002", email="worker2@council.example")
+    assert hub.client.get(hub.authorize("staff-0002"), follow_redirects=False).status_code == 200
+    with hub.database.transaction() as session:
+        web = session.scalar(select(WebSession).where(WebSession.ended_at.is_(None)))
+        assert web is not None and web.id_token_sealed is not None
+        sealed = bytes(web.id_token_sealed)
+    assert b"council.example" not in sealed and b"staff-0002" not in sealed
+    assert b"eyJ" not in sealed  # no JWT (base64 JSON) in clear
+
+    out = hub.client.post(
+        "/sign-out", data={"csrf_token": csrf(hub.client.get("/").text)}, follow_redirects=False
+    )
+    assert out.status_code == 200, out.text
+    assert "location" not in out.headers  # nothing in a URL: the token goes in a POST body
+    assert hub.client.get("/search", follow_redirects=False).status_code in {303, 401}
+    action = re.search(r'<form method="post" action="([^"]+)" data-autosubmit', out.text)
+    assert action is not None and action.group(1) == f"{hub.issuer}/oauth2/end_session"
+    assert f"form-action {hub.issuer}; " in out.headers["content-security-policy"]
+    assert '<script src="/static/js/autosubmit.js"></script>' in out.text
+    assert hub.client.get("/static/js/autosubmit.js").status_code == 200
+    fields = hidden_fields(out.text)
+    assert fields["client_id"] == CLIENT_ID
+    assert fields["post_logout_redirect_uri"] == "http://testserver/signed-out"
+    claims = jwt.decode(fields["id_token_hint"], options={"verify_signature": False})
+    assert (claims["sub"], claims["iss"]) == ("staff-0002", hub.issuer)
+    assert CLIENT_ID in claims["aud"]
+    with hub.database.transaction() as session:
+        ended = session.scalar(select(WebSession).where(WebSession.id_hash == web.id_hash))
+        assert ended is not None and ended.ended_at is not None
+        assert ended.id_token_sealed is None  # gone with the session
+
+    # The provider ends its session and sends the browser back to the hub.
+    provider_page = httpx.post(action.group(1), data=fields)
+    assert provider_page.status_code == 200 and "End session" in provider_page.text
+    assert fields["id_token_hint"] in provider_page.text  # the provider got the hint
+    confirm = httpx.post(
+        f"{hub.issuer}/oauth2/end_session/confirm",
+        data={"redirect_uri": fields["post_logout_redirect_uri"]},
+        follow_redirects=False,
+    )
+    assert confirm.headers["location"] == "http://testserver/signed-out"
+    back = hub.client.get("/signed-out")
+    assert back.status_code == 200 and f"Sign in with {PROVIDER}" in back.text
+
+
+def test_a_session_from_before_the_token_was_kept_signs_out_by_client_id(hub: OidcHub) -> None:
+    hub.oidc_sign_in("staff-0003")
+    with hub.database.transaction() as session:
+        session.execute(update(WebSession).values(id_token_sealed=None))
+    out = hub.client.post("/sign-out", data={"csrf_token": csrf(hub.client.get("/").text)})
+    fields = hidden_fields(out.text)
+    assert fields == {
+        "client_id": CLIENT_ID,
+        "post_logout_redirect_uri": "http://testserver/signed-out",
+    }
+
+
+@pytest.fixture(scope="module")
+def provider_without_logout() -> Iterator[str]:
+    """A provider whose discovery document names no end-session endpoint."""
+    provider_app = oidc_provider_mock.app(require_nonce=True)
+
+    @provider_app.after_request
+    def strip(response: flask.Response) -> flask.Response:
+        if flask.request.path == "/.well-known/openid-configuration":
+            document = response.get_json()
+            document.pop("end_session_endpoint", None)
+            response.set_data(json.dumps(document))
+        return response
+
+    server = werkzeug.serving.make_server("localhost", 0, provider_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        server.server_close()
+
+
+def test_without_an_end_session_endpoint_signing_out_is_the_hubs_alone(
+    committing_database: Database, tmp_path: Path, provider_without_logout: str
+) -> None:
+    hub = OidcHub(committing_database, tmp_path, provider_without_logout)
+    hub.oidc_sign_in("staff-0004")
+    out = hub.client.post(
+        "/sign-out", data={"csrf_token": csrf(hub.client.get("/").text)}, follow_redirects=False
+    )
+    assert (out.status_code, out.headers["location"]) == (303, "/signed-out")
+    with hub.database.transaction() as session:
+        assert session.scalar(select(WebSession.id_token_sealed)) is None
+    assert [e.details["reason"] for e in hub.entries("auth.signed_out")] == ["signed_out"]
+
+
+def test_a_provider_out_of_reach_does_not_stop_signing_out(tmp_path: Path) -> None:
+    """Discovery fails (nothing listens on the port): no provider sign-out, no error."""
+    settings = Settings(
+        data_dir=tmp_path, oidc_issuer="http://localhost:9", oidc_audience="mash-hub-api",
+        oidc_jwks_url="http://localhost:9/jwks", oidc_client_id=CLIENT_ID,
+    )  # fmt: skip
+    assert OidcSignIn(settings, OidcVerifier(settings)).logout_form("a.b.c") is None

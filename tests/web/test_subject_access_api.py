@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from mash_hub.authz.policy import AccessPolicy
 from mash_hub.authz.versions import publish
 from mash_hub.authz.vocabulary import AGENCIES, PERSON_FIELDS, ROLES, SOURCES, source_fields
 from mash_hub.db.engine import Database
+from mash_hub.persons.models import SourceRecord
+from mash_hub.referrals import requests, service, triage
+from mash_hub.referrals.models import ReferralSubject
 from mash_hub.users.models import User
 from tests.authz.conftest import BASELINE, Household, add_person
 from tests.cli.test_keys_and_erase_cli import (
@@ -27,6 +31,8 @@ from tests.cli.test_keys_and_erase_cli import (
     refused,
     run_hub,
 )
+from tests.referrals.conftest import OFFICER, PARTNER, referral
+from tests.referrals.test_requests import ANSWER, NOW, POLICE, QUESTION, ask
 from tests.web.test_persons_api import PURPOSE, PersonsHub, assert_problem, without_request_id
 
 REF = "SAR-2026-0117"
@@ -219,3 +225,38 @@ def test_sar_export_refuses_other_roles_and_unknown_users(
     assert audit_entries(env, "person.subject_access") == []
     for value in household.values.values():
         assert value not in result.stderr + unknown.stderr
+
+
+def test_information_requests_about_the_persons_referral_are_in_the_http_export(
+    hub: SarHub,
+) -> None:
+    """Through the API's response model too: a request asked and answered about a referral
+    whose subject is the person comes with its question and answer."""
+    with hub.database.transaction() as session:
+        decisions = AccessPolicy().for_session(session)
+        receipt = service.submit(
+            session, hub.store, decisions, PARTNER, referral(), idempotency_key=None, model=None,
+            now=NOW,
+        )  # fmt: skip
+        triage.set_rag(session, decisions, OFFICER, receipt.reference, "red", now=NOW)
+        made = ask(session, hub.store, decisions, receipt.reference)
+        requests.answer(
+            session, hub.store, decisions, POLICE, made.id, outcome="information", text=ANSWER,
+            now=NOW,
+        )  # fmt: skip
+        child = session.scalar(
+            select(SourceRecord.person_id)
+            .join(ReferralSubject, ReferralSubject.record_id == SourceRecord.id)
+            .where(ReferralSubject.subject_role == "child")
+        )
+    response = hub.export(person_id=child)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (item,) = body["information_requests"]
+    assert (item["id"], item["referral"], item["text"]) == (
+        str(made.id),
+        receipt.reference,
+        "included",
+    )
+    assert (item["question"], item["answer"]) == (QUESTION, ANSWER)
+    assert body["counts"]["information_requests"] == 1

@@ -14,6 +14,14 @@ provider's person gets their ``users`` row (:mod:`mash_hub.users.oidc`) and a se
 ``start_session``, as a link does. Each refusal is audited (``auth.failed``, credential
 ``oidc_sign_in``, reason code). The callback answers with a page that moves on to the start
 page itself, so the ``SameSite=Strict`` session cookie is sent by a same-site navigation.
+
+Signing out ends the hub's session (``end_session``). A session that came from OIDC is also
+ended at the provider when its discovery document names an ``end_session_endpoint``
+(RP-Initiated Logout): the answer is a page whose form posts the session's ID token
+(``id_token_hint``, kept sealed until now), our client id and ``/signed-out`` as
+``post_logout_redirect_uri`` to the provider, submitted by ``autosubmit.js`` (or by its
+button without JavaScript); that page's CSP allows forms to post to the provider's origin
+alone. Otherwise, as for links, the browser goes to ``/signed-out``.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from mash_hub.users.oidc import OidcUserDisabledError, sign_in_oidc_user
 from mash_hub.users.sessions import SignInRefused, end_session, redeem_login_link
 from mash_hub.web.auth import AuthFailure
 from mash_hub.web.deps import client_ip
-from mash_hub.web.oidc_signin import ATTEMPT_LIFETIME_SECONDS, Attempt, OidcSignIn
+from mash_hub.web.oidc_signin import ATTEMPT_LIFETIME_SECONDS, Attempt, LogoutForm, OidcSignIn
 from mash_hub.web.pages.session import (
     FormData,
     SignedIn,
@@ -38,7 +46,7 @@ from mash_hub.web.pages.session import (
     refuse_cross_site,
     set_session_cookie,
 )
-from mash_hub.web.pages.templating import render
+from mash_hub.web.pages.templating import PAGE_CSP, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -121,15 +129,15 @@ def oidc_callback(
         return render(request, "sign_in_start.html", {"lines": []}, status_code=404)
     attempt = Attempt.from_cookie(request.cookies.get(OIDC_COOKIE))
     try:
-        staff = oidc.finish(attempt, state=state, code=code, error=error)
+        vouched = oidc.finish(attempt, state=state, code=code, error=error)
     except AuthFailure as failure:
         return _oidc_refused(request, failure.reason)
     database: Database = request.app.state.database
     try:
         with database.transaction() as session:
             active = sign_in_oidc_user(
-                session, issuer=oidc.verifier.issuer, subject=staff.subject, role=staff.role,
-                agency=staff.agency,
+                session, issuer=oidc.verifier.issuer, subject=vouched.staff.subject,
+                role=vouched.staff.role, agency=vouched.staff.agency, id_token=vouched.id_token,
             )  # fmt: skip
     except OidcUserDisabledError:
         return _oidc_refused(request, "user_disabled")
@@ -188,10 +196,31 @@ def sign_out(request: Request, page: SignedIn, form: FormData) -> Response:
     check_csrf(request, page, form)
     database: Database = request.app.state.database
     with database.transaction() as session:
-        end_session(session, page.active.secret)
-    response = RedirectResponse("/signed-out", status_code=303)
+        id_token = end_session(session, page.active.secret)
+    oidc: OidcSignIn | None = request.app.state.oidc_sign_in
+    logout = None
+    if page.active.method == "oidc" and oidc is not None:
+        logout = oidc.logout_form(id_token)
+    response: Response
+    if logout is None:
+        response = RedirectResponse("/signed-out", status_code=303)
+    else:
+        response = _provider_sign_out(request, logout, oidc_provider_name(request))
     clear_session_cookie(request, response)
     return response
+
+
+def _provider_sign_out(request: Request, form: LogoutForm, provider: str | None) -> Response:
+    """The page that posts the sign-out to the provider. A redirect would not do: browsers
+    apply the signed-in page's ``form-action 'self'`` to where the sign-out form's answer
+    redirects, and a GET would put the ID token in a URL."""
+    csp = PAGE_CSP.replace("form-action 'self'", f"form-action {form.origin}")
+    return render(
+        request,
+        "signing_out.html",
+        {"form": form, "provider": provider},
+        headers={"Content-Security-Policy": csp},
+    )
 
 
 @router.get("/signed-out")
