@@ -565,6 +565,51 @@ class PersonStore:
             )
         return set(session.scalars(query.distinct() if not require_all else query))
 
+    def candidate_persons(self, session: Session, terms: Iterable[IndexTerm]) -> set[uuid.UUID]:
+        """The persons of the current records whose blind index holds any of ``terms``: the
+        look-up of :meth:`candidates` and the records' persons in one statement."""
+        wanted = list(dict.fromkeys(terms))
+        if not wanted:
+            return set()
+        return set(
+            session.scalars(
+                _CANDIDATE_PERSONS,
+                {
+                    "index_ids": [t.index_id for t in wanted],
+                    "values": [t.value for t in wanted],
+                },
+            )
+        )
+
+    def read_persons(
+        self, session: Session, person_ids: Collection[uuid.UUID], groups: Sequence[str]
+    ) -> dict[uuid.UUID, StoredRecord]:
+        """Every current record of these persons with only ``groups`` decrypted, in one
+        statement (record, wrapped data key and one ciphertext per group joined, as
+        :meth:`stream_groups` does) instead of :meth:`read`'s three; a shredded record comes
+        with no groups."""
+        if not person_ids:
+            return {}
+        wanted = list(dict.fromkeys(groups))
+        for group in wanted:
+            _check_group_name(group)
+        # Only numbered aliases and placeholders are formatted in; group names are parameters.
+        columns = "".join(f", g{i}.ciphertext" for i in range(len(wanted)))
+        joins = "".join(
+            f" LEFT JOIN {FIELD_TABLE} g{i} ON g{i}.record_id = s.id AND g{i}.group_name = :g{i}"
+            for i in range(len(wanted))
+        )
+        statement = text(
+            "SELECT s.id, s.feed, s.source_agency, s.person_id, k.kek_id, k.wrapped"  # noqa: S608
+            f"{columns} FROM source_records s LEFT JOIN data_keys k ON k.owner_id = s.id{joins}"
+            " WHERE s.person_id = ANY(CAST(:persons AS uuid[])) AND s.is_current"
+            " AND s.erased_at IS NULL ORDER BY s.id"
+        )
+        parameters: dict[str, Any] = {f"g{i}": group for i, group in enumerate(wanted)}
+        parameters["persons"] = sorted(person_ids)
+        rows = session.execute(statement, parameters).all()
+        return {record.id: record for record in self._open_joined(rows, wanted)}
+
     # -- erasure ----------------------------------------------------------------------------
 
     def erase_person(
@@ -647,9 +692,32 @@ class PersonStore:
         return report
 
 
+_FENCED = "mash_hub.blind_index_fenced"
+
+
 def _hold_off_switch(session: Session) -> None:
-    """Conflicts only with a root rotation's switch (``EXCLUSIVE`` on ``blind_index``)."""
+    """Conflicts only with a root rotation's switch (``EXCLUSIVE`` on ``blind_index``).
+
+    Once per transaction: a lock taken outside a savepoint is held until the transaction
+    ends, so a writer that fences, then writes (a referral) sends the statement once. One
+    taken inside a savepoint is not remembered (rolling the savepoint back releases it).
+    """
+    transaction = session.get_transaction()
+    if transaction is not None and session.info.get(_FENCED) is transaction:
+        return
     session.execute(text("LOCK TABLE blind_index IN ROW EXCLUSIVE MODE"))
+    if not session.in_nested_transaction():
+        session.info[_FENCED] = session.get_transaction()
+
+
+# The candidate look-up joined to the records' persons (current, not erased, linked).
+_CANDIDATE_PERSONS = text(
+    "SELECT DISTINCT s.person_id FROM blind_index b"
+    " JOIN unnest(CAST(:index_ids AS smallint[]), CAST(:values AS bigint[])) AS t(index_id, value)"
+    " ON b.index_id = t.index_id AND b.value = t.value"
+    " JOIN source_records s ON s.id = b.record_id"
+    " WHERE s.is_current AND s.erased_at IS NULL AND s.person_id IS NOT NULL"
+)
 
 
 def _canonical(new: NewRecord) -> bytes:
