@@ -23,7 +23,8 @@ are a floor for a real deployment, and noisy. Not part of the test run.
 * Referrals: a partner submitting referrals (one child each, drawn from the extracts so
   they match existing persons) with real-time matching. Reports accepted per second.
 
-``--workers N`` runs ``mash-hub serve --workers N``. ``--profile DIR`` samples the server
+``--workers N`` runs ``mash-hub serve --workers N``; the default is one per core (a single
+worker leaves a core idle: its Python holds one core at most). ``--profile DIR`` samples the server
 processes with ``py-spy`` (``pip install py-spy``; not a project dependency) during each
 scenario and writes collapsed stacks (``DIR/<scenario>-<clients>.txt``) of the threads holding
 the GIL: where the server's Python time goes.
@@ -237,7 +238,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="per scenario; default 30")
     parser.add_argument("--referrals", type=int, default=1000)
     parser.add_argument("--data-dir", type=Path, default=Path(".bench-load"))
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", choices=["search", "referrals"], default=None)
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--json", action="store_true")

@@ -254,13 +254,7 @@ def submit(
         for position, subject in enumerate(referral.subjects)
     ]
     record_ids = store.add(session, records)
-    # The subjects' plaintext, so matching need not read back what was just written.
-    written = {
-        rid: StoredRecord(
-            rid, FEED, SOURCE, None, {g: dict(new.groups[g]) for g in GROUPS if g in new.groups}
-        )
-        for rid, new in zip(record_ids, records, strict=True)
-    }
+    written = as_written(record_ids, records)
     linkage, linked, matched = _link(session, store, model, written, actor=caller.user_id)
 
     issued = store.keys.issue(referral_id)
@@ -472,6 +466,19 @@ def _subject_record(
             "pnc_id": subject.pnc_id,
         },
     )
+
+
+def as_written(
+    record_ids: Sequence[uuid.UUID], records: Sequence[NewRecord]
+) -> dict[uuid.UUID, StoredRecord]:
+    """The subjects as matching reads them (the groups it compares), from the plaintext this
+    transaction just encrypted and wrote: nothing is read back or decrypted again."""
+    return {
+        rid: StoredRecord(
+            rid, FEED, SOURCE, None, {g: dict(new.groups[g]) for g in GROUPS if g in new.groups}
+        )
+        for rid, new in zip(record_ids, records, strict=True)
+    }
 
 
 def _link(
