@@ -22,9 +22,9 @@ from tests.referrals.test_realtime_linkage import Population, known_child, popul
 
 __all__ = ["population"]  # the module-scoped fixture, shared with the real-time tests
 
-# Statements one referral of a known child sends through SQLAlchemy (COPYs and the audit
-# appends go to the driver directly and are not counted here), policy check included:
-# 21 when written (before: 32, reading back and re-checking what it had just written).
+# Statements one referral of a known child sends through SQLAlchemy (the audit appends go
+# to the driver directly and are not counted here), policy check included: 22 when written;
+# reading back and re-checking what it had just written cost about 15 more.
 MAX_STATEMENTS = 23
 
 
