@@ -23,7 +23,8 @@ are a floor for a real deployment, and noisy. Not part of the test run.
 * Referrals: a partner submitting referrals (one child each, drawn from the extracts so
   they match existing persons) with real-time matching. Reports accepted per second.
 
-``--workers N`` runs ``mash-hub serve --workers N``. ``--profile DIR`` samples the server
+``--workers N`` runs ``mash-hub serve --workers N``; the default is one per core (a single
+worker leaves a core idle: its Python holds one core at most). ``--profile DIR`` samples the server
 processes with ``py-spy`` (``pip install py-spy``; not a project dependency) during each
 scenario and writes collapsed stacks (``DIR/<scenario>-<clients>.txt``) of the threads holding
 the GIL: where the server's Python time goes.
@@ -159,12 +160,56 @@ class Profiler:
         )  # fmt: skip
 
 
+def hub_cpu_ticks(server_pid: int, data_dir: Path) -> dict[int, int]:
+    """CPU ticks (user + system, with reaped children's) of the server, its workers and the
+    hub's PostgreSQL processes, by pid: what a request costs whatever else the machine runs."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    hub_postgres: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = sum(int(f) for f in fields[11:15])
+        if b"postgres" in cmdline and str(data_dir).encode() in cmdline:
+            hub_postgres.add(pid)
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == server_pid or pid in hub_postgres:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return {pid: n for pid, n in ticks.items() if ours(pid)}
+
+
 def profiled(
-    profiler: Profiler, name: str, seconds: float, run: Callable[[], dict[str, Any]]
+    profiler: Profiler,
+    name: str,
+    seconds: float,
+    run: Callable[[], dict[str, Any]],
+    cpu: Callable[[], dict[int, int]] | None = None,
 ) -> dict[str, Any]:
+    """``run``, sampled by ``profiler``; with ``cpu``, the hub's CPU milliseconds per
+    request answered (a figure the machine's other load barely moves, unlike the rate)."""
     spy = profiler.start(name, seconds)
+    before = cpu() if cpu is not None else {}
     try:
-        return run()
+        result = run()
+        if cpu is not None and result["ok"]:
+            after = cpu()
+            used = sum(n - before.get(pid, 0) for pid, n in after.items())
+            tick = os.sysconf("SC_CLK_TCK")
+            result["cpu_ms_per_request"] = round(1000 * used / tick / result["ok"], 1)
+        return result
     finally:
         if spy is not None:
             spy.wait(timeout=seconds + 60)
@@ -237,7 +282,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="per scenario; default 30")
     parser.add_argument("--referrals", type=int, default=1000)
     parser.add_argument("--data-dir", type=Path, default=Path(".bench-load"))
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", choices=["search", "referrals"], default=None)
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
@@ -266,6 +311,7 @@ def main() -> None:
     )
     base = f"http://127.0.0.1:{port}"
     profiler = Profiler(args.profile, server.pid)
+    cpu = functools.partial(hub_cpu_ticks, server.pid, data_dir)
     report["workers"] = args.workers
     report["load_average_before"] = load_average()
     try:
@@ -298,6 +344,7 @@ def main() -> None:
                     f"search-{n}",
                     args.seconds,
                     functools.partial(run_load, base, n, args.seconds, search, found),
+                    cpu,
                 )
                 for n in args.clients
             ]
@@ -334,6 +381,7 @@ def main() -> None:
                         accepted,
                         limit=len(chosen),
                     ),
+                    cpu,
                 )
                 for n in args.clients
             ]
@@ -350,6 +398,7 @@ def main() -> None:
                     print(
                         f"{key:>20}: {run['clients']:>2} clients {run['per_second']:>7}/s"
                         f"  p50 {run['p50_ms']} ms  p95 {run['p95_ms']} ms  p99 {run['p99_ms']} ms"
+                        f"  CPU {run.get('cpu_ms_per_request')} ms each"
                         f"  ({run['ok']} in {run['seconds']} s, failed {run['failed']})"
                     )
             else:

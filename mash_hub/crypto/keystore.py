@@ -92,6 +92,17 @@ class KekStatus:
     retired: bool
 
 
+# The primary KEK registered and the wrapped DEKs inserted, in one statement (data_keys has
+# no foreign key to key_encryption_keys; the registration records the dependency).
+_SAVE = text(
+    "WITH registered AS (INSERT INTO key_encryption_keys (kek_id) VALUES (:primary)"
+    " ON CONFLICT (kek_id) DO NOTHING)"
+    " INSERT INTO data_keys (owner_id, kek_id, wrapped)"
+    " SELECT * FROM unnest(CAST(:owners AS uuid[]), CAST(:keks AS varchar[]),"
+    " CAST(:wrapped AS bytea[]))"
+)
+
+
 class KeyStore:
     """Wrapped DEKs in ``data_keys`` under the provider's KEKs."""
 
@@ -118,10 +129,19 @@ class KeyStore:
         )
 
     def save(self, session: Session, rows: list[dict[str, object]]) -> None:
-        """Insert the wrapped-key rows of :meth:`issue` (the caller's transaction)."""
+        """Insert the wrapped-key rows of :meth:`issue` (the caller's transaction), and
+        register the primary KEK (:meth:`register_primary`) in the same statement: one round
+        trip, which a referral makes twice."""
         if rows:
-            self.register_primary(session)
-            session.execute(insert(DataKeyRow), rows)
+            session.execute(
+                _SAVE,
+                {
+                    "primary": self.provider.primary_kek_id(),
+                    "owners": [row["owner_id"] for row in rows],
+                    "keks": [row["kek_id"] for row in rows],
+                    "wrapped": [row["wrapped"] for row in rows],
+                },
+            )
 
     def ciphers(
         self, session: Session, owner_ids: Collection[uuid.UUID]

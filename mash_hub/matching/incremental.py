@@ -39,8 +39,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Uuid, any_, bindparam, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from mash_hub.audit import AuditEvent
@@ -55,7 +54,7 @@ from mash_hub.matching.models import LinkRun
 from mash_hub.matching.service import GROUPS, new_run, person_events, store_links, write_events
 from mash_hub.persons.models import Person, SourceRecord
 from mash_hub.persons.reindex import index_fields
-from mash_hub.persons.store import PersonStore
+from mash_hub.persons.store import PersonStore, StoredRecord
 
 # Blind indexes that cover the prediction blocking rules (comparisons.PREDICTION_BLOCKING):
 # identifiers; DOB (+ family phonetic, + district, or alone for DOB + first-name phonetic);
@@ -93,9 +92,13 @@ class IncrementalReport:
     possible_twins: int = 0
     identifier_conflicts: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    # Each linked record's person, and the records that joined a person the index already
+    # held: the caller's answer without reading them back (not in :meth:`as_dict`).
+    assigned: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    joined: set[uuid.UUID] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k not in ("assigned", "joined")}
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -147,25 +150,30 @@ def link_records(
     record_ids: Collection[uuid.UUID],
     *,
     actor: str,
+    written: Mapping[uuid.UUID, StoredRecord] | None = None,
 ) -> IncrementalReport:
     """Link new records (those of ``record_ids`` without a person) into the existing persons,
-    in the caller's transaction."""
+    in the caller's transaction.
+
+    ``written``: records this transaction has just written, without a person, with their
+    plaintext groups (a referral's subjects). Nobody else can see them before commit, so they
+    are neither read back nor checked for a person again.
+    """
     timings: dict[str, float] = {}
     began = time.perf_counter()
-    ids = unlinked(session, record_ids)
+    if written is not None:
+        ids = sorted(rid for rid in record_ids if rid in written)
+        stored_new: Mapping[uuid.UUID, StoredRecord] = written
+    else:
+        ids = unlinked(session, record_ids)
+        stored_new = store.read(session, ids, GROUPS) if ids else {}
     if not ids:
         return IncrementalReport(run_id=None, records=0)
-    store.align(session)
-    rows: dict[uuid.UUID, tuple[dict[str, Any], list[IndexTerm]]] = {}
-    for rid, stored in store.read(session, ids, GROUPS).items():
-        if stored.groups:
-            rows[rid] = (
-                record_features(str(rid), stored.feed, stored.groups),
-                store.indexer.query_terms(index_fields(stored.groups), indexes=CANDIDATE_INDEXES),
-            )
+    rows = _features_and_terms(session, store, ids, stored_new)
     exclusive = _lock(session, [t for _, record_terms in rows.values() for t in record_terms])
-    # Linked by someone else while this waited: not new any more.
-    ids = unlinked(session, ids)
+    if written is None:
+        # Linked by someone else while this waited: not new any more.
+        ids = unlinked(session, ids)
     report = IncrementalReport(run_id=None, records=len(ids))
     if not ids:
         return report
@@ -173,22 +181,24 @@ def link_records(
     terms = [rows[rid][1] for rid in ids if rid in rows]
     timings["read_new"] = time.perf_counter() - began
     mark = time.perf_counter()
-    candidates: set[uuid.UUID] = set()
+    # New records have no person yet, so they are never among the candidates' persons.
+    persons: set[uuid.UUID] = set()
     for chunk in _chunks(terms, LOOKUP_CHUNK):
-        candidates |= store.candidates(session, [t for record in chunk for t in record])
+        persons |= store.candidate_persons(session, [t for record in chunk for t in record])
     new_ids = {uuid.UUID(str(r["unique_id"])) for r in new_rows}
-    persons = _persons_of(session, candidates - new_ids)
     if not exclusive:
         _lock_keys(session, {_lock_key(f"person|{p}") for p in persons})
-    # Read holding the persons: records joined to them meanwhile are seen too.
-    existing = _records_of(session, persons)
+    # Read holding the persons (a statement of its own, so its snapshot is taken after the
+    # locks): records joined to them meanwhile are seen too.
+    candidates = store.read_persons(session, persons, GROUPS)
+    existing = {rid: stored.person_id for rid, stored in candidates.items() if stored.person_id}
     report.candidate_records = len(existing)
     report.candidate_persons = len(set(existing.values()))
     timings["candidates"] = time.perf_counter() - mark
     mark = time.perf_counter()
     old_rows = [
         record_features(str(rid), stored.feed, stored.groups)
-        for rid, stored in store.read(session, list(existing), GROUPS).items()
+        for rid, stored in candidates.items()
         if stored.groups
     ]
     timings["read_candidates"] = time.perf_counter() - mark
@@ -224,6 +234,25 @@ def link_records(
     return report
 
 
+def _features_and_terms(
+    session: Session,
+    store: PersonStore,
+    ids: list[uuid.UUID],
+    stored: Mapping[uuid.UUID, StoredRecord],
+) -> dict[uuid.UUID, tuple[dict[str, Any], list[IndexTerm]]]:
+    """Each new record's features and the blind-index terms its candidates are found by."""
+    store.align(session)
+    rows: dict[uuid.UUID, tuple[dict[str, Any], list[IndexTerm]]] = {}
+    for rid in ids:
+        record = stored.get(rid)
+        if record is not None and record.groups:
+            rows[rid] = (
+                record_features(str(rid), record.feed, record.groups),
+                store.indexer.query_terms(index_fields(record.groups), indexes=CANDIDATE_INDEXES),
+            )
+    return rows
+
+
 def _lock_key(name: str) -> int:
     """A signed 64-bit advisory lock key for a term or a person (collisions only serialise)."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
@@ -238,6 +267,16 @@ def _lock_keys(session: Session, keys: set[int]) -> None:
         )
 
 
+# The link-run lock shared, then the terms' locks in ascending order, in one round trip:
+# the materialised CTE is scanned (its lock taken) before the first joined row is projected.
+_SHARED_AND_TERMS = text(
+    "WITH run AS MATERIALIZED"
+    " (SELECT pg_advisory_xact_lock_shared(hashtextextended('link-run', 0)) AS held)"
+    " SELECT count(pg_advisory_xact_lock(k.key)) FROM run,"
+    " unnest(CAST(:keys AS bigint[])) AS k(key)"
+)
+
+
 def _lock(session: Session, terms: list[IndexTerm]) -> bool:
     """Take the link-run lock shared plus the terms' locks, or exclusively for a big batch
     (see the module docstring); returns whether it was taken exclusively."""
@@ -245,47 +284,11 @@ def _lock(session: Session, terms: list[IndexTerm]) -> bool:
     if len(keys) > MAX_TERM_LOCKS:
         session.execute(text(f"SELECT pg_advisory_xact_lock({LINK_RUN_LOCK})"))
         return True
-    session.execute(text(f"SELECT pg_advisory_xact_lock_shared({LINK_RUN_LOCK})"))
-    _lock_keys(session, keys)
+    if keys:
+        session.execute(_SHARED_AND_TERMS, {"keys": sorted(keys)})
+    else:
+        session.execute(text(f"SELECT pg_advisory_xact_lock_shared({LINK_RUN_LOCK})"))
     return False
-
-
-def _ids(values: Collection[uuid.UUID]) -> Any:
-    """One array parameter instead of an IN list, so the statement text is the same each time
-    (SQLAlchemy and psycopg reuse it)."""
-    return any_(bindparam("ids", sorted(values), type_=ARRAY(Uuid)))
-
-
-def _persons_of(session: Session, candidates: set[uuid.UUID]) -> set[uuid.UUID]:
-    """The persons the (current) candidate records belong to."""
-    if not candidates:
-        return set()
-    return {
-        p
-        for p in session.scalars(
-            select(SourceRecord.person_id).where(
-                SourceRecord.id == _ids(candidates),
-                SourceRecord.is_current.is_(True),
-                SourceRecord.erased_at.is_(None),
-                SourceRecord.person_id.is_not(None),
-            )
-        )
-        if p is not None
-    }
-
-
-def _records_of(session: Session, persons: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
-    """Every current record of these persons, with its person."""
-    if not persons:
-        return {}
-    rows = session.execute(
-        select(SourceRecord.id, SourceRecord.person_id).where(
-            SourceRecord.person_id == _ids(persons),
-            SourceRecord.is_current.is_(True),
-            SourceRecord.erased_at.is_(None),
-        )
-    )
-    return {rid: person for rid, person in rows if person is not None}
 
 
 def _write(
@@ -309,6 +312,7 @@ def _write(
         if persons:
             (person,) = persons  # existing persons are never merged here
             report.joined_existing += len(fresh)
+            report.joined.update(uuid.UUID(rid) for rid in fresh)
         else:
             person = uuid.uuid4()
             session.add(Person(id=person))
@@ -318,7 +322,13 @@ def _write(
     session.flush()
     if moves:
         session.execute(update(SourceRecord), moves)
-    run = new_run(session, model, actor=actor, mode="incremental")
+        report.assigned.update((move["id"], move["person_id"]) for move in moves)
+    statuses = list(result.status.values())
+    report.review_pairs = len(result.review)
+    report.possible_twins = statuses.count(clustering.POSSIBLE_TWIN)
+    report.identifier_conflicts = statuses.count(clustering.CONFLICT)
+    counts = {k: v for k, v in report.as_dict().items() if isinstance(v, int)}
+    run = new_run(session, model, actor=actor, mode="incremental", counts=counts)
     report.run_id = str(run.id)
     cluster_of = result.cluster_of()
     auto = [
@@ -339,12 +349,6 @@ def _write(
     previous: dict[str, uuid.UUID | None] = dict.fromkeys(new_ids)
     previous.update(person_of)
     write_events(session, run.id, person_events(assigned, previous), actor=actor)
-    statuses = list(result.status.values())
-    report.review_pairs = len(result.review)
-    report.possible_twins = statuses.count(clustering.POSSIBLE_TWIN)
-    report.identifier_conflicts = statuses.count(clustering.CONFLICT)
-    counts = {k: v for k, v in report.as_dict().items() if isinstance(v, int)}
-    run.counts = counts
     audit(
         session,
         AuditEvent(

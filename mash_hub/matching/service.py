@@ -269,13 +269,21 @@ def _write(
     return report
 
 
-def new_run(session: Session, model: LinkageModel, *, actor: str, mode: str) -> LinkRun:
+def new_run(
+    session: Session,
+    model: LinkageModel,
+    *,
+    actor: str,
+    mode: str,
+    counts: dict[str, Any] | None = None,
+) -> LinkRun:
+    """A ``link_runs`` row (``counts`` known up front saves an UPDATE of it later)."""
     run = LinkRun(
         id=uuid.uuid4(),
         actor=actor,
         model_version=model.version,
         model_definition=model.definition,
-        counts={},
+        counts=dict(counts or {}),
         mode=mode,
     )
     session.add(run)

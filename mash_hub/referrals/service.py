@@ -46,8 +46,16 @@ from mash_hub.crypto.envelope import FieldCipher
 from mash_hub.db.engine import is_database_unavailable
 from mash_hub.matching.incremental import has_index, link_records
 from mash_hub.matching.model import LinkageModel
+from mash_hub.matching.service import GROUPS
 from mash_hub.persons.models import SourceRecord
-from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, NewRecord, PersonStore
+from mash_hub.persons.store import (
+    CONTACT,
+    IDENTIFIERS,
+    IDENTITY,
+    NewRecord,
+    PersonStore,
+    StoredRecord,
+)
 from mash_hub.referrals.codes import RECEIVED, SUBJECTS_OF_CONCERN
 from mash_hub.referrals.deadlines import decision_due
 from mash_hub.referrals.models import (
@@ -246,8 +254,8 @@ def submit(
         for position, subject in enumerate(referral.subjects)
     ]
     record_ids = store.add(session, records)
-    linkage, linked = _link(session, store, model, record_ids, actor=caller.user_id)
-    matched = _matched_existing(session, record_ids)
+    written = as_written(record_ids, records)
+    linkage, linked, matched = _link(session, store, model, written, actor=caller.user_id)
 
     issued = store.keys.issue(referral_id)
     store.keys.save(session, [issued.row])
@@ -460,21 +468,40 @@ def _subject_record(
     )
 
 
+def as_written(
+    record_ids: Sequence[uuid.UUID], records: Sequence[NewRecord]
+) -> dict[uuid.UUID, StoredRecord]:
+    """The subjects as matching reads them (the groups it compares), from the plaintext this
+    transaction just encrypted and wrote: nothing is read back or decrypted again."""
+    return {
+        rid: StoredRecord(
+            rid, FEED, SOURCE, None, {g: dict(new.groups[g]) for g in GROUPS if g in new.groups}
+        )
+        for rid, new in zip(record_ids, records, strict=True)
+    }
+
+
 def _link(
     session: Session,
     store: PersonStore,
     model: LinkageModel | None,
-    record_ids: Sequence[uuid.UUID],
+    written: dict[uuid.UUID, StoredRecord],
     *,
     actor: str,
-) -> tuple[str, str | None]:
-    """Match the subjects against the person index; (mode, incremental run id)."""
+) -> tuple[str, str | None, set[uuid.UUID]]:
+    """Match the subjects against the person index: (mode, incremental run id, the subjects
+    that joined a person the index already held, i.e. one holding other current records)."""
     run_id: str | None = None
     mode = "new_persons"
+    assigned: dict[uuid.UUID, uuid.UUID] = {}
+    joined: set[uuid.UUID] = set()
     if model is not None and has_index(session):
         try:
             with session.begin_nested():
-                run_id = link_records(session, store, model, record_ids, actor=actor).run_id
+                report = link_records(
+                    session, store, model, list(written), actor=actor, written=written
+                )
+            run_id, assigned, joined = report.run_id, report.assigned, report.joined
             mode = "incremental"
         except Exception as exc:  # matching must never cost a referral: the next run links
             if is_database_unavailable(exc):
@@ -482,41 +509,13 @@ def _link(
             log.warning(
                 "real-time linkage failed (%s): subjects become new persons", type(exc).__name__
             )
-    unlinked = session.scalars(
-        select(SourceRecord.id).where(
-            SourceRecord.id.in_(list(record_ids)), SourceRecord.person_id.is_(None)
-        )
-    ).all()
+    unlinked = [rid for rid in written if rid not in assigned]
     if unlinked:
         session.execute(
             update(SourceRecord),
             [{"id": rid, "person_id": store.new_person(session)} for rid in unlinked],
         )
-    return mode, run_id
-
-
-def _matched_existing(session: Session, record_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """The subjects whose person holds other current records (not from this referral)."""
-    mine = list(record_ids)
-    rows = session.execute(
-        select(SourceRecord.id, SourceRecord.person_id).where(SourceRecord.id.in_(mine))
-    ).all()
-    persons = {person for _, person in rows if person is not None}
-    if not persons:
-        return set()
-    held = set(
-        session.scalars(
-            select(SourceRecord.person_id)
-            .where(
-                SourceRecord.person_id.in_(persons),
-                SourceRecord.id.not_in(mine),
-                SourceRecord.is_current.is_(True),
-                SourceRecord.erased_at.is_(None),
-            )
-            .distinct()
-        )
-    )
-    return {rid for rid, person in rows if person in held}
+    return mode, run_id, joined
 
 
 # -- the submitter's view ----------------------------------------------------------------------
