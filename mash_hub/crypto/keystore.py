@@ -118,10 +118,21 @@ class KeyStore:
         )
 
     def save(self, session: Session, rows: list[dict[str, object]]) -> None:
-        """Insert the wrapped-key rows of :meth:`issue` (the caller's transaction)."""
-        if rows:
+        """Insert the wrapped-key rows of :meth:`issue` (the caller's transaction), and record
+        the primary KEK (:meth:`register_primary`) in the same statement: one round trip."""
+        if not rows:
+            return
+        if len(rows) > 1:
             self.register_primary(session)
             session.execute(insert(DataKeyRow), rows)
+            return
+        registered = (
+            insert(KekRecord)
+            .values(kek_id=self.provider.primary_kek_id())
+            .on_conflict_do_nothing(index_elements=["kek_id"])
+            .cte("registered")
+        )
+        session.execute(insert(DataKeyRow).values(rows[0]).add_cte(registered))
 
     def ciphers(
         self, session: Session, owner_ids: Collection[uuid.UUID]
