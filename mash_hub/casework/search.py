@@ -352,7 +352,8 @@ def authorise_search(
     refusal (:class:`SearchDeniedError`): a role that may read no identity group, no purpose,
     a referral purpose that names no open or recently decided referral. ``decisions``: of
     the version the caller has just read in this transaction."""
-    decisions = decisions or policy.for_session(session)
+    if decisions is None:
+        decisions = policy.for_session(session)
     masks = rank_masks(decisions, caller)
     if not masks:
         _deny(session, caller, "role_not_permitted", decisions)
