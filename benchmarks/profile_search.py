@@ -9,18 +9,21 @@ first time and reused after), opened in this process; the queries are ``bench_lo
 in-process (Starlette's test client: no socket, so "HTTP" here is the framework's share).
 
 Each stage is the existing function it names, wrapped here with ``time.perf_counter`` (no
-change to product code): blind-index root check, blind-index terms (HMAC), the blind-index
-look-up, the current-candidates query, key rows, key unwrapping, ciphertext fetch,
-decryption, features, scoring, explanations, the audit append, the policy and purpose check,
-authentication, the rate limiter, and each transaction's begin and commit. Times are
-exclusive: a stage's own time, less the stages it calls (a transaction counts two calls, its
-begin and its commit); "HTTP framework" is what is left of the request (routing, validation,
-middleware, response models, JSON, the test client's thread hand-offs). "of which SQL" is the
-time SQLAlchemy spent executing statements inside the stage (the audit append writes through
-the driver directly, so its SQL shows only in its own row; the sealed purpose text's row is
-flushed by the next statement, the name frequencies' look-up of the latest run). The audit chainer thread runs
-beside the searches and is not in any row. Wall-clock on a shared 2-core machine: noisy, and
-the wrappers add about a microsecond per call. Not part of the test run.
+change to product code): blind-index root check, blind-index terms (HMAC), the candidates
+look-up (blind index joined to the current records), the fetch of ciphertexts with their
+data keys, key unwrapping, decryption, features, scoring, explanations, the audit append,
+the policy and purpose check, authentication, the rate limiter, and each transaction's begin
+and commit. Times are exclusive: a stage's own time, less the stages it calls (a
+transaction counts two calls, its begin and its commit); "HTTP framework" is what is left of
+the request (routing, validation, middleware, response models, JSON, the test client's
+thread hand-offs; and in the search service's row, the one query of policy version and
+latest full run). "of which SQL" is the time SQLAlchemy spent executing statements inside
+the stage (the audit append writes through the driver directly, so its SQL shows only in
+its own row; the sealed purpose text's row is flushed by the next statement, the ciphertext
+fetch). The audit chainer thread runs beside the searches and is not in any row.
+``per_search`` counts SQL statements, transactions (each a BEGIN and a COMMIT) and
+connection checkouts (each a pre-ping) per search. Wall-clock on a shared 2-core machine:
+noisy, and the wrappers add about a microsecond per call. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -108,6 +111,22 @@ class Stages:
 STAGES = Stages()
 
 
+class Counts:
+    """Statements, transactions and connection checkouts while the searches are timed."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def count(self, what: str) -> None:
+        if STAGES.active:
+            with self._lock:
+                self.seen[what] += 1
+
+
+COUNTS = Counts()
+
+
 def _timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -123,15 +142,14 @@ def _wrap(owner: Any, attribute: str, name: str) -> None:
 def instrument(app: Any, engine: Any) -> None:
     """Wrap the functions a search calls, in the namespaces it calls them from."""
     _wrap(web_search, "search_persons", "search service (ranking, sorting, the rest)")
-    _wrap(casework_search, "authorise_search", "policy version + purpose check")
+    _wrap(casework_search, "authorise_search", "policy + purpose check")
     _wrap(PersonStore, "align", "blind-index root check")
     _wrap(casework_search, "query_terms", "blind-index terms (standardise, variants, HMAC)")
-    _wrap(PersonStore, "candidates", "blind-index look-up (SQL)")
-    _wrap(casework_search, "_current_candidates", "current candidates (SQL)")
+    _wrap(PersonStore, "current_candidates", "blind-index look-up + current candidates (SQL)")
     _wrap(casework_search, "seal_text", "purpose text sealed (encrypt + insert)")
-    _wrap(frequencies, "latest", "name frequencies (latest run; flushes sealed text)")
+    _wrap(frequencies, "of_run", "name frequencies (cached per full run)")
     _wrap(LinkageModel, "scorer", "scorer built")
-    _wrap(PersonStore, "read", "ciphertext fetch (SQL)")
+    _wrap(PersonStore, "read", "ciphertext + key fetch (SQL; flushes sealed text)")
     _wrap(KeyStore, "ciphers", "data-key rows (SQL)")
     _wrap(KeyStore, "open_wrapped", "key unwrapping")
     _wrap(FieldCipher, "decrypt_group", "decryption (AES-GCM + decode)")
@@ -170,11 +188,20 @@ def instrument(app: Any, engine: Any) -> None:
     ) -> None:
         conn.info.setdefault("profile_began", []).append(time.perf_counter())
 
+    @event.listens_for(engine, "begin")
+    def _transaction(conn: Any) -> None:
+        COUNTS.count("transactions")
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        COUNTS.count("checkouts (each a pre-ping)")
+
     @event.listens_for(engine, "after_cursor_execute")
     def _ended(
         conn: Any, cursor: Any, statement: Any, params: Any, context: Any, many: Any
     ) -> None:
         STAGES.add_sql(time.perf_counter() - conn.info["profile_began"].pop())
+        COUNTS.count("SQL statements (through SQLAlchemy)")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -233,7 +260,14 @@ def main() -> None:
     total_ms = 1000 * sum(totals) / n
     rows = {name: 1000 * seconds / n for name, seconds in STAGES.seconds.items()}
     rows[HTTP] = total_ms - sum(rows.values())
+    per_search = {what: round(seen / n, 2) for what, seen in sorted(COUNTS.seen.items())}
+    # The audit append writes through the driver, past SQLAlchemy's events: one per search.
+    per_search["SQL statements (through SQLAlchemy)"] = per_search.get(
+        "SQL statements (through SQLAlchemy)", 0.0
+    )
+    per_search["SQL statements (audit append, driver)"] = 1.0
     report |= {
+        "per_search": per_search,
         "searches": n,
         "request_ms": {
             "mean": round(total_ms, 2),

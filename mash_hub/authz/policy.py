@@ -23,7 +23,7 @@ from typing import Any
 import casbin
 from casbin.util import key_match
 from casbin.util.log import disabled_logging
-from sqlalchemy import select
+from sqlalchemy import ScalarSelect, select
 from sqlalchemy.orm import Session
 
 from mash_hub.authz.files import MODEL_FILE, PolicyTexts, Problem, Rule, parse_policy
@@ -216,6 +216,16 @@ def compile_policy(texts: PolicyTexts, version: int | None = None) -> Decisions:
     )
 
 
+def current_version() -> ScalarSelect[int]:
+    """The published version current in the transaction, as a scalar subquery."""
+    return (
+        select(AccessPolicyVersion.version)
+        .order_by(AccessPolicyVersion.version.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 class AccessPolicy:
     """The process's access policy: compiled versions, refreshed from the database.
 
@@ -231,11 +241,11 @@ class AccessPolicy:
 
     def for_session(self, session: Session) -> Decisions:
         """The decisions of the version current in this transaction (compiled if new)."""
-        version = session.scalar(
-            select(AccessPolicyVersion.version)
-            .order_by(AccessPolicyVersion.version.desc())
-            .limit(1)
-        )
+        return self.for_version(session, session.scalar(select(current_version())))
+
+    def for_version(self, session: Session, version: int | None) -> Decisions:
+        """The decisions of ``version``, which the caller read in this transaction with
+        :func:`current_version` (alongside what else it needed: one round trip fewer)."""
         if version is None:
             raise PolicyNotPublishedError
         found = self._versions.get(version)

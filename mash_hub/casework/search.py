@@ -35,17 +35,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from sqlalchemy import Uuid, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mash_hub import audit as audit_log
 from mash_hub.audit import AuditEvent
 from mash_hub.authz.policy import AccessPolicy, Caller, Decisions
+from mash_hub.authz.policy import current_version as current_policy_version
 from mash_hub.authz.vocabulary import SOURCES
 from mash_hub.casework.view import (
     PURPOSE_REFERRAL_INVALID,
@@ -60,7 +60,6 @@ from mash_hub.matching.features import record_features
 from mash_hub.matching.incremental import CANDIDATE_INDEXES
 from mash_hub.matching.model import LinkageModel, explain, scored_pair
 from mash_hub.matching.scorer import PairScore, PairScorer
-from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import CONTACT, IDENTIFIERS, IDENTITY, PersonStore
 
 SEARCH_FIELDS: tuple[str, ...] = (
@@ -341,35 +340,20 @@ def rank_masks(decisions: Decisions, caller: Caller) -> dict[str, frozenset[str]
     return {source: groups for source, groups in masks.items() if groups}
 
 
-def _current_candidates(
-    session: Session, record_ids: Collection[uuid.UUID], sources: Collection[str]
-) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
-    """(record, person, source) of the candidates that are current, linked and in a source the
-    caller may read identity from."""
-    if not record_ids or not sources:
-        return []
-    # One array parameter, not an IN list of hundreds: the statement text stays the same, so
-    # SQLAlchemy and psycopg reuse it (and the server prepares it).
-    ids = bindparam("record_ids", list(record_ids), type_=ARRAY(Uuid))
-    rows = session.execute(
-        select(SourceRecord.id, SourceRecord.person_id, SourceRecord.source_agency).where(
-            SourceRecord.id == any_(ids),
-            SourceRecord.is_current.is_(True),
-            SourceRecord.erased_at.is_(None),
-            SourceRecord.person_id.is_not(None),
-            SourceRecord.source_agency.in_(list(sources)),
-        )
-    ).all()
-    return [(rid, person, source) for rid, person, source in rows if person is not None]
-
-
 def authorise_search(
-    session: Session, policy: AccessPolicy, caller: Caller, purpose: Purpose | None
+    session: Session,
+    policy: AccessPolicy,
+    caller: Caller,
+    purpose: Purpose | None,
+    *,
+    decisions: Decisions | None = None,
 ) -> tuple[Decisions, dict[str, frozenset[str]], Purpose]:
     """The decisions, the caller's identity masks per source and the purpose, or an audited
     refusal (:class:`SearchDeniedError`): a role that may read no identity group, no purpose,
-    a referral purpose that names no open or recently decided referral."""
-    decisions = policy.for_session(session)
+    a referral purpose that names no open or recently decided referral. ``decisions``: of
+    the version the caller has just read in this transaction."""
+    if decisions is None:
+        decisions = policy.for_session(session)
     masks = rank_masks(decisions, caller)
     if not masks:
         _deny(session, caller, "role_not_permitted", decisions)
@@ -397,12 +381,17 @@ def search_persons(  # noqa: PLR0917 - the unit of work's collaborators
     """Rank the persons ``query`` may describe, for ``caller`` (see the module docstring)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1-{MAX_LIMIT}")
-    decisions, masks, purpose = authorise_search(session, policy, caller, purpose)
+    # The policy version and the latest full run (whose name frequencies rank) in one go.
+    version, run_id = session.execute(
+        select(current_policy_version(), term_frequencies.latest_full_run())
+    ).one()
+    decisions, masks, purpose = authorise_search(
+        session, policy, caller, purpose, decisions=policy.for_version(session, version)
+    )
     search_id = uuid.uuid4()
     store.align(session)
     terms = query_terms(store.indexer, query)
-    found = store.candidates(session, terms)
-    candidates = _current_candidates(session, found, masks)
+    candidates = store.current_candidates(session, terms, masks)
     details: dict[str, Any] = {
         "role": caller.role,
         "agency": caller.agency,
@@ -420,7 +409,7 @@ def search_persons(  # noqa: PLR0917 - the unit of work's collaborators
         raise QueryTooBroadError(len(candidates), seq)
 
     # The latest full run's name frequencies: ranked as linkage would score the pair.
-    scorer = scorer or model.scorer(term_frequencies.latest(session, store.keys))
+    scorer = scorer or model.scorer(term_frequencies.of_run(session, store.keys, run_id))
     query_row = record_features("query", "search", query.groups())
     best: dict[uuid.UUID, tuple[PairScore, uuid.UUID, str, dict[str, dict[str, Any]]]] = {}
     matched: dict[uuid.UUID, int] = {}

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from mash_hub import audit as audit_log
@@ -578,8 +578,11 @@ def seal_text(
     issued = store.keys.issue(text_id)
     ciphertext = issued.cipher.encrypt(text, table=JUSTIFICATION_TABLE, column=kind, row_id=text_id)
     store.keys.save(session, [issued.row])
-    session.add(
-        AccessJustification(id=text_id, kind=kind, person_id=person_id, ciphertext=ciphertext)
+    # A Core insert, sent now: no unit-of-work flush (and no RETURNING) on the next query.
+    session.execute(
+        insert(AccessJustification).values(
+            id=text_id, kind=kind, person_id=person_id, ciphertext=ciphertext
+        )
     )
     return {"id": str(text_id), "ciphertext_sha256": hashlib.sha256(ciphertext).hexdigest()}
 

@@ -131,6 +131,39 @@ def is_statement_timeout(exc: BaseException) -> bool:
     return False
 
 
+# Set only while Database.transaction checks out its connection: the one kind of checkout the
+# request limit is for (raw connections, e.g. the audit chain check's COPY, keep none).
+_limit_applies: ContextVar[bool] = ContextVar("statement_limit_applies", default=False)
+_TIMEOUT_SET = "mash_hub_statement_timeout_ms"
+
+
+def _reconcile_statement_timeout(
+    dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+) -> None:
+    """Give a checked-out connection the statement limit its unit of work runs under.
+
+    Set at session level and remembered on the pooled connection, so only a change costs a
+    round trip (``SET`` / ``RESET`` in autocommit, outside any transaction): a request's two
+    transactions used to spend one ``set_config(..., true)`` each. Every checkout is
+    reconciled, so a connection never carries a request's limit into a command, a job or a
+    raw connection (``RESET`` gives back the role's or server's own setting).
+    """
+    wanted = _statement_limit_ms.get() if _limit_applies.get() else None
+    if record.info.get(_TIMEOUT_SET) == wanted:
+        return
+    record.info.pop(_TIMEOUT_SET, None)  # unknown until the change has been made
+    dbapi_connection.autocommit = True
+    try:
+        with dbapi_connection.cursor() as cursor:
+            if wanted is None:
+                cursor.execute("RESET statement_timeout")
+            else:
+                cursor.execute(f"SET statement_timeout = {int(wanted)}")
+    finally:
+        dbapi_connection.autocommit = False
+    record.info[_TIMEOUT_SET] = wanted
+
+
 @dataclass
 class Database:
     """An engine, its session factory, and the embedded server behind it if any."""
@@ -141,6 +174,8 @@ class Database:
 
     def __post_init__(self) -> None:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if not event.contains(self.engine, "checkout", _reconcile_statement_timeout):
+            event.listen(self.engine, "checkout", _reconcile_statement_timeout)
 
     @property
     def url(self) -> str:
@@ -157,16 +192,15 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """The unit of work: commit on success, roll back on any exception.
 
-        Inside :func:`statement_time_limit` the limit is set for this transaction only
-        (``set_config(..., true)`` is ``SET LOCAL``), so a pooled connection never keeps it.
+        Inside :func:`statement_time_limit` the connection is checked out with the limit set
+        (see :func:`_reconcile_statement_timeout`); any other checkout has the server's.
         """
         with self.sessions.begin() as session:
-            limit = _statement_limit_ms.get()
-            if limit is not None:
-                session.execute(
-                    text("SELECT set_config('statement_timeout', :limit, true)"),
-                    {"limit": str(limit)},
-                )
+            token = _limit_applies.set(True)
+            try:
+                session.connection()  # checked out now, under the limit (no round trip)
+            finally:
+                _limit_applies.reset(token)
             yield session
 
     def ping(self) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ScalarSelect, select
 from sqlalchemy.orm import Session
 
 from mash_hub.crypto.keystore import KeyStore
@@ -103,15 +103,29 @@ def seal(keys: KeyStore, session: Session, run: LinkRun, frequencies: TermFreque
     )
 
 
-def latest(session: Session, keys: KeyStore) -> TermFrequencies | None:
-    """The term frequencies of the latest full run (``None``: no full run yet, or one made
-    before they were kept: every name then counts at the floor until the next full run)."""
-    run_id = session.scalar(
+def latest_full_run() -> ScalarSelect[uuid.UUID]:
+    """The latest full run's id as a scalar subquery, so a caller can ask for it alongside
+    what it asks anyway (a search: with the policy version) instead of in a round trip of its
+    own."""
+    return (
         select(LinkRun.id)
         .where(LinkRun.mode == "full")
         .order_by(LinkRun.started_at.desc(), LinkRun.id)
         .limit(1)
+        .scalar_subquery()
     )
+
+
+def latest(session: Session, keys: KeyStore) -> TermFrequencies | None:
+    """The term frequencies of the latest full run (``None``: no full run yet, or one made
+    before they were kept: every name then counts at the floor until the next full run)."""
+    return of_run(session, keys, session.scalar(select(latest_full_run())))
+
+
+def of_run(session: Session, keys: KeyStore, run_id: uuid.UUID | None) -> TermFrequencies | None:
+    """The term frequencies the full run ``run_id`` kept, decrypted once per process: a run's
+    are written with it and never change, so its id is the cache key, and a new full run
+    (a new id) is read at its first use."""
     if run_id is None:
         return None
     with _CACHE_LOCK:

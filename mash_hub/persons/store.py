@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     SmallInteger,
+    String,
     Uuid,
     any_,
     bindparam,
@@ -31,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
@@ -39,6 +40,7 @@ from mash_hub.crypto.blind_index import BlindIndexer, IndexTerm
 from mash_hub.crypto.errors import CryptoError
 from mash_hub.crypto.keys import KeyProvider
 from mash_hub.crypto.keystore import KeyStore
+from mash_hub.crypto.models import DataKeyRow
 from mash_hub.persons.models import (
     BlindIndexEntry,
     IndexRootState,
@@ -419,52 +421,37 @@ class PersonStore:
     def read(
         self, session: Session, record_ids: Collection[uuid.UUID], groups: Collection[str]
     ) -> dict[uuid.UUID, StoredRecord]:
-        """Records with only ``groups`` fetched and decrypted; erased records have none."""
+        """Records with only ``groups`` fetched and decrypted; erased records have none.
+
+        One statement joins each record to its wrapped data key and one ciphertext per
+        group (it was three: records, ciphertexts, keys; a search or person view waited for
+        each in turn)."""
         if not record_ids:
             return {}
-        meta = session.execute(
-            select(
-                SourceRecord.id,
-                SourceRecord.feed,
-                SourceRecord.source_agency,
-                SourceRecord.person_id,
-            ).where(SourceRecord.id == _any_uuid("record_ids", record_ids))
-        ).all()
-        out = {
-            row.id: StoredRecord(row.id, row.feed, row.source_agency, row.person_id) for row in meta
-        }
-        if not groups or not out:
-            return out
-        ciphertexts = session.execute(
-            select(
-                RecordFieldGroup.record_id,
-                RecordFieldGroup.group_name,
-                RecordFieldGroup.ciphertext,
-            ).where(
-                RecordFieldGroup.record_id == _any_uuid("found_ids", out),
-                RecordFieldGroup.group_name.in_(list(groups)),
+        wanted = list(dict.fromkeys(groups))
+        query = select(
+            SourceRecord.id,
+            SourceRecord.feed,
+            SourceRecord.source_agency,
+            SourceRecord.person_id,
+        ).where(SourceRecord.id == _any_uuid("record_ids", record_ids))
+        if not wanted:
+            return {
+                row.id: StoredRecord(row.id, row.feed, row.source_agency, row.person_id)
+                for row in session.execute(query)
+            }
+        query = query.add_columns(DataKeyRow.kek_id, DataKeyRow.wrapped).outerjoin(
+            DataKeyRow, DataKeyRow.owner_id == SourceRecord.id
+        )
+        for i, group in enumerate(wanted):
+            joined = aliased(RecordFieldGroup, name=f"g{i}")
+            query = query.add_columns(joined.ciphertext).outerjoin(
+                joined,
+                (joined.record_id == SourceRecord.id)
+                & (joined.group_name == bindparam(f"group_{i}", group)),
             )
-        ).all()
-        for record_id, group, values in self._open(session, ciphertexts):
-            out[record_id].groups[group] = values
-        return out
-
-    def _open(
-        self, session: Session, rows: Sequence[Any]
-    ) -> list[tuple[uuid.UUID, str, dict[str, Any]]]:
-        """Decrypt group ciphertexts; records whose data key was shredded are skipped."""
-        ciphers = self.keys.ciphers(session, {row[0] for row in rows})
-        return [
-            (
-                record_id,
-                group,
-                cipher.decrypt_group(
-                    bytes(ciphertext), table=FIELD_TABLE, group=group, row_id=record_id
-                ),
-            )
-            for record_id, group, ciphertext in rows
-            if (cipher := ciphers.get(record_id)) is not None
-        ]
+        rows = session.execute(query).all()
+        return {record.id: record for record in self._open_joined(rows, wanted)}
 
     def stream_groups(
         self, session: Session, groups: Sequence[str], *, batch_size: int = STREAM_BATCH
@@ -545,19 +532,7 @@ class PersonStore:
         wanted = list(dict.fromkeys(terms))
         if not wanted:
             return set()
-        lookup = (
-            func.unnest(
-                bindparam("index_ids", [t.index_id for t in wanted], type_=ARRAY(SmallInteger)),
-                bindparam("values", [t.value for t in wanted], type_=ARRAY(BigInteger)),
-            )
-            .table_valued("index_id", "value")
-            .render_derived()
-        )
-        query = select(BlindIndexEntry.record_id).join(
-            lookup,
-            (BlindIndexEntry.index_id == lookup.c.index_id)
-            & (BlindIndexEntry.value == lookup.c.value),
-        )
+        query = select(BlindIndexEntry.record_id).join(*_term_lookup(wanted))
         if require_all:
             query = query.group_by(BlindIndexEntry.record_id).having(
                 func.count(func.distinct(func.row(BlindIndexEntry.index_id, BlindIndexEntry.value)))
@@ -609,6 +584,31 @@ class PersonStore:
         parameters["persons"] = sorted(person_ids)
         rows = session.execute(statement, parameters).all()
         return {record.id: record for record in self._open_joined(rows, wanted)}
+
+    def current_candidates(
+        self, session: Session, terms: Iterable[IndexTerm], sources: Collection[str]
+    ) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+        """(record, person, source) of the current, linked, unerased records in ``sources``
+        whose blind index holds any of ``terms``: :meth:`candidates` and the look-up of
+        those records in one statement (a search waited for two)."""
+        wanted = list(dict.fromkeys(terms))
+        if not wanted or not sources:
+            return []
+        rows = session.execute(
+            select(SourceRecord.id, SourceRecord.person_id, SourceRecord.source_agency)
+            .distinct()
+            .select_from(BlindIndexEntry)
+            .join(*_term_lookup(wanted))
+            .join(SourceRecord, SourceRecord.id == BlindIndexEntry.record_id)
+            .where(
+                SourceRecord.is_current.is_(True),
+                SourceRecord.erased_at.is_(None),
+                SourceRecord.person_id.is_not(None),
+                SourceRecord.source_agency
+                == any_(bindparam("sources", sorted(sources), type_=ARRAY(String))),
+            )
+        ).all()
+        return [(rid, person, source) for rid, person, source in rows if person is not None]
 
     # -- erasure ----------------------------------------------------------------------------
 
@@ -808,6 +808,22 @@ def _copy(cursor: Any, target: str, rows: list[tuple[Any, ...]]) -> None:
     with cursor.copy(f"COPY {target} FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
+
+
+def _term_lookup(terms: Sequence[IndexTerm]) -> tuple[Any, Any]:
+    """The join of ``blind_index`` to ``terms`` passed as two arrays (``unnest``): one
+    statement text whatever the number of terms, so it is prepared once."""
+    lookup = (
+        func.unnest(
+            bindparam("index_ids", [t.index_id for t in terms], type_=ARRAY(SmallInteger)),
+            bindparam("values", [t.value for t in terms], type_=ARRAY(BigInteger)),
+        )
+        .table_valued("index_id", "value")
+        .render_derived()
+    )
+    return lookup, (BlindIndexEntry.index_id == lookup.c.index_id) & (
+        BlindIndexEntry.value == lookup.c.value
+    )
 
 
 def _any_uuid(name: str, ids: Collection[uuid.UUID]) -> Any:

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Exists, delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from mash_hub.authz.vocabulary import AGENCIES, ROLES, SOURCES
@@ -193,8 +193,9 @@ def revoke_token(
     return True
 
 
-def is_revoked(session: Session, jti: str) -> bool:
-    return session.get(RevokedToken, jti) is not None
+def revoked_token_exists(jti: str) -> Exists:
+    """``EXISTS`` (a revocation of token ``jti``), to ask alongside another query."""
+    return exists().where(RevokedToken.jti == jti)
 
 
 def sign_out_everywhere(session: Session, name: str) -> User:

@@ -8,7 +8,10 @@
   refused because of someone else's failures from the same (possibly shared, NAT) address.
 * An authenticated request takes a token from its principal's bucket
   (``MASH_RATE_LIMIT_PER_MINUTE``), keyed by principal rather than IP because every member
-  of staff of one agency may share one egress address.
+  of staff of one agency may share one egress address. The take is made in the
+  authentication transaction (one connection and one commit for both), which commits before
+  the endpoint's own unit of work begins: a request refused, or whose work then rolls back,
+  has still spent its token.
 
 Successful authentication is not audited per request (the access it leads to is).
 The client IP is the socket peer; behind a reverse proxy run uvicorn with
@@ -58,9 +61,12 @@ def current_principal(
     state = request.app.state
     authenticator: Authenticator = state.authenticator
     database: Database = state.database
+    limiter: RateLimiter = state.rate_limiter
     try:
         with database.transaction() as session:
             principal = authenticator.authenticate(session, request.headers)
+            # Last, so the bucket's row is locked only until the commit just after.
+            wait = limiter.take(principal.id, session)
     except AuthFailure as failure:
         ip = client_ip(request)
         failures: RateLimiter = state.failure_limiter
@@ -88,8 +94,6 @@ def current_principal(
             code="unauthenticated",
             headers={"WWW-Authenticate": 'Bearer realm="mash-hub"'},
         ) from None
-    limiter: RateLimiter = state.rate_limiter
-    wait = limiter.take(principal.id)
     if wait is not None:
         raise _too_many(wait)
     return principal

@@ -20,7 +20,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mash_hub.authz.policy import PolicyNotPublishedError
@@ -266,7 +266,9 @@ def _search(  # noqa: PLR0917 - the two routes' shared inputs
         )
     if result is None:
         return _query_problem(request, query_faults, where)
-    return SearchOut(
+    # Built and checked once here, and serialised by pydantic's own encoder: returned as a
+    # model, FastAPI would validate it again against the response model, then encode it.
+    out = SearchOut(
         search_id=result.search_id,
         policy_version=result.policy_version,
         purpose=result.purpose,
@@ -289,6 +291,7 @@ def _search(  # noqa: PLR0917 - the two routes' shared inputs
             for rank, hit in enumerate(result.results, start=1)
         ],
     )
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 _DESCRIPTION = (

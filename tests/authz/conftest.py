@@ -148,12 +148,12 @@ def decrypted(
 ) -> Iterator[list[tuple[uuid.UUID, str]]]:
     """Every (record id, group) the store decrypts during the test."""
     seen: list[tuple[uuid.UUID, str]] = []
-    original = store._open
+    original = store._open_joined
 
-    def spy(session: Session, rows: object) -> object:
-        opened = original(session, rows)  # type: ignore[arg-type]
-        seen.extend((record_id, group) for record_id, group, _ in opened)
+    def spy(rows: object, groups: object) -> object:
+        opened = original(rows, groups)  # type: ignore[arg-type]
+        seen.extend((record.id, group) for record in opened for group in record.groups)
         return opened
 
-    monkeypatch.setattr(store, "_open", spy)
+    monkeypatch.setattr(store, "_open_joined", spy)
     yield seen

@@ -344,11 +344,11 @@ def test_ranking_decrypts_only_identity_groups_the_caller_may_see(
 ) -> None:
     opened: list[tuple[str, str]] = []
     rows = session.execute(select(SourceRecord.id, SourceRecord.source_agency))
-    sources = {row.id: row.source_agency for row in rows}
+    sources = {str(row.id): row.source_agency for row in rows}
     original = FieldCipher.decrypt_group
 
     def spy(self: FieldCipher, ciphertext: bytes, **where: object) -> object:
-        opened.append((sources[where["row_id"]], str(where["group"])))
+        opened.append((sources[str(where["row_id"])], str(where["group"])))
         return original(self, ciphertext, **where)  # type: ignore[arg-type]
 
     monkeypatch.setattr(FieldCipher, "decrypt_group", spy)

@@ -3,14 +3,20 @@ the same in Splink and the Python scorer, and a full run keeps its counts encryp
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from mash_hub.crypto.keys import LocalKeyringProvider
+from mash_hub.crypto.keystore import KeyStore
+from mash_hub.db.engine import Database
 from mash_hub.matching import comparisons as comp
 from mash_hub.matching import frequencies as term_frequencies
 from mash_hub.matching.features import record_features
@@ -104,3 +110,54 @@ def test_a_full_run_keeps_its_frequencies_encrypted(linked_hub: LinkedHub) -> No
     for column in ("given_first", "family"):
         for value in kept.counts[column]:
             assert value.encode() not in bytes(ciphertext)
+
+
+def test_frequencies_are_decrypted_once_per_run_and_a_new_full_run_replaces_them(
+    committing_database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Search ranks with the latest full run's frequencies, decrypted once per process and
+    kept under the run's id: the same run is not read again, a new full run is read at its
+    first use, and an incremental run (which keeps none) changes nothing."""
+    keys = KeyStore(LocalKeyringProvider.create(tmp_path / "keyring.json"))
+    started = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+
+    def run(minutes: int, mode: str, names: list[str] | None) -> None:
+        with committing_database.transaction() as session:
+            row = LinkRun(
+                started_at=started + dt.timedelta(minutes=minutes),
+                actor="test",
+                model_version=1,
+                model_definition="test",
+                mode=mode,
+            )
+            session.add(row)
+            session.flush()
+            if names is not None:
+                counted = TermFrequencies.count({"given_first": names, "family": []})
+                term_frequencies.seal(keys, session, row, counted)
+
+    opened: list[object] = []
+    unwrap = keys.ciphers
+
+    def counting_ciphers(session: Session, owners: Any) -> Any:
+        opened.append(owners)
+        return unwrap(session, owners)
+
+    monkeypatch.setattr(keys, "ciphers", counting_ciphers)
+
+    def latest() -> TermFrequencies | None:
+        with committing_database.transaction() as session:
+            return term_frequencies.latest(session, keys)
+
+    assert latest() is None  # no full run yet: every name at the floor
+    run(0, "full", ["ann"] * 10)
+    first = latest()
+    assert first is not None and first.counts["given_first"] == {"ann": 10}
+    assert latest() is first and len(opened) == 1  # cached: not fetched or decrypted again
+    run(5, "incremental", None)
+    assert latest() is first and len(opened) == 1
+    run(10, "full", ["bob"] * 12)
+    second = latest()
+    assert second is not None and second.counts["given_first"] == {"bob": 12}
+    assert len(opened) == 2
+    assert latest() is second and len(opened) == 2

@@ -12,13 +12,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from mash_hub.crypto.tokens import TokenKey
 from mash_hub.db.engine import Database
 from mash_hub.settings import Settings
 from mash_hub.users.service import add_user, issue_token
 from mash_hub.web.app import create_app
+from mash_hub.web.deps import CurrentPrincipal
 
 SECRET_VALUE = "Jane Example 1990-01-01"
 SECURITY_HEADERS = {
@@ -195,6 +196,62 @@ def test_rate_limit_per_principal_answers_429_with_retry_after(
     assert int(response.headers["retry-after"]) >= 1
     # Keyed by principal, not by address: another user from the same IP is unaffected.
     assert client.get("/api/v1/me", headers=bob).status_code == 200
+
+
+def test_a_request_whose_work_rolls_back_has_still_spent_its_token(
+    committing_database: Database, tmp_path: Path
+) -> None:
+    """The take commits with authentication, before the endpoint's own unit of work: work
+    that fails and rolls back does not give the token back (else failing requests would get
+    through the limit), and the refusal that follows is kept too."""
+    app, key = make_app(committing_database, tmp_path, rate_limit_per_minute=2)
+
+    @app.get("/api/v1/test-rollback")
+    def failing_work(principal: CurrentPrincipal) -> None:
+        with committing_database.transaction() as session:
+            session.execute(text("SELECT 1"))
+            raise ValueError(SECRET_VALUE)
+
+    client = TestClient(app, raise_server_exceptions=False)
+    alice = bearer_for(committing_database, key, "alice")
+    for _ in range(2):
+        assert_problem(client.get("/api/v1/test-rollback", headers=alice), 500)
+    assert_problem(client.get("/api/v1/test-rollback", headers=alice), 429)
+    assert_problem(client.get("/api/v1/me", headers=alice), 429)
+
+
+def test_authentication_and_the_rate_limit_take_share_one_transaction(
+    committing_database: Database, tmp_path: Path
+) -> None:
+    """One connection, one transaction for the user look-up (with its revocation check) and
+    the take: they were three transactions on two connections (five more round trips)."""
+    app, key = make_app(committing_database, tmp_path, rate_limit_per_minute=100)
+    client = TestClient(app)
+    alice = bearer_for(committing_database, key, "alice")
+    assert client.get("/api/v1/me", headers=alice).status_code == 200  # connections warm
+    seen: dict[str, int] = {"transactions": 0, "statements": 0, "checkouts": 0}
+
+    def began(_connection: Any) -> None:
+        seen["transactions"] += 1
+
+    def executed(*_args: Any) -> None:
+        seen["statements"] += 1
+
+    def checked_out(*_args: Any) -> None:
+        seen["checkouts"] += 1
+
+    engine = committing_database.engine
+    event.listen(engine, "begin", began)
+    event.listen(engine, "before_cursor_execute", executed)
+    event.listen(engine, "checkout", checked_out)
+    try:
+        assert client.get("/api/v1/me", headers=alice).status_code == 200
+    finally:
+        event.remove(engine, "begin", began)
+        event.remove(engine, "before_cursor_execute", executed)
+        event.remove(engine, "checkout", checked_out)
+    # The look-up (user and revocation in one), the take (which sets asynchronous commit).
+    assert seen == {"transactions": 1, "statements": 2, "checkouts": 1}
 
 
 def test_every_server_process_shares_one_limit(

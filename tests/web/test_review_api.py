@@ -99,14 +99,14 @@ def decrypted(hub: ReviewHub, monkeypatch: pytest.MonkeyPatch) -> list[tuple[uui
     """Every (record id, group) the app's person store decrypts (the real method runs)."""
     seen: list[tuple[uuid.UUID, str]] = []
     store: PersonStore = hub.store
-    original = store._open
+    original = store._open_joined
 
-    def spy(session: Session, rows: Any) -> Any:
-        opened = original(session, rows)
-        seen.extend((record_id, group) for record_id, group, _ in opened)
+    def spy(rows: Any, groups: Any) -> Any:
+        opened = original(rows, groups)
+        seen.extend((record.id, group) for record in opened for group in record.groups)
         return opened
 
-    monkeypatch.setattr(store, "_open", spy)
+    monkeypatch.setattr(store, "_open_joined", spy)
     return seen
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from mash_hub.db.engine import Database
 from mash_hub.matching.models import LinkDecision, LinkRun, ReviewTask
@@ -49,14 +48,14 @@ def hub(committing_database: Database, tmp_path: Path) -> Iterator[ReviewPagesHu
 def decrypted(hub: ReviewPagesHub, monkeypatch: pytest.MonkeyPatch) -> list[tuple[uuid.UUID, str]]:
     seen: list[tuple[uuid.UUID, str]] = []
     store: PersonStore = hub.store
-    original = store._open
+    original = store._open_joined
 
-    def spy(session: Session, rows: Any) -> Any:
-        opened = original(session, rows)
-        seen.extend((record_id, group) for record_id, group, _ in opened)
+    def spy(rows: Any, groups: Any) -> Any:
+        opened = original(rows, groups)
+        seen.extend((record.id, group) for record in opened for group in record.groups)
         return opened
 
-    monkeypatch.setattr(store, "_open", spy)
+    monkeypatch.setattr(store, "_open_joined", spy)
     return seen
 
 

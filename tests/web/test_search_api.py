@@ -19,6 +19,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 
 from mash_hub.casework.search import SEARCH_FIELDS
 from mash_hub.db.engine import Database
@@ -322,3 +323,39 @@ def test_serve_logs_requests_without_query_strings(server_dir: Path) -> None:
     assert '"GET /healthz HTTP/1.1" 200' in output, output
     assert marker not in output
     assert "04/03/2012" not in output
+
+
+def test_a_search_costs_two_transactions_and_seven_statements(hub: SearchHub) -> None:
+    """The round trips of one search, counted, so one added by a change shows up here: it
+    was 3 transactions on 4 connection checkouts (each a pre-ping) and 16 statements
+    through SQLAlchemy (issue 15)."""
+    assert hub.post(QUERY).status_code == 200  # policy compiled, root checked, runs read
+    seen: dict[str, list[str]] = {"transactions": [], "statements": [], "checkouts": []}
+
+    def began(_connection: Any) -> None:
+        seen["transactions"].append("begin")
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        seen["statements"].append(statement.split(maxsplit=1)[0])
+
+    def checked_out(*_args: Any) -> None:
+        seen["checkouts"].append("checkout")
+
+    engine = hub.database.engine
+    listeners = (("begin", began), ("before_cursor_execute", executed), ("checkout", checked_out))
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+    try:
+        response = hub.post(QUERY)
+    finally:
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
+    assert response.status_code == 200
+    assert response.json()["results"][0]["person_id"] == str(hub.robert)
+    # Authentication: the user with its revocation check; the rate-limit take.
+    # The search: policy version with the latest full run; candidates joined to their
+    # records; the purpose text's data key (with its KEK's registration) and its row; the
+    # records with their data keys and ciphertexts. (The audit append goes to the driver.)
+    assert seen["statements"] == ["SELECT", "WITH", "SELECT", "SELECT", "WITH", "INSERT", "SELECT"]
+    assert len(seen["transactions"]) == 2
+    assert len(seen["checkouts"]) == 2
