@@ -121,7 +121,11 @@ class KeyStore:
         """Insert the wrapped-key rows of :meth:`issue` (the caller's transaction)."""
         if rows:
             self.register_primary(session)
-            session.execute(insert(DataKeyRow), rows)
+            # COPY: an ingest saves one key per record, 2,000 per chunk.
+            cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy("COPY data_keys (owner_id, kek_id, wrapped) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row((row["owner_id"], row["kek_id"], row["wrapped"]))
 
     def ciphers(
         self, session: Session, owner_ids: Collection[uuid.UUID]

@@ -122,12 +122,16 @@ class PreparedRecord:
     person_id: uuid.UUID | None
     batch_id: uuid.UUID | None
     key_row: dict[str, object] | None
-    sealed_groups: list[tuple[str, bytes]]
+    # The record's field-group rows, already in COPY text format (see :func:`_group_rows`):
+    # formatted once, where the record is prepared (a worker process during ingestion).
+    group_rows: bytes
     index_terms: list[tuple[int, int]]
     issues: tuple[tuple[str, str], ...] = ()
     # Fingerprint of the blind-index root the keyed values above were computed under.
     root: str | None = None
     pending: PendingValues | None = None
+    # ``index_terms`` as COPY text rows, formatted with them (None: format when writing).
+    index_rows: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -207,8 +211,9 @@ class PersonStore:
                 root=pending_indexer.fingerprint,
                 source_key=pending_indexer.source_key(new.feed, new.source_record_id),
                 content_hash=pending_indexer.content_hash(_canonical(new)),
-                index_terms=[(t[0], t[1]) for t in pending_indexer.terms_for(new.index_fields)],
+                index_terms=pending_indexer.term_rows(new.index_fields),
             )
+        index_terms = self._index_terms(new.index_fields, current)
         return PreparedRecord(
             id=record_id,
             feed=new.feed,
@@ -219,13 +224,12 @@ class PersonStore:
             person_id=new.person_id,
             batch_id=new.batch_id,
             key_row=key_row,
-            sealed_groups=sealed,
-            index_terms=[
-                (term[0], term[1]) for term in self._index_terms(new.index_fields, current)
-            ],
+            group_rows=_group_rows(record_id, sealed),
+            index_terms=index_terms,
             issues=new.issues,
             root=current.fingerprint,
             pending=pending,
+            index_rows=_index_rows(record_id, index_terms),
         )
 
     def align(self, session: Session) -> RootState:
@@ -300,21 +304,23 @@ class PersonStore:
                 for p in prepared
             ],
         )
-        _copy(
+        _copy_text(
             cursor,
             f"{FIELD_TABLE} (record_id, group_name, ciphertext)",
-            [(p.id, group, ciphertext) for p in prepared for group, ciphertext in p.sealed_groups],
+            (p.group_rows for p in prepared),
         )
         # During a rotation, the pending root's rows too (the other bank of index ids).
-        _copy(
+        _copy_text(
             cursor,
             "blind_index (index_id, value, record_id)",
-            [(i, v, p.id) for p in prepared for i, v in p.index_terms]
+            [
+                p.index_rows if p.index_rows is not None else _index_rows(p.id, p.index_terms)
+                for p in prepared
+            ]
             + [
-                (i, v, p.id)
+                _index_rows(p.id, p.pending.index_terms)
                 for p in prepared
                 if p.pending is not None and state.pending in (None, p.pending.root)
-                for i, v in p.pending.index_terms
             ],
         )
         return [p.id for p in prepared]
@@ -405,8 +411,8 @@ class PersonStore:
 
     def _index_terms(
         self, index_fields: Mapping[str, Any], indexer: BlindIndexer | None = None
-    ) -> list[IndexTerm]:
-        return (indexer or self.indexer).terms_for(index_fields)
+    ) -> list[tuple[int, int]]:
+        return (indexer or self.indexer).term_rows(index_fields)
 
     def new_person(self, session: Session) -> uuid.UUID:
         person = Person(id=uuid.uuid4())
@@ -671,6 +677,7 @@ def _resolved(prepared: PreparedRecord, state: RootState) -> PreparedRecord:
             content_hash=pending.content_hash,
             index_terms=pending.index_terms,
             pending=None,
+            index_rows=None,
         )
     raise IndexRootChangedError(
         "the blind-index root changed while these records were prepared (a root rotation "
@@ -684,6 +691,36 @@ def _copy(cursor: Any, target: str, rows: list[tuple[Any, ...]]) -> None:
     with cursor.copy(f"COPY {target} FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
+
+
+def _copy_text(cursor: Any, target: str, blocks: Iterable[bytes]) -> None:
+    """COPY rows already in text format (one serialisation per record, done where it was
+    prepared), sent in blocks of about a megabyte."""
+    data = b"".join(blocks)
+    if not data:
+        return
+    with cursor.copy(f"COPY {target} FROM STDIN") as copy:
+        view = memoryview(data)
+        for start in range(0, len(data), 1 << 20):
+            copy.write(view[start : start + (1 << 20)])
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _group_rows(record_id: uuid.UUID, sealed: Sequence[tuple[str, bytes]]) -> bytes:
+    """``record_field_groups`` rows in COPY text format (bytea as hex)."""
+    rid = str(record_id)
+    return "".join(
+        f"{rid}\t{group.translate(_COPY_ESCAPES)}\t\\\\x{ciphertext.hex()}\n"
+        for group, ciphertext in sealed
+    ).encode("utf-8")
+
+
+def _index_rows(record_id: uuid.UUID, terms: Iterable[tuple[int, int]]) -> bytes:
+    """``blind_index`` rows in COPY text format."""
+    rid = str(record_id)
+    return "".join(f"{index_id}\t{value}\t{rid}\n" for index_id, value in terms).encode("ascii")
 
 
 def _any_uuid(name: str, ids: Collection[uuid.UUID]) -> Any:
