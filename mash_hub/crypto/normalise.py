@@ -80,6 +80,11 @@ def _fold(text: str) -> str:
         # Nothing to transliterate or decompose: one table look-up per character gives the
         # same result (tested against the general path) several times faster.
         return text.translate(_ASCII_FOLD)
+    return _fold_general(text)
+
+
+def _fold_general(text: str) -> str:
+    """:func:`_fold` for any text: transliterate, decompose, keep letters and separators."""
     decomposed = unicodedata.normalize("NFKD", text.casefold().translate(_TRANSLIT))
     out: list[str] = []
     for char in decomposed:
