@@ -125,13 +125,12 @@ class PreparedRecord:
     # The record's field-group rows, already in COPY text format (see :func:`_group_rows`):
     # formatted once, where the record is prepared (a worker process during ingestion).
     group_rows: bytes
-    index_terms: list[tuple[int, int]]
+    # The record's blind-index terms as ``blind_index`` rows in COPY text format.
+    index_rows: bytes
     issues: tuple[tuple[str, str], ...] = ()
     # Fingerprint of the blind-index root the keyed values above were computed under.
     root: str | None = None
     pending: PendingValues | None = None
-    # ``index_terms`` as COPY text rows, formatted with them (None: format when writing).
-    index_rows: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -213,7 +212,6 @@ class PersonStore:
                 content_hash=pending_indexer.content_hash(_canonical(new)),
                 index_terms=pending_indexer.term_rows(new.index_fields),
             )
-        index_terms = self._index_terms(new.index_fields, current)
         return PreparedRecord(
             id=record_id,
             feed=new.feed,
@@ -225,11 +223,10 @@ class PersonStore:
             batch_id=new.batch_id,
             key_row=key_row,
             group_rows=_group_rows(record_id, sealed),
-            index_terms=index_terms,
+            index_rows=_index_rows(record_id, self._index_terms(new.index_fields, current)),
             issues=new.issues,
             root=current.fingerprint,
             pending=pending,
-            index_rows=_index_rows(record_id, index_terms),
         )
 
     def align(self, session: Session) -> RootState:
@@ -313,10 +310,7 @@ class PersonStore:
         _copy_text(
             cursor,
             "blind_index (index_id, value, record_id)",
-            [
-                p.index_rows if p.index_rows is not None else _index_rows(p.id, p.index_terms)
-                for p in prepared
-            ]
+            [p.index_rows for p in prepared]
             + [
                 _index_rows(p.id, p.pending.index_terms)
                 for p in prepared
@@ -675,9 +669,8 @@ def _resolved(prepared: PreparedRecord, state: RootState) -> PreparedRecord:
             root=pending.root,
             source_key=pending.source_key,
             content_hash=pending.content_hash,
-            index_terms=pending.index_terms,
+            index_rows=_index_rows(prepared.id, pending.index_terms),
             pending=None,
-            index_rows=None,
         )
     raise IndexRootChangedError(
         "the blind-index root changed while these records were prepared (a root rotation "
