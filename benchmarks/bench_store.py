@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from mash_hub.crypto.blind_index import INDEX_SPECS, BlindIndexer, IndexTerm, index_terms
+from mash_hub.crypto.blind_index import INDEX_SPECS, BlindIndexer, index_terms
 from mash_hub.crypto.keys import LocalKeyringProvider
 from mash_hub.db import migrate
 from mash_hub.db.embedded import EmbeddedPostgres
@@ -64,10 +64,10 @@ class PlaintextStore(PersonStore):
 
     def _index_terms(
         self, index_fields: Mapping[str, Any], indexer: BlindIndexer | None = None
-    ) -> list[IndexTerm]:
+    ) -> list[tuple[int, int]]:
         return list(
             dict.fromkeys(
-                IndexTerm(INDEX_SPECS[name].index_id, zlib.crc32(value.encode()))
+                (INDEX_SPECS[name].index_id, zlib.crc32(value.encode()))
                 for name, value in index_terms(index_fields)
             )
         )

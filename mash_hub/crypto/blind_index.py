@@ -663,8 +663,23 @@ class BlindIndexer:
 
     def terms_for(self, person_fields: Mapping[str, Any]) -> list[IndexTerm]:
         """(index_id, value) rows to store for a person."""
+        return [IndexTerm(*row) for row in self.term_rows(person_fields)]
+
+    def term_rows(self, person_fields: Mapping[str, Any]) -> list[tuple[int, int]]:
+        """:meth:`terms_for` as plain tuples, for bulk writes: each index's key looked up
+        once per record rather than once per term, one HMAC call per distinct key."""
         gen = self._gen()
-        return list(dict.fromkeys(_term(gen, n, v) for n, v in index_terms(person_fields)))
+        keys: dict[str, tuple[bytes, int, int]] = {}
+        rows: dict[tuple[int, int], None] = {}
+        digest = hmac.digest
+        for name, value in index_terms(person_fields):
+            entry = keys.get(name)
+            if entry is None:
+                entry = keys[name] = gen.index_key(name)
+            key, bits, index_id = entry
+            mac = digest(key, value.encode("utf-8"), "sha256")
+            rows[(index_id, int.from_bytes(mac[:8], "big") >> (64 - bits))] = None
+        return list(rows)
 
     def query_terms(
         self, query_fields: Mapping[str, Any], *, indexes: Collection[str] | None = None

@@ -16,6 +16,7 @@ padded (ISO/IEC 7816-4) to a multiple of 16 bytes so lengths leak only in 16-byt
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import os
@@ -144,14 +145,21 @@ def rewrap_data_key(provider: KeyProvider, wrapped: WrappedKey, record_id: Recor
     return wrap_data_key(provider, unwrap_data_key(provider, wrapped, record_id), record_id)
 
 
-def _aad(kind: bytes, table: str, name: str, row_id: RecordId) -> bytes:
-    parts = [kind, table.encode("utf-8"), name.encode("utf-8"), _record_str(row_id).encode()]
+@functools.lru_cache(maxsize=1024)
+def _aad_prefix(kind: bytes, table: str, name: str) -> bytes:
+    """The row-independent start of :func:`_aad` (schema names only), built once."""
     out = bytearray(b"mash-hub|field|")
     out.append(FIELD_FORMAT_V1)
-    for part in parts:
+    for part in (kind, table.encode("utf-8"), name.encode("utf-8")):
         out += len(part).to_bytes(4, "big")
         out += part
     return bytes(out)
+
+
+def _aad(kind: bytes, table: str, name: str, row_id: RecordId) -> bytes:
+    """Length-prefixed (format version, kind, table, column or group, row id)."""
+    row = _record_str(row_id).encode()
+    return _aad_prefix(kind, table, name) + len(row).to_bytes(4, "big") + row
 
 
 def _pad(data: bytes) -> bytes:

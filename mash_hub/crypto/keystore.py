@@ -94,6 +94,8 @@ class KekStatus:
 
 # The primary KEK registered and the wrapped DEKs inserted, in one statement (data_keys has
 # no foreign key to key_encryption_keys; the registration records the dependency).
+# Up to this many keys are saved by one INSERT that also registers the KEK; more by COPY.
+_SAVE_BY_STATEMENT = 20
 _SAVE = text(
     "WITH registered AS (INSERT INTO key_encryption_keys (kek_id) VALUES (:primary)"
     " ON CONFLICT (kek_id) DO NOTHING)"
@@ -131,8 +133,10 @@ class KeyStore:
     def save(self, session: Session, rows: list[dict[str, object]]) -> None:
         """Insert the wrapped-key rows of :meth:`issue` (the caller's transaction), and
         register the primary KEK (:meth:`register_primary`) in the same statement: one round
-        trip, which a referral makes twice."""
-        if rows:
+        trip, which a referral makes twice; bulk saves (an ingest chunk) go by COPY."""
+        if not rows:
+            return
+        if len(rows) <= _SAVE_BY_STATEMENT:
             session.execute(
                 _SAVE,
                 {
@@ -142,6 +146,13 @@ class KeyStore:
                     "wrapped": [row["wrapped"] for row in rows],
                 },
             )
+            return
+        self.register_primary(session)
+        # COPY: an ingest saves one key per record, 2,000 per chunk.
+        cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy("COPY data_keys (owner_id, kek_id, wrapped) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((row["owner_id"], row["kek_id"], row["wrapped"]))
 
     def ciphers(
         self, session: Session, owner_ids: Collection[uuid.UUID]

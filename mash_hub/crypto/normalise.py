@@ -55,8 +55,36 @@ _PNC = re.compile(r"^(\d{2}|\d{4})/?(\d{1,7})([A-Z])$")
 _UPN = re.compile(r"^[A-Z0-9]{13}$")
 
 
+def _ascii_fold_table() -> dict[int, str | None]:
+    """What :func:`_fold` does to each ASCII character, as one ``str.translate`` table."""
+    table: dict[int, str | None] = {}
+    for code in range(128):
+        char = chr(code)
+        if char in _APOSTROPHES:
+            table[code] = None
+        elif char.isalpha():
+            table[code] = char.lower()
+        elif char.isspace() or char in _SEPARATORS:
+            table[code] = " "
+        else:
+            table[code] = None
+    return table
+
+
+_ASCII_FOLD = _ascii_fold_table()
+
+
 def _fold(text: str) -> str:
     """Casefold, transliterate and strip diacritics, keeping letters and token separators."""
+    if text.isascii():
+        # Nothing to transliterate or decompose: one table look-up per character gives the
+        # same result (tested against the general path) several times faster.
+        return text.translate(_ASCII_FOLD)
+    return _fold_general(text)
+
+
+def _fold_general(text: str) -> str:
+    """:func:`_fold` for any text: transliterate, decompose, keep letters and separators."""
     decomposed = unicodedata.normalize("NFKD", text.casefold().translate(_TRANSLIT))
     out: list[str] = []
     for char in decomposed:

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from mash_hub.audit import AuditEvent
 from mash_hub.audit import record as audit
+from mash_hub.crypto.keystore import provider_batch
 from mash_hub.db.engine import Database
 from mash_hub.feeds.definition import FeedDefinition
 from mash_hub.feeds.mapping import MappedRecord, map_record
@@ -168,7 +169,7 @@ def ingest_records(
     outcomes = (
         pool.outcomes(records, batch.id)
         if pool is not None
-        else (prepare_one(store, definition, batch.id, raw) for raw in records)
+        else _prepared_serially(store, definition, batch.id, records)
     )
     for outcome in outcomes:
         report.rows += 1
@@ -344,7 +345,27 @@ _FORKED: tuple[PersonStore, FeedDefinition] | None = None
 def _prepare_in_worker(batch_id: uuid.UUID, raws: list[RawRecord]) -> list[Outcome]:
     assert _FORKED is not None, "worker started without a store"
     store, definition = _FORKED
-    return [prepare_one(store, definition, batch_id, raw) for raw in raws]
+    # One check of the keyring for the chunk, not one per key wrapped and root looked up.
+    with provider_batch(store.keys.provider):
+        return [prepare_one(store, definition, batch_id, raw) for raw in raws]
+
+
+def _prepared_serially(
+    store: PersonStore,
+    definition: FeedDefinition,
+    batch_id: uuid.UUID,
+    records: Iterable[RawRecord],
+) -> Iterator[Outcome]:
+    """Without workers: the same work in this process, the keyring checked once per chunk."""
+    chunk: list[RawRecord] = []
+    for raw in records:
+        chunk.append(raw)
+        if len(chunk) >= PreparePool.TASK:
+            with provider_batch(store.keys.provider):
+                yield from [prepare_one(store, definition, batch_id, r) for r in chunk]
+            chunk = []
+    with provider_batch(store.keys.provider):
+        yield from [prepare_one(store, definition, batch_id, r) for r in chunk]
 
 
 class PreparePool:
@@ -356,7 +377,11 @@ class PreparePool:
     thread starts (fork copies only the calling thread).
     """
 
-    _CHUNK = 250
+    # Records per task sent to a worker.
+    TASK = 250
+    # Chunks prepared ahead of the one being written: two write chunks' worth, so the
+    # workers keep going while the parent waits for the server's COPY.
+    AHEAD = 2 * CHUNK // TASK
 
     def __init__(self, store: PersonStore, definition: FeedDefinition, workers: int) -> None:
         self.store = store
@@ -381,10 +406,10 @@ class PreparePool:
         chunk: list[RawRecord] = []
         for raw in records:
             chunk.append(raw)
-            if len(chunk) >= self._CHUNK:
+            if len(chunk) >= self.TASK:
                 pending.append(self._pool.apply_async(_prepare_in_worker, (batch_id, chunk)))
                 chunk = []
-                if len(pending) >= self.workers * 4:
+                if len(pending) >= max(self.workers * 4, self.AHEAD):
                     yield from pending.popleft().get()
         if chunk:
             pending.append(self._pool.apply_async(_prepare_in_worker, (batch_id, chunk)))

@@ -126,6 +126,11 @@ class PreparedRecord:
     key_row: dict[str, object] | None
     sealed_groups: list[tuple[str, bytes]]
     index_terms: list[tuple[int, int]]
+    # The same field-group and index rows in COPY text format (see :func:`_group_rows`):
+    # formatted once, where the record is prepared (a worker process during ingestion), for
+    # bulk writes; small writes send the rows above in one INSERT instead.
+    group_rows: bytes
+    index_rows: bytes
     issues: tuple[tuple[str, str], ...] = ()
     # Fingerprint of the blind-index root the keyed values above were computed under.
     root: str | None = None
@@ -210,8 +215,9 @@ class PersonStore:
                 root=pending_indexer.fingerprint,
                 source_key=pending_indexer.source_key(new.feed, new.source_record_id),
                 content_hash=pending_indexer.content_hash(_canonical(new)),
-                index_terms=[(t[0], t[1]) for t in pending_indexer.terms_for(new.index_fields)],
+                index_terms=pending_indexer.term_rows(new.index_fields),
             )
+        terms = self._index_terms(new.index_fields, current)
         return PreparedRecord(
             id=record_id,
             feed=new.feed,
@@ -223,9 +229,9 @@ class PersonStore:
             batch_id=new.batch_id,
             key_row=key_row,
             sealed_groups=sealed,
-            index_terms=[
-                (term[0], term[1]) for term in self._index_terms(new.index_fields, current)
-            ],
+            index_terms=terms,
+            group_rows=_group_rows(record_id, sealed),
+            index_rows=_index_rows(record_id, terms),
             issues=new.issues,
             root=current.fingerprint,
             pending=pending,
@@ -297,17 +303,20 @@ class PersonStore:
             )
             for p in prepared
         ]
-        groups = [
-            (p.id, group, ciphertext) for p in prepared for group, ciphertext in p.sealed_groups
-        ]
         # During a rotation, the pending root's rows too (the other bank of index ids).
-        terms = [(i, v, p.id) for p in prepared for i, v in p.index_terms] + [
-            (i, v, p.id)
-            for p in prepared
-            if p.pending is not None and state.pending in (None, p.pending.root)
-            for i, v in p.pending.index_terms
+        pending = [
+            p for p in prepared if p.pending is not None and state.pending in (None, p.pending.root)
         ]
         if len(prepared) <= SMALL_WRITE:
+            groups = [
+                (p.id, group, ciphertext) for p in prepared for group, ciphertext in p.sealed_groups
+            ]
+            terms = [(i, v, p.id) for p in prepared for i, v in p.index_terms] + [
+                (i, v, p.id)
+                for p in pending
+                if p.pending is not None
+                for i, v in p.pending.index_terms
+            ]
             _insert_small(session, records, groups, terms)
             return [p.id for p in prepared]
         cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -317,8 +326,17 @@ class PersonStore:
             " content_hash, batch_id)",
             records,
         )
-        _copy(cursor, f"{FIELD_TABLE} (record_id, group_name, ciphertext)", groups)
-        _copy(cursor, "blind_index (index_id, value, record_id)", terms)
+        _copy_text(
+            cursor,
+            f"{FIELD_TABLE} (record_id, group_name, ciphertext)",
+            (p.group_rows for p in prepared),
+        )
+        _copy_text(
+            cursor,
+            "blind_index (index_id, value, record_id)",
+            [p.index_rows for p in prepared]
+            + [_index_rows(p.id, p.pending.index_terms) for p in pending if p.pending is not None],
+        )
         return [p.id for p in prepared]
 
     def content_hash(self, new: NewRecord, indexer: BlindIndexer | None = None) -> bytes | None:
@@ -407,8 +425,8 @@ class PersonStore:
 
     def _index_terms(
         self, index_fields: Mapping[str, Any], indexer: BlindIndexer | None = None
-    ) -> list[IndexTerm]:
-        return (indexer or self.indexer).terms_for(index_fields)
+    ) -> list[tuple[int, int]]:
+        return (indexer or self.indexer).term_rows(index_fields)
 
     def new_person(self, session: Session) -> uuid.UUID:
         person = Person(id=uuid.uuid4())
@@ -748,6 +766,7 @@ def _resolved(prepared: PreparedRecord, state: RootState) -> PreparedRecord:
             source_key=pending.source_key,
             content_hash=pending.content_hash,
             index_terms=pending.index_terms,
+            index_rows=_index_rows(prepared.id, pending.index_terms),
             pending=None,
         )
     raise IndexRootChangedError(
@@ -824,6 +843,36 @@ def _term_lookup(terms: Sequence[IndexTerm]) -> tuple[Any, Any]:
     return lookup, (BlindIndexEntry.index_id == lookup.c.index_id) & (
         BlindIndexEntry.value == lookup.c.value
     )
+
+
+def _copy_text(cursor: Any, target: str, blocks: Iterable[bytes]) -> None:
+    """COPY rows already in text format (one serialisation per record, done where it was
+    prepared), sent in blocks of about a megabyte."""
+    data = b"".join(blocks)
+    if not data:
+        return
+    with cursor.copy(f"COPY {target} FROM STDIN") as copy:
+        view = memoryview(data)
+        for start in range(0, len(data), 1 << 20):
+            copy.write(view[start : start + (1 << 20)])
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _group_rows(record_id: uuid.UUID, sealed: Sequence[tuple[str, bytes]]) -> bytes:
+    """``record_field_groups`` rows in COPY text format (bytea as hex)."""
+    rid = str(record_id)
+    return "".join(
+        f"{rid}\t{group.translate(_COPY_ESCAPES)}\t\\\\x{ciphertext.hex()}\n"
+        for group, ciphertext in sealed
+    ).encode("utf-8")
+
+
+def _index_rows(record_id: uuid.UUID, terms: Iterable[tuple[int, int]]) -> bytes:
+    """``blind_index`` rows in COPY text format."""
+    rid = str(record_id)
+    return "".join(f"{index_id}\t{value}\t{rid}\n" for index_id, value in terms).encode("ascii")
 
 
 def _any_uuid(name: str, ids: Collection[uuid.UUID]) -> Any:

@@ -16,6 +16,7 @@ from mash_hub.crypto import (
     IndexSpec,
     IndexTerm,
     index_terms,
+    normalise,
 )
 from mash_hub.crypto.normalise import (
     name_phonetic,
@@ -218,3 +219,11 @@ def test_hypothesis_normalisers_total(name: str) -> None:
         assert code is None or code.isascii()
     terms = index_terms({"given_names": [name], "family_name": name, "other_names": [name]})
     assert len(terms) == len(set(terms))
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=24))
+def test_ascii_names_fold_as_the_general_path_folds_them(text: str) -> None:
+    """The ASCII fast path of name folding (one translate) must give the same keys, or
+    records ingested with it would not be found by terms computed the general way."""
+    assert normalise._fold(text) == normalise._fold_general(text)

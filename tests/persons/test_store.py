@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -349,3 +350,30 @@ def test_read_takes_more_ids_than_postgres_has_bind_parameters(
     many = [uuid.uuid4() for _ in range(70_000)] + [known]
     found = store.read(session, many, [IDENTITY])
     assert set(found) == {known} and found[known].groups[IDENTITY]
+
+
+@pytest.mark.parametrize("group", ["details.tab\there", "details.back\\slash", "details.line\nend"])
+def test_group_names_with_copy_control_characters_round_trip(
+    session: Session, store: PersonStore, group: str
+) -> None:
+    """Records are written as COPY text formatted where they are prepared: a group name
+    holding COPY's delimiter, escape or row separator is escaped, not split or lost."""
+    record = person_record("SC-COPY")
+    groups = {**record.groups, group: {"note": "kept\tas\\is\n"}}
+    [rid] = store.add(session, [replace(record, groups=groups)])
+    assert store.read(session, [rid], {group})[rid].groups == {group: {"note": "kept\tas\\is\n"}}
+
+
+def test_stored_index_rows_are_the_indexers_terms(session: Session, store: PersonStore) -> None:
+    """The bulk path (terms as plain tuples, formatted for COPY) stores exactly the terms the
+    indexer gives for the record, each once."""
+    record = person_record("SC-TERMS", given="Anna-Maria", family="O'Brien Smith")
+    [rid] = store.add(session, [record])
+    stored = session.execute(
+        select(BlindIndexEntry.index_id, BlindIndexEntry.value).where(
+            BlindIndexEntry.record_id == rid
+        )
+    ).all()
+    expected = store.indexer.terms_for(record.index_fields)
+    assert sorted(tuple(row) for row in stored) == sorted(tuple(term) for term in expected)
+    assert len(expected) == len(set(expected)) > 40
