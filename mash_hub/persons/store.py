@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import os
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -484,19 +484,7 @@ class PersonStore:
         shredded come with no groups.
         """
         wanted = list(dict.fromkeys(groups))
-        for group in wanted:
-            _check_group_name(group)
-        # Only numbered aliases and placeholders are formatted in; group names are parameters.
-        columns = "".join(f", g{i}.ciphertext" for i in range(len(wanted)))
-        joins = "".join(
-            f" LEFT JOIN {FIELD_TABLE} g{i} ON g{i}.record_id = s.id AND g{i}.group_name = %s"
-            for i in range(len(wanted))
-        )
-        sql = (
-            "SELECT s.id, s.feed, s.source_agency, s.person_id, k.kek_id, k.wrapped"  # noqa: S608
-            f"{columns} FROM source_records s LEFT JOIN data_keys k ON k.owner_id = s.id{joins}"
-            " WHERE s.is_current AND s.erased_at IS NULL ORDER BY s.id"
-        )
+        sql = _joined_groups_sql(wanted, lambda i: "%s", "TRUE")
         connection: Any = session.connection().connection.driver_connection
         name = f"stream_groups_{uuid.uuid4().hex}"
         with connection.cursor(name=name, binary=True) as cursor:
@@ -579,24 +567,14 @@ class PersonStore:
     ) -> dict[uuid.UUID, StoredRecord]:
         """Every current record of these persons with only ``groups`` decrypted, in one
         statement (record, wrapped data key and one ciphertext per group joined, as
-        :meth:`stream_groups` does) instead of :meth:`read`'s three; a shredded record comes
-        with no groups."""
+        :meth:`stream_groups` does); a shredded record comes with no groups."""
         if not person_ids:
             return {}
         wanted = list(dict.fromkeys(groups))
-        for group in wanted:
-            _check_group_name(group)
-        # Only numbered aliases and placeholders are formatted in; group names are parameters.
-        columns = "".join(f", g{i}.ciphertext" for i in range(len(wanted)))
-        joins = "".join(
-            f" LEFT JOIN {FIELD_TABLE} g{i} ON g{i}.record_id = s.id AND g{i}.group_name = :g{i}"
-            for i in range(len(wanted))
-        )
         statement = text(
-            "SELECT s.id, s.feed, s.source_agency, s.person_id, k.kek_id, k.wrapped"  # noqa: S608
-            f"{columns} FROM source_records s LEFT JOIN data_keys k ON k.owner_id = s.id{joins}"
-            " WHERE s.person_id = ANY(CAST(:persons AS uuid[])) AND s.is_current"
-            " AND s.erased_at IS NULL ORDER BY s.id"
+            _joined_groups_sql(
+                wanted, lambda i: f":g{i}", "s.person_id = ANY(CAST(:persons AS uuid[]))"
+            )
         )
         parameters: dict[str, Any] = {f"g{i}": group for i, group in enumerate(wanted)}
         parameters["persons"] = sorted(person_ids)
@@ -794,6 +772,27 @@ _INSERT_SMALL = text(
     " SELECT * FROM unnest(CAST(:index_ids AS smallint[]), CAST(:index_values AS bigint[]),"
     " CAST(:index_records AS uuid[]))"
 )
+
+
+def _joined_groups_sql(groups: Sequence[str], placeholder: Callable[[int], str], where: str) -> str:
+    """One statement joining each current, unerased record matching ``where`` to its wrapped
+    data key and one ciphertext per group (the shape :meth:`PersonStore._open_joined` reads).
+
+    Only numbered aliases and the placeholders are formatted in; group names are parameters
+    (checked here too, so a caller cannot slip one in)."""
+    for group in groups:
+        _check_group_name(group)
+    columns = "".join(f", g{i}.ciphertext" for i in range(len(groups)))
+    joins = "".join(
+        f" LEFT JOIN {FIELD_TABLE} g{i} ON g{i}.record_id = s.id"
+        f" AND g{i}.group_name = {placeholder(i)}"
+        for i in range(len(groups))
+    )
+    return (
+        "SELECT s.id, s.feed, s.source_agency, s.person_id, k.kek_id, k.wrapped"  # noqa: S608
+        f"{columns} FROM source_records s LEFT JOIN data_keys k ON k.owner_id = s.id{joins}"
+        f" WHERE {where} AND s.is_current AND s.erased_at IS NULL ORDER BY s.id"
+    )
 
 
 def _insert_small(
