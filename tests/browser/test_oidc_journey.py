@@ -91,6 +91,9 @@ def test_a_social_worker_signs_in_with_the_provider_and_picks_a_referral(
     expect(summary).to_contain_text("can no longer be given as the reason")
     check(page, "oidc-04-referral-no-longer-fits")
 
+    # Signing out ends the provider's session too (RP-initiated logout): the mock provider
+    # asks for a click, then sends the browser back to the hub's signed-out page.
     page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="End session").click()
     expect(page.get_by_role("heading", name="You have signed out")).to_be_visible()
     check(page, "oidc-05-signed-out")
