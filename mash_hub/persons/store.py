@@ -650,10 +650,11 @@ class PersonStore:
             )
         )
         # Information requests about a referral the person is a subject of: the question and
-        # the answer may be about any of its subjects, so each request's own key goes too.
-        from mash_hub.referrals.requests import ids_for_records  # noqa: PLC0415
+        # the answer may be about any of its subjects, so their text is wiped and each
+        # request's own key goes too.
+        from mash_hub.referrals.requests import erase_for_records  # noqa: PLC0415
 
-        information_requests = ids_for_records(session, record_ids)
+        information_requests = erase_for_records(session, record_ids)
         destroyed = self.keys.shred(
             session, [*record_ids, *justifications, *decisions, *information_requests]
         )

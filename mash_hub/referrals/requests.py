@@ -35,13 +35,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mash_hub import audit as audit_log
 from mash_hub.audit import AuditEvent
 from mash_hub.authz.policy import Caller, Decisions
 from mash_hub.authz.refusals import record_refusal
+from mash_hub.crypto.envelope import FieldCipher
 from mash_hub.persons.store import PersonStore
 from mash_hub.referrals.codes import (
     DECIDED,
@@ -235,7 +236,7 @@ def _views(
 ) -> list[RequestView]:
     """Decrypt questions (and, with ``answers``, answers): the caller has audited the read.
     A request whose key was shredded (erasure) comes without text, marked ``erased``."""
-    ciphers = store.keys.ciphers(session, [row.id for row, _ in pairs])
+    ciphers = _ciphers(session, store, pairs)
     out: list[RequestView] = []
     for row, referral in pairs:
         cipher = ciphers.get(row.id)
@@ -265,6 +266,23 @@ def _views(
             )
         )
     return out
+
+
+def _ciphers(
+    session: Session,
+    store: PersonStore,
+    pairs: Sequence[tuple[InformationRequest, Referral]],
+) -> dict[uuid.UUID, FieldCipher]:
+    """Each request's cipher: its own data key; for a request made before requests had keys
+    of their own (sealed under the referral's key, as the first release did), the referral's.
+    An erased request (text wiped, own key shredded) has none."""
+    ciphers = store.keys.ciphers(session, [row.id for row, _ in pairs])
+    older = {referral.id for row, referral in pairs if row.id not in ciphers and row.question}
+    by_referral = store.keys.ciphers(session, older) if older else {}
+    for row, referral in pairs:
+        if row.id not in ciphers and row.question and referral.id in by_referral:
+            ciphers[row.id] = by_referral[referral.id]
+    return ciphers
 
 
 def _without_text(
@@ -418,7 +436,7 @@ def answer(
         raise ReferralStateError("already_answered", "the request has already been answered")
     if referral.status == DECIDED:
         raise ReferralStateError("already_decided", "the referral has been decided")
-    cipher = store.keys.ciphers(session, [row.id]).get(row.id)
+    cipher = _ciphers(session, store, [(row, referral)]).get(row.id)
     if cipher is None:
         raise ReferralStateError(
             "request_erased", "the request was erased with a person the referral concerns"
@@ -497,7 +515,7 @@ def summaries(
 
 def ids_for_records(session: Session, record_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
     """The requests of every referral with a subject among ``record_ids``: their question and
-    answer may be about any of the referral's subjects, so erasing one shreds them all."""
+    answer may be about any of the referral's subjects, so erasing one erases them all."""
     if not record_ids:
         return []
     return list(
@@ -508,6 +526,21 @@ def ids_for_records(session: Session, record_ids: Collection[uuid.UUID]) -> list
             .distinct()
         )
     )
+
+
+def erase_for_records(session: Session, record_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
+    """Erase the text of the requests of :func:`ids_for_records`: the ciphertexts are wiped
+    here (a request made before requests had keys of their own is sealed under the
+    referral's key, which the other subjects still need), and the caller shreds each
+    request's own key. Codes and times stay. Returns the requests' ids."""
+    ids = ids_for_records(session, record_ids)
+    if ids:
+        session.execute(
+            update(InformationRequest)
+            .where(InformationRequest.id.in_(ids))
+            .values(question=b"", answer=None)
+        )
+    return ids
 
 
 def for_subject_access(

@@ -21,7 +21,7 @@ from mash_hub.crypto.models import DataKeyRow
 from mash_hub.persons.models import SourceRecord
 from mash_hub.persons.store import PersonStore
 from mash_hub.referrals import requests
-from mash_hub.referrals.models import ReferralSubject
+from mash_hub.referrals.models import InformationRequest, ReferralSubject
 from mash_hub.referrals.service import ReferralStateError, find
 from tests.authz.conftest import BASELINE
 from tests.referrals.conftest import OFFICER
@@ -168,3 +168,51 @@ def test_erasing_a_subject_shreds_the_requests_of_their_referrals(
         (str(made.id), "erased", None),
         (str(unanswered.id), "erased", None),
     ]
+
+
+def _as_first_release_made_it(
+    session: Session, store: PersonStore, request_id: uuid.UUID, question: str
+) -> None:
+    """Re-seal a request as the first release stored it: under the referral's data key, with
+    no key of its own (what a hub upgraded from that release holds)."""
+    row = session.get(InformationRequest, request_id)
+    assert row is not None
+    referral_key = store.keys.ciphers(session, [row.referral_id])[row.referral_id]
+    row.question = referral_key.encrypt(
+        question, table=requests.TABLE, column=requests.QUESTION_COLUMN, row_id=request_id
+    )
+    store.keys.shred(session, [request_id])
+    session.flush()
+
+
+def test_a_request_sealed_under_the_referrals_key_is_still_read_answered_and_erased(
+    session: Session, store: PersonStore, decisions: Decisions
+) -> None:
+    """Upgrading must not lose what was asked: a request from before requests had keys of
+    their own reads and answers under the referral's key, and erasure still wipes its text
+    (that key is shared with the other subjects, so it cannot be shredded)."""
+    reference = rated(session, store, decisions)
+    made = ask(session, store, decisions, reference, "police")
+    _as_first_release_made_it(session, store, made.id, QUESTION)
+
+    (listed,) = requests.for_referral(
+        session, store, decisions, OFFICER, reference, now=LATER
+    ).requests
+    assert (listed.question, listed.erased) == (QUESTION, False)
+    requests.answer(
+        session, store, decisions, POLICE, made.id, outcome="information", text=ANSWER, now=LATER
+    )
+    (answered,) = requests.for_referral(
+        session, store, decisions, OFFICER, reference, now=LATER
+    ).requests
+    assert (answered.question, answered.answer) == (QUESTION, ANSWER)
+
+    store.erase_person(
+        session, subjects(session, reference)["child"], actor="test:eraser", reason="ERA-2"
+    )
+    row = session.get(InformationRequest, made.id)
+    assert row is not None and row.question == b"" and row.answer is None
+    (erased,) = requests.for_referral(
+        session, store, decisions, OFFICER, reference, now=LATER
+    ).requests
+    assert (erased.erased, erased.question, erased.answer) == (True, None, None)
